@@ -1,0 +1,135 @@
+// Package confkit holds the small vocabulary every config section shares: byte sizes and
+// key-located validation errors. It is a leaf: it imports nothing of edged, so broker, storage,
+// bridge and hardware can all describe their own config problems without knowing about the YAML
+// loader (internal/config), which turns a key path into FILE:LINE.
+package confkit
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// KeyError is a config problem at a key path such as "broker.listeners[1].address". Validate
+// methods return keys relative to their section; the loader prefixes the section and finds the
+// line.
+type KeyError struct {
+	Key string
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+// Errorf builds a KeyError.
+func Errorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Prefix re-roots every KeyError inside err (a single error or an errors.Join tree) under
+// prefix, so a section can validate its children and hand their problems up unchanged.
+func Prefix(prefix string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range Flatten(err) {
+		var ke *KeyError
+		if errors.As(e, &ke) {
+			k := ke.Key
+			switch {
+			case k == "":
+				k = prefix
+			case strings.HasPrefix(k, "["):
+				k = prefix + k
+			default:
+				k = prefix + "." + k
+			}
+			out = append(out, &KeyError{Key: k, Msg: ke.Msg})
+			continue
+		}
+		out = append(out, &KeyError{Key: prefix, Msg: e.Error()})
+	}
+	return errors.Join(out...)
+}
+
+// Flatten unpacks an errors.Join tree into its leaves.
+func Flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// ByteSize is a size in bytes written in YAML as a plain integer or with a unit: "512KiB",
+// "64MB", "1GiB". Binary (KiB, MiB, GiB, TiB) and decimal (kB/KB, MB, GB, TB) units are both
+// accepted because users copy values from both worlds; the bare suffix "B" means bytes.
+type ByteSize int64
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"TB", 1000 * 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+// ParseByteSize parses "1GiB", "200 MB", "4096".
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			mult = u.mult
+			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 4096, 64MiB, 1GiB)", s)
+	}
+	v := n * float64(mult)
+	if v > float64(1<<62) {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return ByteSize(v), nil
+}
+
+// UnmarshalYAML accepts an integer or a string with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a size such as 64MiB", n.Line)
+	}
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// MarshalYAML writes the size back in the most readable exact binary unit.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
+func (b ByteSize) String() string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if int64(b) >= u.m && int64(b)%u.m == 0 {
+			return strconv.FormatInt(int64(b)/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
