@@ -108,12 +108,14 @@ func ParseByteSize(s string) (ByteSize, error) {
 
 // UnmarshalYAML accepts an integer or a string with a unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError (not a plain error) lets yaml.v3 go on decoding and report every bad
+	// value of the file at once, each with its line.
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a size such as 64MiB", n.Line)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a size such as 64MiB", n.Line)}}
 	}
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
 	}
 	*b = v
 	return nil
