@@ -1,0 +1,87 @@
+package hardware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.bug.st/serial"
+)
+
+// Local is the in-process broker client the ports publish frames into and take commands from
+// (broker.Broker implements it: inline publish, no TCP).
+type Local interface {
+	Publish(*message) error
+	Subscribe(filter string, fn func(*message)) (unsubscribe func(), err error)
+}
+
+// Manager runs the configured serial ports.
+type Manager struct {
+	log     *slog.Logger
+	local   Local
+	metrics *metrics
+	ports   []*port
+	started atomic.Bool
+}
+
+// New validates cfg (after applying defaults to a copy) and prepares one port per entry. It
+// opens nothing yet except a small reserve of low fds per port (see the package doc); Run opens
+// the ports. log may be nil (discarded); reg may be nil (metrics not registered).
+func New(cfg Config, local Local, log *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Serial = slices.Clone(cfg.Serial)
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hardware config: %w", err)
+	}
+	if local == nil && len(cfg.Serial) > 0 {
+		return nil, errors.New("hardware: nil Local")
+	}
+	met, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("hardware metrics: %w", err)
+	}
+	m := &Manager{log: log, local: local, metrics: met}
+	for i := range cfg.Serial {
+		m.ports = append(m.ports, newPort(cfg.Serial[i], local, log.With("port", cfg.Serial[i].Name), met, defaultOpener()))
+	}
+	return m, nil
+}
+
+// Run opens every port and keeps it open (reopening after failures) until ctx is done, then
+// closes them and returns after every port goroutine has stopped. A Manager runs once; a second
+// Run returns at once.
+func (m *Manager) Run(ctx context.Context) {
+	if !m.started.CompareAndSwap(false, true) {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, p := range m.ports {
+		wg.Go(func() { p.run(ctx) })
+	}
+	wg.Wait()
+}
+
+// Status is a snapshot of every port, in config order.
+func (m *Manager) Status() []PortStatus {
+	out := make([]PortStatus, 0, len(m.ports))
+	for _, p := range m.ports {
+		out = append(out, p.status())
+	}
+	return out
+}
+
+// opener opens a port and closes it again; tests swap in fakes.
+type opener struct {
+	open  func(path string, mode *serial.Mode, reserved *[]int) (serial.Port, error)
+	close func(serial.Port, *[]int) error
+}
+
+func defaultOpener() opener { return opener{open: openSerial, close: closeSerial} }

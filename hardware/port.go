@@ -1,0 +1,480 @@
+package hardware
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.bug.st/serial"
+)
+
+// Port states in PortStatus.State.
+const (
+	StateOpen    = "open"    // the port is open and being read
+	StateWaiting = "waiting" // the device is absent (path missing, no USB match); retrying with backoff
+	StateError   = "error"   // the last open failed or the open port failed; retrying with backoff
+	StateStopped = "stopped" // Run has not started or has returned
+)
+
+// PortStatus is one port's state for `edged status` and the admin API.
+type PortStatus struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"` // device path last opened (or configured)
+	State     string    `json:"state"`
+	FramesIn  uint64    `json:"frames_in"`  // frames published
+	FramesOut uint64    `json:"frames_out"` // commands written
+	BytesIn   uint64    `json:"bytes_in"`
+	BytesOut  uint64    `json:"bytes_out"`
+	Invalid   uint64    `json:"invalid"`  // frames rejected (all reasons)
+	Dropped   uint64    `json:"dropped"`  // frames or commands lost (all reasons)
+	Queued    int       `json:"queued"`   // commands waiting to be written
+	Reopens   uint64    `json:"reopens"`  // opens after the first
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"` // when State was entered
+}
+
+type queuedCmd struct {
+	payload []byte
+	at      time.Time
+}
+
+// port is one configured serial device; run owns it.
+type port struct {
+	cfg    SerialConfig
+	local  Local
+	log    *slog.Logger
+	met    *metrics
+	opener opener
+	codec  codec
+	framer *framer
+
+	reserved []int // low fds held for the next open (see package doc)
+
+	cmdSignal chan struct{} // cap 1: the queue changed
+
+	mu      sync.Mutex
+	st      PortStatus
+	queue   []queuedCmd
+	isOpen  bool
+	errLog  rateLog
+	dropLog rateLog
+}
+
+func newPort(cfg SerialConfig, local Local, log *slog.Logger, met *metrics, op opener) *port {
+	p := &port{
+		cfg: cfg, local: local, log: log, met: met, opener: op,
+		codec: newCodec(&cfg), framer: newFramer(&cfg),
+		cmdSignal: make(chan struct{}, 1),
+		reserved:  reserveFDs(fdsPerPort),
+	}
+	p.st = PortStatus{Name: cfg.Name, Path: cfg.Port, State: StateStopped, Since: time.Now()}
+	// Materialise the series so dashboards see 0 rather than nothing.
+	met.up.WithLabelValues(cfg.Name).Set(0)
+	met.framesIn.WithLabelValues(cfg.Name)
+	met.framesOut.WithLabelValues(cfg.Name)
+	met.reopens.WithLabelValues(cfg.Name)
+	return p
+}
+
+func (p *port) status() PortStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.st
+	s.Queued = len(p.queue)
+	return s
+}
+
+func (p *port) setState(state, path string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if state != p.st.State {
+		p.st.State, p.st.Since = state, time.Now()
+	}
+	if path != "" {
+		p.st.Path = path
+	}
+	if err != nil {
+		p.st.LastError = err.Error()
+	}
+	p.isOpen = state == StateOpen
+}
+
+// run resolves, opens, serves and reopens the port until ctx is done.
+func (p *port) run(ctx context.Context) {
+	defer func() {
+		p.setState(StateStopped, "", nil)
+		p.mu.Lock()
+		n := len(p.queue)
+		p.queue = nil
+		p.mu.Unlock()
+		p.drop(DropShutdown, n, nil)
+		openMu.Lock()
+		releaseFDs(p.reserved)
+		p.reserved = nil
+		openMu.Unlock()
+	}()
+	var unsubscribe func()
+	defer func() {
+		if unsubscribe != nil {
+			unsubscribe()
+		}
+	}()
+	subscribe := func() {
+		if p.cfg.CommandTopic == "" || unsubscribe != nil {
+			return
+		}
+		u, err := p.local.Subscribe(p.cfg.CommandTopic, p.onCommand)
+		if err != nil {
+			p.logErr("subscribe to command topic failed; retrying", err, "topic", p.cfg.CommandTopic)
+			return
+		}
+		unsubscribe = u
+	}
+
+	opens, attempt := 0, 0
+	for ctx.Err() == nil {
+		subscribe()
+		path, sp, err := p.open()
+		if err != nil {
+			state := StateError
+			if isAbsent(err) {
+				state = StateWaiting
+			}
+			p.setState(state, path, err)
+			p.logErr("serial port unavailable; retrying", err, "path", path)
+			attempt++
+			if !sleepCtx(ctx, backoff(p.cfg.Reopen, attempt)) {
+				return
+			}
+			continue
+		}
+		if opens > 0 {
+			p.met.reopens.WithLabelValues(p.cfg.Name).Inc()
+			p.mu.Lock()
+			p.st.Reopens++
+			p.mu.Unlock()
+		}
+		opens++
+		p.setState(StateOpen, path, nil)
+		p.met.up.WithLabelValues(p.cfg.Name).Set(1)
+		p.log.Info("serial port open", "path", path, "baud", p.cfg.Baud)
+		p.errLog.reset()
+
+		start := time.Now()
+		got, err := p.session(ctx, sp, path)
+		if cerr := p.opener.close(sp, &p.reserved); cerr != nil && err == nil && ctx.Err() == nil {
+			err = fmt.Errorf("close %s: %w", path, cerr)
+		}
+		p.met.up.WithLabelValues(p.cfg.Name).Set(0)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("port closed")
+		}
+		p.setState(StateError, "", err)
+		p.logErr("serial port lost; reopening", err, "path", path)
+		if got || time.Since(start) >= p.cfg.Reopen.Max {
+			attempt = 0 // it worked for a while: start the backoff over
+		}
+		attempt++
+		if !sleepCtx(ctx, backoff(p.cfg.Reopen, attempt)) {
+			return
+		}
+	}
+}
+
+// open resolves the device (re-running the USB match every time) and opens it.
+func (p *port) open() (string, serial.Port, error) {
+	path := p.cfg.Port
+	if p.cfg.Match != nil {
+		var err error
+		if path, err = resolveMatch(p.cfg.Match); err != nil {
+			return "", nil, err
+		}
+	}
+	sp, err := p.opener.open(path, p.cfg.mode(), &p.reserved)
+	if err != nil {
+		return path, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return path, sp, nil
+}
+
+// isAbsent tells a missing device (wait for it) from a real failure.
+func isAbsent(err error) bool {
+	var pe *serial.PortError
+	if errors.As(err, &pe) && pe.Code() == serial.PortNotFound {
+		return true
+	}
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNoDevice)
+}
+
+// session serves an open port: a reader goroutine publishes frames while this goroutine writes
+// queued commands. It returns when ctx is done (nil) or the port fails, after the reader stopped;
+// got reports whether any byte was read. The caller closes the port.
+func (p *port) session(ctx context.Context, sp serial.Port, path string) (got bool, err error) {
+	readErr := make(chan error, 1)
+	var gotBytes bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		readErr <- p.readLoop(sp, path, &gotBytes)
+	}()
+	defer func() {
+		// Unblock and reap the reader: closing the port makes Read return PortClosed. The caller
+		// closes it again through the opener (idempotent) to refill the fd reserve.
+		sp.Close()
+		<-done
+		got = gotBytes
+	}()
+	p.expireQueue(time.Now())
+	for {
+		for {
+			cmd, ok := p.pop()
+			if !ok {
+				break
+			}
+			if err := p.write(sp, cmd.payload); err != nil {
+				return false, fmt.Errorf("write %s: %w", path, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case err := <-readErr:
+			return false, err
+		case <-p.cmdSignal:
+		}
+	}
+}
+
+// readLoop reads until the port fails. A panic inside go.bug.st/serial (fd >= 1024) becomes an
+// error, so one port cannot take edged down.
+func (p *port) readLoop(sp serial.Port, path string, got *bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read %s: serial library panicked (fd >= %d?): %v", path, fdSetSize, r)
+		}
+	}()
+	dec := p.codec.newDecoder()
+	var seen compatDrops
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := sp.Read(buf)
+		if n > 0 {
+			*got = true
+			now := time.Now()
+			p.met.bytesIn.WithLabelValues(p.cfg.Name).Add(float64(n))
+			p.mu.Lock()
+			p.st.BytesIn += uint64(n)
+			p.mu.Unlock()
+			dec.Feed(buf[:n], func(frame []byte) { p.onFrame(frame, now) })
+			if d := dec.drops(); d != seen {
+				p.invalid(ReasonOversize, d.oversize-seen.oversize)
+				p.invalid(ReasonMalformed, d.malformed-seen.malformed)
+				seen = d
+			}
+		}
+		if rerr != nil {
+			return fmt.Errorf("read %s: %w", path, rerr)
+		}
+		// n == 0 && rerr == nil is go.bug.st/serial's read timeout: just read again.
+	}
+}
+
+func (p *port) onFrame(frame []byte, now time.Time) {
+	msg, reason, errMsg := p.framer.build(frame, now)
+	if reason != "" {
+		p.invalid(reason, 1)
+		if errMsg != nil {
+			if err := p.local.Publish(errMsg); err != nil {
+				p.drop(DropPublish, 1, err)
+			}
+		}
+		return
+	}
+	if err := p.local.Publish(msg); err != nil {
+		p.drop(DropPublish, 1, err)
+		return
+	}
+	p.met.framesIn.WithLabelValues(p.cfg.Name).Inc()
+	p.mu.Lock()
+	p.st.FramesIn++
+	p.mu.Unlock()
+}
+
+func (p *port) invalid(reason string, n uint64) {
+	if n == 0 {
+		return
+	}
+	p.met.invalid.WithLabelValues(p.cfg.Name, reason).Add(float64(n))
+	p.mu.Lock()
+	p.st.Invalid += n
+	p.mu.Unlock()
+	p.log.Debug("serial frame rejected", "reason", reason, "count", n)
+}
+
+// drop counts n lost messages and logs at a rate limit.
+func (p *port) drop(reason string, n int, err error) {
+	if n <= 0 {
+		return
+	}
+	p.met.dropped.WithLabelValues(p.cfg.Name, reason).Add(float64(n))
+	if err == nil {
+		err = errors.New(reason)
+	}
+	msg := fmt.Sprintf("%s: %v", reason, err)
+	p.mu.Lock()
+	p.st.Dropped += uint64(n)
+	p.st.LastError = msg
+	p.mu.Unlock()
+	if ok, suppressed := p.dropLog.allow(time.Now()); ok {
+		p.log.Warn("serial messages dropped", "reason", reason, "count", n, "err", err, "suppressed", suppressed)
+	}
+}
+
+func (p *port) logErr(msg string, err error, args ...any) {
+	if ok, suppressed := p.errLog.allow(time.Now()); ok {
+		p.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
+	}
+}
+
+// onCommand is called by the broker for every message on command_topic: queue and wake the
+// session; never block the broker on a slow port.
+func (p *port) onCommand(m *message) {
+	c := queuedCmd{payload: bytes.Clone(m.Payload), at: time.Now()}
+	limit := *p.cfg.CommandQueue
+	p.mu.Lock()
+	if p.isOpen {
+		limit = max(limit, 1)
+	}
+	var reason string
+	switch {
+	case limit == 0:
+		reason = DropPortAway
+	case len(p.queue) >= limit:
+		reason = DropQueueFull
+		p.queue = append(p.queue[:0], p.queue[1:]...)
+		p.queue = append(p.queue, c)
+	default:
+		p.queue = append(p.queue, c)
+	}
+	p.mu.Unlock()
+	if reason != "" {
+		p.drop(reason, 1, errors.New("command not written: port "+p.cfg.Name+" is away"))
+	}
+	select {
+	case p.cmdSignal <- struct{}{}:
+	default:
+	}
+}
+
+func (p *port) pop() (queuedCmd, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return queuedCmd{}, false
+	}
+	c := p.queue[0]
+	p.queue = p.queue[1:]
+	return c, true
+}
+
+// expireQueue drops commands that waited longer than command_max_age for the port.
+func (p *port) expireQueue(now time.Time) {
+	p.mu.Lock()
+	keep := p.queue[:0]
+	for _, c := range p.queue {
+		if now.Sub(c.at) <= p.cfg.CommandMaxAge {
+			keep = append(keep, c)
+		}
+	}
+	n := len(p.queue) - len(keep)
+	p.queue = keep
+	p.mu.Unlock()
+	p.drop(DropExpired, n, fmt.Errorf("%d queued commands older than %v", n, p.cfg.CommandMaxAge))
+}
+
+func (p *port) write(sp serial.Port, payload []byte) error {
+	frame, err := p.codec.encode(payload)
+	if err != nil {
+		p.drop(DropUnframeable, 1, err)
+		return nil
+	}
+	for off := 0; off < len(frame); {
+		n, err := sp.Write(frame[off:])
+		if err != nil {
+			p.drop(DropWrite, 1, err)
+			return err
+		}
+		if n == 0 {
+			p.drop(DropWrite, 1, errors.New("short write"))
+			return errors.New("short write")
+		}
+		off += n
+	}
+	p.met.framesOut.WithLabelValues(p.cfg.Name).Inc()
+	p.met.bytesOut.WithLabelValues(p.cfg.Name).Add(float64(len(frame)))
+	p.mu.Lock()
+	p.st.FramesOut++
+	p.st.BytesOut += uint64(len(frame))
+	p.mu.Unlock()
+	return nil
+}
+
+// backoff is min*2^(attempt-1) capped at max, with equal jitter (half fixed, half random) so
+// ports that failed together do not retry in lockstep.
+func backoff(b Backoff, attempt int) time.Duration {
+	d := b.Max
+	if attempt < 32 {
+		if e := b.Min << (attempt - 1); e > 0 && e < b.Max {
+			d = e
+		}
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// rateLog lets the first event through, then one per interval with the count suppressed since.
+type rateLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+const logInterval = 30 * time.Second
+
+func (r *rateLog) allow(now time.Time) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < logInterval {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
+}
+
+func (r *rateLog) reset() {
+	r.mu.Lock()
+	r.last, r.suppressed = time.Time{}, 0
+	r.mu.Unlock()
+}
