@@ -18,7 +18,9 @@ import (
 )
 
 // InCI reports whether tests run under CI, where a missing peer is a failure, not a skip.
-func InCI() bool { return os.Getenv("CI") != "" && os.Getenv("CI") != "false" && os.Getenv("CI") != "0" }
+func InCI() bool {
+	return os.Getenv("CI") != "" && os.Getenv("CI") != "false" && os.Getenv("CI") != "0"
+}
 
 // RequireCommand returns the path of a peer program, skipping the test when it is absent on a
 // developer machine and failing it under CI (CI installs every peer in .ci/run).
