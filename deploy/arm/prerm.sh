@@ -1,0 +1,9 @@
+#!/bin/sh
+# prerm of the edged .deb: stop the service before its binary goes away (not on upgrade:
+# postinst restarts it on the new binary).
+set -e
+if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
+	systemctl stop edged.service >/dev/null || true
+	systemctl disable edged.service >/dev/null || true
+fi
+exit 0
