@@ -1,0 +1,138 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"runtime"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// authHook authenticates CONNECTs: bcrypt users, client certificates on listeners with a
+// client CA, anonymous clients on loopback listeners (or everywhere with allow_anonymous). A
+// refused client gets CONNACK 0x86 (MQTT 5) / 0x04 (3.1.1) from mochi; other clients are not
+// affected because each connection has its own goroutine.
+type authHook struct {
+	mqtt.HookBase
+	a     *access
+	cache *passCache
+	sem   chan struct{} // bounds concurrent bcrypt work so a login storm leaves CPU for traffic
+	dummy []byte        // hash compared for unknown users, so they take as long as known ones
+}
+
+func newAuthHook(a *access) *authHook {
+	n := runtime.GOMAXPROCS(0) / 2
+	if n < 1 {
+		n = 1
+	}
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("edged-dummy"), bcrypt.MinCost)
+	return &authHook{a: a, cache: newPassCache(1024, 10*time.Minute), sem: make(chan struct{}, n), dummy: dummy}
+}
+
+func (h *authHook) ID() string { return "edged-auth" }
+
+func (h *authHook) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	li := h.a.listeners[cl.Net.Listener]
+	if li == nil {
+		return false
+	}
+	name := string(pk.Connect.Username)
+	if li.certAuth {
+		cn, ok := peerCommonName(cl)
+		if !ok || cn == "" || (name != "" && name != cn) {
+			h.Log.Info("client certificate refused", "client", cl.ID, "remote", cl.Net.Remote, "cn", cn, "username", name)
+			return false
+		}
+		if _, known := h.a.users[cn]; !known {
+			h.Log.Info("client certificate names an unknown user", "client", cl.ID, "remote", cl.Net.Remote, "cn", cn)
+			return false
+		}
+		cl.Properties.Username = []byte(cn) // the certificate is the identity the ACL uses
+		return true
+	}
+	if name == "" || len(h.a.users) == 0 {
+		if h.a.allowAnonymous || li.loopback {
+			cl.Properties.Username = nil // credentials are ignored when there are no users
+			return true
+		}
+		h.Log.Info("anonymous client refused on a non-loopback listener", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+		return false
+	}
+	if !h.checkPassword(name, pk.Connect.Password) {
+		h.Log.Info("bad username or password", "client", cl.ID, "remote", cl.Net.Remote, "username", name)
+		return false
+	}
+	return true
+}
+
+func (h *authHook) checkPassword(name string, password []byte) bool {
+	u, ok := h.a.users[name]
+	hash := h.dummy
+	if ok {
+		hash = []byte(u.PasswordHash)
+	}
+	key := sha256.Sum256(append(append(append([]byte(name), 0), password...), hash...))
+	if ok && h.cache.hit(key) {
+		return true
+	}
+	h.sem <- struct{}{}
+	err := bcrypt.CompareHashAndPassword(hash, password)
+	<-h.sem
+	if !ok || err != nil {
+		return false
+	}
+	h.cache.add(key)
+	return true
+}
+
+func peerCommonName(cl *mqtt.Client) (string, bool) {
+	c, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		return "", false
+	}
+	st := c.ConnectionState()
+	if len(st.PeerCertificates) == 0 || len(st.VerifiedChains) == 0 {
+		return "", false
+	}
+	return st.PeerCertificates[0].Subject.CommonName, true
+}
+
+// passCache remembers recently verified (user, password, hash) digests so reconnect storms of
+// legitimate clients don't each pay for bcrypt. Only successes are cached; the key includes the
+// hash, so a changed password hash invalidates it.
+type passCache struct {
+	mu  sync.Mutex
+	max int
+	ttl time.Duration
+	m   map[[32]byte]time.Time
+}
+
+func newPassCache(max int, ttl time.Duration) *passCache {
+	return &passCache{max: max, ttl: ttl, m: map[[32]byte]time.Time{}}
+}
+
+func (c *passCache) hit(k [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.m[k] // keys are SHA-256 digests: lookup timing reveals nothing useful
+	if ok && time.Now().After(exp) {
+		delete(c.m, k)
+		return false
+	}
+	return ok
+}
+
+func (c *passCache) add(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[k] = time.Now().Add(c.ttl)
+}

@@ -1,0 +1,344 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The capture pipeline
+//
+// A PUBLISH from a network client reaches captureHook.OnPublish on that client's read
+// goroutine, after mochi validated it and the ACL allowed it. The hook queues it on the
+// client's pipe and returns ErrRejectPacket, so mochi neither acks nor distributes it. The
+// pipe's worker goroutine takes everything queued (up to maxBatch), hands it to the Capturer
+// (one CaptureBatch call, or Capture per message in order) and then, in arrival order, for
+// each message: writes the PUBACK / PUBREC (or the failure reason, or disconnects a 3.1.1
+// client), and distributes it to local subscribers by re-injecting it through a per-client
+// "shadow" inline client (same client id, so NoLocal and retained-message bookkeeping still
+// work; inline, so no second ACL check, ack or capture).
+//
+// So the reader keeps reading while a commit is in progress: one client can have up to
+// receive_maximum messages in the pipe, and they share one commit when the Capturer
+// implements BatchCapturer. Acks stay in order per client ([MQTT-4.6.0-2]) and nothing is
+// acked or distributed before it is durable. A full pipe blocks the reader: TCP backpressure.
+
+const maxBatch = 256
+
+type captureHook struct {
+	mqtt.HookBase
+	b   *Broker
+	c   Capturer
+	bc  BatchCapturer
+	syn bool // capture synchronously in OnPublish (one commit per message and client); for comparison
+
+	mu      sync.Mutex
+	pipes   map[*mqtt.Client]*pipe
+	closing bool
+	wg      sync.WaitGroup
+
+	failures atomic.Int64
+	failLog  *limiter
+}
+
+type pipe struct {
+	cl     *mqtt.Client
+	ch     chan *job
+	shadow *mqtt.Client
+}
+
+type job struct {
+	pk packets.Packet
+	m  *Message
+}
+
+func newCaptureHook(b *Broker) *captureHook {
+	return &captureHook{b: b, pipes: map[*mqtt.Client]*pipe{}, failLog: newLimiter(10 * time.Second)}
+}
+
+func (h *captureHook) set(c Capturer) {
+	h.c = c
+	h.bc, _ = c.(BatchCapturer)
+}
+
+func (h *captureHook) ID() string { return "edged-capture" }
+
+func (h *captureHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnDisconnect || b == mqtt.OnWillSent
+}
+
+// OnPublish queues a network client's PUBLISH for capture; see the pipeline comment above.
+func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || h.c == nil {
+		return pk, nil // inline publishes were captured by Broker.Publish; shadows re-inject
+	}
+	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
+	p := h.pipeFor(cl)
+	if p == nil || h.syn {
+		err := h.captureBatch([]*Message{m})[0]
+		if err == nil {
+			return pk, nil // mochi acks and distributes
+		}
+		h.complete(&pipe{cl: cl}, &job{pk: pk, m: m}, err)
+		return pk, packets.ErrRejectPacket
+	}
+	p.ch <- &job{pk: pk, m: m}
+	return pk, packets.ErrRejectPacket
+}
+
+// OnDisconnect ends the client's pipe; its worker finishes what is queued. Called on the
+// client's read goroutine after its last OnPublish.
+func (h *captureHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	p := h.pipes[cl]
+	delete(h.pipes, cl)
+	h.mu.Unlock()
+	if p != nil {
+		close(p.ch)
+	}
+}
+
+// OnWillSent captures a will message after mochi distributed it. There is nobody to ack, so
+// a failure is only counted and logged.
+func (h *captureHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if h.c == nil || cl.Net.Inline {
+		return
+	}
+	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
+	if err := h.captureBatch([]*Message{m})[0]; err != nil {
+		h.failed(cl, m, err)
+	}
+}
+
+func (h *captureHook) pipeFor(cl *mqtt.Client) *pipe {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.syn || h.closing {
+		return nil
+	}
+	p := h.pipes[cl]
+	if p == nil {
+		p = &pipe{cl: cl, ch: make(chan *job, h.b.cfg.ReceiveMaximum)}
+		h.pipes[cl] = p
+		h.wg.Add(1)
+		go h.run(p)
+	}
+	return p
+}
+
+func (h *captureHook) run(p *pipe) {
+	defer h.wg.Done()
+	batch := make([]*job, 0, maxBatch)
+	ms := make([]*Message, 0, maxBatch)
+	for j := range p.ch {
+		batch = append(batch[:0], j)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case j, ok := <-p.ch:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		ms = ms[:0]
+		for _, j := range batch {
+			ms = append(ms, j.m)
+		}
+		errs := h.captureBatch(ms)
+		for i, j := range batch {
+			h.complete(p, j, errs[i])
+		}
+	}
+}
+
+// captureBatch returns one error per message.
+func (h *captureHook) captureBatch(ms []*Message) []error {
+	errs := make([]error, len(ms))
+	if h.bc != nil {
+		res := h.bc.CaptureBatch(h.b.ctx, ms)
+		switch {
+		case res == nil:
+		case len(res) != len(ms):
+			err := fmt.Errorf("capturer returned %d results for %d messages", len(res), len(ms))
+			for i := range errs {
+				errs[i] = err
+			}
+		default:
+			copy(errs, res)
+		}
+		return errs
+	}
+	for i, m := range ms {
+		errs[i] = h.c.Capture(h.b.ctx, m)
+	}
+	return errs
+}
+
+// captureInline captures a Broker.Publish message.
+func (h *captureHook) captureInline(m *Message) error {
+	if h.c == nil {
+		return nil
+	}
+	if err := h.captureBatch([]*Message{m})[0]; err != nil {
+		h.failures.Add(1)
+		return err
+	}
+	return nil
+}
+
+// complete acks (or refuses) one captured message and distributes it when durable.
+func (h *captureHook) complete(p *pipe, j *job, err error) {
+	cl, pk := p.cl, j.pk
+	qos := pk.FixedHeader.Qos
+	if err != nil {
+		h.failed(cl, j.m, err)
+		if qos == 0 {
+			return
+		}
+		if cl.Properties.ProtocolVersion < 5 {
+			// 3.1.1 has no negative PUBACK: never ack what is not durable; the client
+			// resends after it reconnects.
+			cl.Stop(fmt.Errorf("capture failed: %w", err))
+			return
+		}
+		code := packets.ErrUnspecifiedError
+		if errors.Is(err, ErrQuotaExceeded) {
+			code = packets.ErrQuotaExceeded
+		}
+		_ = cl.WritePacket(ackPacket(pk, code))
+		return
+	}
+	switch qos {
+	case 1:
+		_ = cl.WritePacket(ackPacket(pk, packets.CodeSuccess))
+	case 2:
+		ack := ackPacket(pk, packets.CodeSuccess)
+		if cl.State.Inflight.Set(ack) { // processPubrel completes the flow
+			atomic.AddInt64(&h.b.srv.Info.Inflight, 1)
+			if h.b.state != nil {
+				h.b.state.OnQosPublish(cl, ack, ack.Created, 0)
+			}
+		}
+		cl.State.Inflight.DecreaseReceiveQuota()
+		_ = cl.WritePacket(ack)
+	}
+	if p.ch == nil {
+		return // synchronous path: mochi distributes
+	}
+	h.distribute(p, pk)
+}
+
+func (h *captureHook) distribute(p *pipe, pk packets.Packet) {
+	if p.shadow == nil {
+		sh := h.b.srv.NewClient(nil, shadowListener, p.cl.ID, true)
+		sh.Properties.ProtocolVersion = p.cl.Properties.ProtocolVersion
+		sh.Properties.Username = p.cl.Properties.Username
+		p.shadow = sh
+	}
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
+	if err := h.b.srv.InjectPacket(p.shadow, pk); err != nil {
+		h.b.log.Debug("distribute captured message", "client", p.cl.ID, "topic", pk.TopicName, "error", err)
+		return
+	}
+	// InjectPacket counts the message as received a second time.
+	atomic.AddInt64(&h.b.srv.Info.MessagesReceived, -1)
+	atomic.AddInt64(&h.b.srv.Info.PacketsReceived, -1)
+}
+
+const shadowListener = "edged-capture"
+
+func ackPacket(pk packets.Packet, code packets.Code) packets.Packet {
+	typ := byte(packets.Puback)
+	if pk.FixedHeader.Qos == 2 {
+		typ = packets.Pubrec
+	}
+	ack := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    pk.PacketID,
+		ReasonCode:  code.Code,
+		Created:     time.Now().Unix(),
+	}
+	if code.Code >= packets.ErrUnspecifiedError.Code {
+		ack.Properties.ReasonString = code.Reason
+	}
+	return ack
+}
+
+func (h *captureHook) failed(cl *mqtt.Client, m *Message, err error) {
+	h.failures.Add(1)
+	if n, ok := h.failLog.allow("capture"); ok {
+		h.b.log.Warn("capture failed", "client", cl.ID, "topic", m.Topic, "qos", m.QoS, "error", err, "suppressed", n)
+	}
+}
+
+// drain stops creating pipes, ends the remaining ones and waits up to d for their workers.
+func (h *captureHook) drain(d time.Duration) {
+	h.mu.Lock()
+	h.closing = true
+	pipes := h.pipes
+	h.pipes = map[*mqtt.Client]*pipe{}
+	h.mu.Unlock()
+	for _, p := range pipes {
+		close(p.ch)
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		h.b.log.Warn("captures still pending at shutdown; cancelling them")
+	}
+}
+
+func (h *captureHook) wait() { h.wg.Wait() }
+
+// limiter lets one event per key through per interval and counts the ones it held back.
+type limiter struct {
+	mu    sync.Mutex
+	every time.Duration
+	m     map[string]*limitState
+}
+
+type limitState struct {
+	next       time.Time
+	suppressed int
+}
+
+func newLimiter(every time.Duration) *limiter {
+	return &limiter{every: every, m: map[string]*limitState{}}
+}
+
+// allow reports whether an event for key may be logged now, and how many were suppressed
+// since the last one.
+func (l *limiter) allow(key string) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	s := l.m[key]
+	if s == nil {
+		if len(l.m) > 1000 {
+			clear(l.m)
+		}
+		s = &limitState{}
+		l.m[key] = s
+	}
+	if now.Before(s.next) {
+		s.suppressed++
+		return 0, false
+	}
+	n := s.suppressed
+	s.suppressed = 0
+	s.next = now.Add(l.every)
+	return n, true
+}
