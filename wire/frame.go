@@ -265,7 +265,7 @@ func EncodeCOBS(frame []byte) []byte {
 	ci := len(out) // index of the current code byte
 	out = append(out, 0)
 	code := byte(1)
-	for _, c := range frame {
+	for i, c := range frame {
 		if c == 0 {
 			out[ci] = code
 			ci = len(out)
@@ -275,7 +275,7 @@ func EncodeCOBS(frame []byte) []byte {
 		}
 		out = append(out, c)
 		code++
-		if code == 0xff {
+		if code == 0xff && i < len(frame)-1 { // a full block; start another only if data follows
 			out[ci] = code
 			ci = len(out)
 			out = append(out, 0)

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -90,7 +91,7 @@ func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c =
 
 func appendEnvelopeJSON(b []byte, e *Envelope) []byte {
 	b = append(b, `{"v":1,"id":"`...)
-	b = b[:len(b)+36]
+	b = slices.Grow(b, 36)[:len(b)+36]
 	e.ID.encodeHex(b[len(b)-36:])
 	b = append(b, `","topic":`...)
 	b = appendJSONString(b, e.Topic)
