@@ -1,0 +1,440 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
+)
+
+var skiplistNodeSize = skl.MaxNodeSize
+
+// op is one logical write. The committer applies ops in arrival order to one badger
+// transaction (a "group"), commits it and fsyncs once, then answers every op of the group.
+//
+// apply may stop early when the group's budget is used up (done == false): what it did so far
+// is committed with the group and apply runs again, from the then current state, in the next
+// group. So ops that delete many records (ack, drops, purge) are naturally split, and appends
+// never are (Append chunks before submitting).
+type op struct {
+	ctx   context.Context
+	grows bool // refused with ErrDiskFull when the disk is short of MinFreeBytes
+	apply func(g *group) (done bool, err error)
+	err   error // the op's own error (the group may still commit)
+	done  chan error
+}
+
+// work is an outbox's state inside one group: a working copy of its meta.
+type work struct {
+	m        meta
+	base     meta
+	appended int
+	acked    int
+	drops    [len(reasons)]uint64
+	freed    int64
+}
+
+// group is one transaction being built.
+type group struct {
+	db      *DB
+	txn     *badger.Txn
+	entries int
+	bytes   int64
+	outs    map[*Outbox]*work
+	order   []*Outbox
+	now     int64
+	wrote   bool
+}
+
+func (g *group) cost(k, v []byte) int64 {
+	n := int64(len(k)) + 12
+	if int64(len(v)) < g.db.budget.threshold {
+		return n + int64(len(v))
+	}
+	return n + 12
+}
+
+// room reports whether n more entries of about b bytes fit, keeping space for the outbox metas.
+func (g *group) room(n int, b int64) bool {
+	reserve := len(g.outs) + 2
+	return g.entries+n+reserve <= g.db.budget.entries && g.bytes+b+int64(reserve*(metaLen+32)) <= g.db.budget.bytes
+}
+
+func (g *group) empty() bool { return g.entries == 0 }
+
+func (g *group) set(k, v []byte) error {
+	g.entries++
+	g.bytes += g.cost(k, v)
+	g.wrote = true
+	return g.txn.Set(k, v)
+}
+
+func (g *group) del(k []byte) error {
+	g.entries++
+	g.bytes += int64(len(k)) + 12
+	g.wrote = true
+	return g.txn.Delete(k)
+}
+
+// work returns ob's state in this group.
+func (g *group) work(ob *Outbox) *work {
+	if w := g.outs[ob]; w != nil {
+		return w
+	}
+	ob.mu.Lock()
+	m := ob.cm
+	ob.mu.Unlock()
+	w := &work{m: m, base: m}
+	g.outs[ob] = w
+	g.order = append(g.order, ob)
+	return w
+}
+
+// trimHead deletes records from the head of ob while want says so and the budget lasts, then
+// moves head (and headMs) to the first remaining record. It sees this group's own writes.
+// It returns whether it stopped because of the budget.
+func (g *group) trimHead(ob *Outbox, w *work, want func(seq uint64, size int64, appendMs func() int64) bool, onDel func(size int64)) (budgetOut bool, err error) {
+	it := g.txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
+	defer it.Close()
+	var item *badger.Item
+	appendMs := func() int64 {
+		var ms int64
+		_ = item.Value(func(v []byte) error {
+			ms, _, _ = decodeRecord(v)
+			return nil
+		})
+		return ms
+	}
+	for it.Seek(seqKey(ob.prefix, w.m.head)); it.Valid(); it.Next() {
+		item = it.Item()
+		seq := keySeq(item.Key())
+		size := int64(len(item.Key())) + item.ValueSize()
+		if !want(seq, size, appendMs) {
+			w.m.head, w.m.headMs = seq, appendMs()
+			return false, nil
+		}
+		if !g.room(1, int64(len(item.Key()))+12) {
+			w.m.head, w.m.headMs = seq, appendMs()
+			return true, nil
+		}
+		if err := g.del(item.KeyCopy(nil)); err != nil {
+			return false, err
+		}
+		w.m.count--
+		w.m.bytes -= size
+		w.freed += size
+		if onDel != nil {
+			onDel(size)
+		}
+	}
+	// Queue empty.
+	w.m.head, w.m.headMs = w.m.tail+1, 0
+	if w.m.count != 0 || w.m.bytes != 0 {
+		if w.m.count != 0 {
+			g.db.log.Warn("outbox counters out of step with records; corrected", "outbox", ob.name, "count", w.m.count, "bytes", w.m.bytes)
+		}
+		w.m.count, w.m.bytes = 0, 0
+	}
+	return false, nil
+}
+
+// expire drops records older than the TTL from the head.
+func (g *group) expire(ob *Outbox, w *work, lim *Config) (budgetOut bool, err error) {
+	cutoff := g.now - lim.TTL.Milliseconds()
+	if w.m.count == 0 || w.m.headMs == 0 || w.m.headMs >= cutoff {
+		return false, nil
+	}
+	return g.trimHead(ob, w, func(_ uint64, _ int64, ms func() int64) bool { return ms() < cutoff },
+		func(int64) { w.m.drops[reasonIndex(ReasonTTL)]++; w.drops[reasonIndex(ReasonTTL)]++ })
+}
+
+// appendRecords enforces the limits and appends vals (encoded records) at the tail.
+func (g *group) appendRecords(ob *Outbox, vals [][]byte) (done bool, err error) {
+	lim := ob.limits()
+	w := g.work(ob)
+	var need int64
+	for _, v := range vals {
+		need += int64(len(ob.prefix)+8) + int64(len(v))
+	}
+	n := int64(len(vals))
+	if n > lim.MaxMessages || need > int64(lim.MaxBytes) {
+		return true, fmt.Errorf("append to outbox %q: %d messages of %d bytes exceed its limits (max_messages %d, max_bytes %s): %w",
+			ob.name, n, need, lim.MaxMessages, lim.MaxBytes, ErrFull)
+	}
+	if out, err := g.expire(ob, w, lim); err != nil || out {
+		return false, err
+	}
+	over := func() string {
+		switch {
+		case w.m.count+n > lim.MaxMessages:
+			return ReasonMaxMessages
+		case w.m.bytes+need > int64(lim.MaxBytes):
+			return ReasonMaxBytes
+		}
+		return ""
+	}
+	if r := over(); r != "" {
+		if lim.WhenFull == Reject {
+			ob.rejected.Add(uint64(n))
+			return true, fmt.Errorf("append to outbox %q: %s reached (%d messages, %d bytes queued): %w", ob.name, r, w.m.count, w.m.bytes, ErrFull)
+		}
+		var reason string
+		out, err := g.trimHead(ob, w, func(uint64, int64, func() int64) bool {
+			reason = over()
+			return reason != ""
+		}, func(int64) {
+			i := reasonIndex(reason)
+			w.m.drops[i]++
+			w.drops[i]++
+		})
+		if err != nil || out {
+			return false, err
+		}
+	}
+	if !g.room(len(vals), need+n*12) {
+		if g.empty() {
+			return true, fmt.Errorf("append to outbox %q: %d bytes in one call is more than one commit holds", ob.name, need)
+		}
+		return false, nil
+	}
+	wasEmpty := w.m.count == 0
+	for _, v := range vals {
+		w.m.tail++
+		if err := g.set(seqKey(ob.prefix, w.m.tail), v); err != nil {
+			return false, err
+		}
+	}
+	if wasEmpty {
+		w.m.head = w.m.tail - uint64(n) + 1
+		w.m.headMs, _, _ = decodeRecord(vals[0])
+	}
+	w.m.count += n
+	w.m.bytes += need
+	w.appended += len(vals)
+	return true, nil
+}
+
+// commitLoop is the one goroutine that writes to badger.
+func (db *DB) commitLoop() {
+	defer close(db.done)
+	tick := time.NewTicker(db.opts.GCInterval)
+	defer tick.Stop()
+	var pending []*op
+	for {
+		if len(pending) == 0 {
+			select {
+			case o := <-db.reqs:
+				pending = append(pending, o)
+			case <-tick.C:
+				db.housekeeping()
+				continue
+			case <-db.quit:
+				db.failPending(nil)
+				return
+			}
+		}
+	gather:
+		for len(pending) < 4096 {
+			select {
+			case o := <-db.reqs:
+				pending = append(pending, o)
+			default:
+				break gather
+			}
+		}
+		pending = db.runGroup(pending)
+		select {
+		case <-tick.C:
+			db.housekeeping()
+		default:
+		}
+	}
+}
+
+// failPending answers everything still queued with ErrClosed.
+func (db *DB) failPending(pending []*op) {
+	for _, o := range pending {
+		o.done <- ErrClosed
+	}
+	for {
+		select {
+		case o := <-db.reqs:
+			o.done <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// runGroup applies ops from the front of pending to one transaction, commits, fsyncs and
+// answers them. It returns the ops left for the next group.
+func (db *DB) runGroup(pending []*op) []*op {
+	g := &group{db: db, txn: db.bdb.NewTransaction(true), outs: map[*Outbox]*work{}, now: nowMs()}
+	defer g.txn.Discard()
+
+	diskFull := false
+	if db.opts.MinFreeBytes > 0 {
+		for _, o := range pending {
+			if o.grows {
+				if free, err := diskFree(db.opts.Dir); err == nil && free < db.opts.MinFreeBytes {
+					diskFull = true
+					db.metrics.diskFull.Inc()
+					if ok, n := db.diskFullLog.allow(10*time.Second, 1); ok {
+						db.log.Error("data dir file system is full: refusing new messages (acks still work)",
+							"dir", db.opts.Dir, "free_bytes", free, "min_free_bytes", db.opts.MinFreeBytes, "refused_since_last_log", n)
+					}
+				}
+				break
+			}
+		}
+	}
+
+	var applied []*op
+	rest := pending
+	for len(rest) > 0 {
+		o := rest[0]
+		if err := o.ctx.Err(); err != nil {
+			o.err = err
+			applied, rest = append(applied, o), rest[1:]
+			continue
+		}
+		if diskFull && o.grows {
+			o.err = fmt.Errorf("%w: %s has less than %d bytes free", ErrDiskFull, db.opts.Dir, db.opts.MinFreeBytes)
+			applied, rest = append(applied, o), rest[1:]
+			continue
+		}
+		done, err := o.apply(g)
+		if err != nil && done {
+			o.err = err
+		} else if err != nil {
+			// A badger error inside the transaction: the whole group fails.
+			for _, a := range append(applied, o) {
+				a.err = nil
+			}
+			db.finish(g, append(applied, o), fmt.Errorf("storage write: %w", err), false)
+			return rest[1:]
+		}
+		if !done {
+			break
+		}
+		applied, rest = append(applied, o), rest[1:]
+	}
+	if !g.wrote {
+		db.finish(g, applied, nil, false)
+		return rest
+	}
+	for _, ob := range g.order {
+		w := g.outs[ob]
+		if w.m != w.base {
+			if err := g.txn.Set(ob.metaKey, w.m.encode()); err != nil {
+				db.finish(g, applied, fmt.Errorf("storage write: %w", err), false)
+				return rest
+			}
+		}
+	}
+	t0 := time.Now()
+	if err := g.txn.Commit(); err != nil {
+		db.finish(g, applied, fmt.Errorf("storage commit: %w", diskErr(err)), false)
+		return rest
+	}
+	err := db.bdb.Sync()
+	db.metrics.commitSeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		// The transaction is in badger (and visible) but maybe not on disk: keep the in-memory
+		// state in step with badger, tell the callers (who retry: at-least-once).
+		err = fmt.Errorf("storage fsync: %w", diskErr(err))
+	}
+	db.finish(g, applied, err, true)
+	return rest
+}
+
+// finish publishes the group's outbox states when committed and answers the ops.
+func (db *DB) finish(g *group, ops []*op, err error, committed bool) {
+	if committed {
+		db.commits.Add(1)
+		db.committedOps.Add(uint64(len(ops)))
+		db.metrics.commits.Inc()
+		for _, ob := range g.order {
+			ob.publish(g.outs[ob])
+		}
+	}
+	for _, o := range ops {
+		e := o.err
+		if e == nil {
+			e = err
+		}
+		o.done <- e
+	}
+}
+
+// diskErr marks out-of-space errors (badger flattens errors to strings) with ErrDiskFull.
+func diskErr(err error) error {
+	if err != nil && !errors.Is(err, ErrDiskFull) && strings.Contains(err.Error(), "no space left on device") {
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	}
+	return err
+}
+
+// housekeeping runs between groups, on the committer goroutine: TTL expiry (only writes when
+// something expired), space reclaim of emptied queues and value-log GC (only when something was
+// deleted since the last run). An idle store writes nothing.
+func (db *DB) housekeeping() {
+	now := nowMs()
+	for _, ob := range db.Outboxes() {
+		if !ob.configured.Load() {
+			continue
+		}
+		lim := ob.limits()
+		ob.mu.Lock()
+		expired := ob.cm.count > 0 && ob.cm.headMs > 0 && ob.cm.headMs < now-lim.TTL.Milliseconds()
+		ob.mu.Unlock()
+		for expired {
+			o := &op{ctx: context.Background(), done: make(chan error, 1), apply: func(g *group) (bool, error) {
+				out, err := g.expire(ob, g.work(ob), lim)
+				return !out, err
+			}}
+			rest := db.runGroup([]*op{o})
+			if err := <-o.done; err != nil {
+				db.log.Warn("ttl expiry failed", "outbox", ob.name, "error", err)
+				break
+			}
+			expired = len(rest) > 0
+		}
+		db.reclaim(ob)
+	}
+	if db.freedSinceGC.Swap(0) > 0 {
+		for range 8 {
+			if err := db.bdb.RunValueLogGC(0.5); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// reclaimAfter is how many bytes a queue must have freed before it is emptied to trigger a
+// DropPrefix: that rewrites the tables holding the queue's tombstones, so the space of a large
+// drained backlog comes back now rather than at some later compaction.
+const reclaimAfter = 8 << 20
+
+// reclaim drops the record prefix of an empty outbox that freed a lot (committer goroutine).
+func (db *DB) reclaim(ob *Outbox) {
+	ob.mu.Lock()
+	ok := ob.cm.count == 0 && ob.freedSinceReclaim >= reclaimAfter
+	if ok {
+		ob.freedSinceReclaim = 0
+	}
+	ob.mu.Unlock()
+	if !ok {
+		return
+	}
+	t0 := time.Now()
+	if err := db.bdb.DropPrefix(ob.prefix); err != nil {
+		db.log.Warn("reclaim space of drained outbox failed", "outbox", ob.name, "error", err)
+		return
+	}
+	db.log.Debug("reclaimed space of drained outbox", "outbox", ob.name, "took", time.Since(t0))
+}

@@ -1,0 +1,481 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors callers decide on with errors.Is.
+var (
+	// ErrLocked: the data dir is held by another process (usually a running edged). Open never
+	// moves a locked directory aside.
+	ErrLocked = errors.New("data dir is locked")
+	// ErrFull: an outbox with when_full: reject is at a limit (or a message is larger than the
+	// outbox's max_bytes). The broker answers MQTT 5 reason 0x97.
+	ErrFull = errors.New("outbox full")
+	// ErrDiskFull: the file system holding the data dir has less than Options.MinFreeBytes
+	// free; nothing was written. Acks and purges still work, so draining frees space.
+	ErrDiskFull = errors.New("disk full")
+	// ErrClosed: the DB was closed.
+	ErrClosed = errors.New("storage closed")
+	// ErrNotFound: no record (or dead letter) with that sequence number.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt: the store could not be opened and Options.NoRecover forbade moving it aside.
+	ErrCorrupt = errors.New("store is corrupt or unreadable")
+)
+
+// MemoryLimit is the soft Go memory limit recommended for the daemon
+// (runtime/debug.SetMemoryLimit, or GOMEMLIMIT=48MiB). The storage profile below keeps its own
+// working set (two 4 MB memtables, one or two table builders) well inside it; the limit is what
+// makes the Go runtime return freed builder and memtable buffers instead of letting the heap
+// double between collections. Measured: see storage/bench_test.go.
+const MemoryLimit = 48 << 20
+
+// DefaultMinFreeBytes is the free space the data dir's file system must keep. badger writes its
+// WAL, tables and value log through mmap'ed, sparsely allocated files: on a really full file
+// system a write to such a page is a SIGBUS, not an error. Refusing growth below this reserve
+// (which covers two memtable WALs, a flush and a compaction of the small-table profile) turns
+// "disk full" into ErrDiskFull instead of a crash.
+const DefaultMinFreeBytes = 64 << 20
+
+// Options opens a DB.
+type Options struct {
+	// Dir is the data directory (data_dir); created if missing.
+	Dir string
+	// Logger receives storage and badger logs (badger's at WARN and above). Nil discards.
+	Logger *slog.Logger
+	// Registerer receives the storage metrics. Nil: metrics are kept but not exported.
+	Registerer prometheus.Registerer
+	// MinFreeBytes: growth (appends, state puts, dead letters) fails with ErrDiskFull while the
+	// file system has less free space. 0 means DefaultMinFreeBytes; negative disables the check.
+	MinFreeBytes int64
+	// NoRecover makes Open fail with ErrCorrupt instead of moving a corrupt store aside (the CLI
+	// uses it: an operator tool must not "repair" behind the operator's back).
+	NoRecover bool
+	// GCInterval is the period of value-log GC and TTL checks. 0 means 1 minute.
+	GCInterval time.Duration
+}
+
+// DB is the one badger database of a gateway: outboxes, dead letters and broker state.
+type DB struct {
+	opts    Options
+	log     *slog.Logger
+	bdb     *badger.DB
+	lock    *dirLock
+	budget  budget
+	metrics *metrics
+
+	reqs     chan *op
+	quit     chan struct{}
+	done     chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	errOnce  sync.Once
+	closeErr error
+
+	mu       sync.Mutex
+	outboxes map[string]*Outbox
+	state    *StateStore
+
+	corrupt    int
+	movedAside string
+
+	commits      atomic.Uint64
+	committedOps atomic.Uint64
+	diskFullLog  rateLimit
+	freedSinceGC atomic.Int64
+}
+
+// tuneBadger is the constrained-hardware profile. Every figure is the memory (or disk) it buys
+// on a 512 MB Raspberry Pi class gateway; the defaults are in parentheses.
+func tuneBadger(dir string, log *slog.Logger) badger.Options {
+	o := badger.DefaultOptions(dir)
+	o.Logger = badgerLogger{log.With("component", "badger")}
+	// Memtables are heap arenas of MemTableSize (+15% batch slack): 2 x ~5 MB instead of
+	// 5 x 75 MB. Smaller than 4 MB costs throughput (more flushes) for little gain.
+	o.MemTableSize = 4 << 20 // (64 MB)
+	o.NumMemtables = 2       // (5)
+	// Values up to 64 KiB stay inline in the LSM (no value log, nothing for value-log GC to do,
+	// deletes reclaimed by compaction). Must stay <= 15% of MemTableSize or Open panics.
+	o.ValueThreshold = 64 << 10 // (1 MB)
+	// 32-bit safety (field notes): ristretto's allocator overflows once a table builder outgrows
+	// its first buffer on 32-bit; BaseTableSize >= MemTableSize and no table growth per level
+	// keep every builder inside one buffer. Also keeps every table (and its in-flight builder,
+	// ~2x table size of heap) at 4 MB.
+	o.BaseTableSize = 4 << 20     // (2 MB)
+	o.TableSizeMultiplier = 1     // (2)
+	o.BaseLevelSize = 16 << 20    // (10 MB)
+	o.LevelSizeMultiplier = 10    // (10)
+	o.NumLevelZeroTables = 2      // (5): 8 MB of L0 before compaction; fewer tables per Seek
+	o.NumLevelZeroTablesStall = 8 // (15)
+	o.NumCompactors = 2           // (4): each runs a builder of ~8 MB heap
+	// No block cache (256 MB) and no index cache: reads come from the OS page cache of the
+	// mmap'ed tables, which the kernel can reclaim; with no cache, compression must be off
+	// (BlockCacheSize 0 + Snappy panics), and Snappy doubled peak memory anyway.
+	o.BlockCacheSize = 0
+	o.IndexCacheSize = 0
+	o.Compression = options.None
+	// Value-log files are mmap'ed at twice their size: 2 GB (default) is ENOMEM on 32-bit.
+	o.ValueLogFileSize = 16 << 20 // (1 GB)
+	o.NumGoroutines = 2           // (8) stream/backup workers
+	o.MetricsEnabled = false      // expvar counters we do not export; also saves atomics per op
+	o.DetectConflicts = false     // one writer (the committer): conflict tracking is pure cost
+	// Durability is ours: one DB.Sync per group commit (see commit.go) instead of one fsync per
+	// transaction; the committer is badger's only writer, so the synced WAL is the one written.
+	o.SyncWrites = false
+	o.BypassLockGuard = true // we hold the same flock ourselves (lock_unix.go)
+	return o
+}
+
+// budget is how much one group commit (one badger transaction) may hold: 3/4 of badger's
+// per-transaction limits (15% of MemTableSize, and that / skl.MaxNodeSize entries).
+type budget struct {
+	bytes     int64
+	entries   int
+	threshold int64
+}
+
+func newBudget(o badger.Options) budget {
+	maxBatch := 15 * o.MemTableSize / 100
+	return budget{bytes: maxBatch * 3 / 4, entries: int(maxBatch/int64(skiplistNodeSize)) * 3 / 4, threshold: o.ValueThreshold}
+}
+
+// Open opens (or creates) the store in o.Dir. A directory held by another process gives
+// ErrLocked. A store that cannot be opened for any other reason than a lock, permissions, a
+// read-only or full file system, is moved aside to <dir>.corrupt-<UTC time> and a fresh one is
+// opened, so a damaged SD card never keeps the gateway down; this is logged at ERROR and
+// counted (Stats.CorruptRecoveries, edged_storage_corrupt_recoveries_total).
+func Open(o Options) (*DB, error) {
+	if o.Dir == "" {
+		return nil, errors.New("open storage: no data dir")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if o.GCInterval <= 0 {
+		o.GCInterval = time.Minute
+	}
+	log := o.Logger
+	dir := filepath.Clean(o.Dir)
+	if o.NoRecover {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("open storage: %w", err)
+		}
+	} else if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
+	lk, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
+	db := &DB{opts: o, log: log, lock: lk, outboxes: map[string]*Outbox{}}
+	db.budget = newBudget(tuneBadger(dir, log))
+
+	err = db.openBadger(dir)
+	if err != nil && !isCorruption(err) {
+		lk.unlock(true)
+		return nil, fmt.Errorf("open storage %s: %w", dir, err)
+	}
+	if err != nil {
+		if o.NoRecover {
+			lk.unlock(true)
+			return nil, fmt.Errorf("open storage %s: %w: %v", dir, ErrCorrupt, err)
+		}
+		aside := dir + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000Z")
+		if rerr := os.Rename(dir, aside); rerr != nil {
+			lk.unlock(true)
+			return nil, fmt.Errorf("open storage %s: %w (and moving it aside failed: %v)", dir, err, rerr)
+		}
+		log.Error("storage is corrupt or unreadable: moved it aside and started with an EMPTY store; queued messages and broker sessions in the old store are NOT delivered",
+			"dir", dir, "moved_to", aside, "error", err)
+		if merr := os.MkdirAll(dir, 0o750); merr != nil {
+			lk.unlock(false)
+			return nil, fmt.Errorf("open storage: recreate %s: %w", dir, merr)
+		}
+		lk2, lerr := lockDir(dir)
+		lk.unlock(false)
+		if lerr != nil {
+			return nil, fmt.Errorf("open storage: %w", lerr)
+		}
+		db.lock = lk2
+		db.corrupt, db.movedAside = 1, aside
+		if err := db.openBadger(dir); err != nil {
+			lk2.unlock(true)
+			return nil, fmt.Errorf("open storage %s (fresh, after moving the corrupt one aside): %w", dir, err)
+		}
+	}
+
+	db.metrics = newMetrics(db, o.Registerer)
+	db.metrics.corrupt.Add(float64(db.corrupt))
+	db.state = &StateStore{db: db}
+	db.reqs = make(chan *op, 1024)
+	db.quit = make(chan struct{})
+	db.done = make(chan struct{})
+	go db.commitLoop()
+	return db, nil
+}
+
+// openBadger opens badger and loads the outbox metas; any failure (including a panic inside
+// badger on garbage input) is returned as an error with the DB closed again.
+func (db *DB) openBadger(dir string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked while opening: %v", r)
+		}
+	}()
+	bdb, err := badger.Open(tuneBadger(dir, db.log))
+	if err != nil {
+		return err
+	}
+	if err := db.load(bdb); err != nil {
+		_ = bdb.Close()
+		return err
+	}
+	db.bdb = bdb
+	return nil
+}
+
+// load checks the format marker and reads every outbox meta (one small key per outbox).
+func (db *DB) load(bdb *badger.DB) error {
+	return bdb.View(func(txn *badger.Txn) error {
+		if it, err := txn.Get([]byte{kindFormat}); err == nil {
+			v, err := it.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read format marker: %w", err)
+			}
+			if len(v) != 1 || v[0] != formatVersion {
+				return fmt.Errorf("store format %v is not %d", v, formatVersion)
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("read format marker: %w", err)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindMeta}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) < 2 || int(k[1]) != len(k)-2 {
+				return fmt.Errorf("bad outbox meta key %q", k)
+			}
+			name := string(k[2:])
+			var m meta
+			if err := it.Item().Value(func(v []byte) error {
+				var err error
+				m, err = decodeMeta(v)
+				return err
+			}); err != nil {
+				return fmt.Errorf("outbox %q: %w", name, err)
+			}
+			ob := db.newOutbox(name)
+			ob.cm = m
+			db.outboxes[name] = ob
+		}
+		return nil
+	})
+}
+
+// isCorruption: everything that moving the directory aside could fix. Errors of the
+// environment (permissions, read-only or full file system, fd or memory exhaustion) are not:
+// a fresh store would fail the same way and the old data would be orphaned for nothing. badger
+// flattens its errors to strings, hence the text match.
+func isCorruption(err error) bool {
+	if errors.Is(err, ErrLocked) || errors.Is(err, os.ErrPermission) {
+		return false
+	}
+	s := strings.ToLower(err.Error())
+	for _, env := range []string{"permission denied", "operation not permitted", "read-only file system",
+		"no space left on device", "disk quota exceeded", "too many open files", "cannot allocate memory"} {
+		if strings.Contains(s, env) {
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops the committer (after the group in flight), closes badger and releases the lock.
+// Idempotent.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	already := db.closed
+	db.closed = true
+	db.closeMu.Unlock()
+	if already {
+		<-db.done
+		return db.closeErr
+	}
+	close(db.quit)
+	<-db.done
+	err := db.bdb.Close()
+	db.lock.unlock(true)
+	db.metrics.unregister()
+	if err != nil {
+		db.closeErr = fmt.Errorf("close storage: %w", err)
+	}
+	return db.closeErr
+}
+
+// Dir is the data directory.
+func (db *DB) Dir() string { return db.opts.Dir }
+
+// Outbox returns the outbox called name (a connector name), creating it on first use. lim's
+// zero fields take the Defaults. Calling it again for the same name returns the same *Outbox
+// with the new limits. Nothing is written until the first append.
+func (db *DB) Outbox(name string, lim Config) (*Outbox, error) {
+	if name == "" || len(name) > maxNameLen {
+		return nil, fmt.Errorf("outbox name %q: must be 1..%d bytes", name, maxNameLen)
+	}
+	lim.ApplyDefaults()
+	if err := lim.Validate(); err != nil {
+		return nil, fmt.Errorf("outbox %q limits: %w", name, err)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	ob := db.outboxes[name]
+	if ob == nil {
+		ob = db.newOutbox(name)
+		ob.cm = meta{head: 1}
+		db.outboxes[name] = ob
+	}
+	ob.lim.Store(&lim)
+	ob.configured.Store(true)
+	return ob, nil
+}
+
+// Outboxes lists the outboxes in the store (configured or left over from removed connectors),
+// sorted by name.
+func (db *DB) Outboxes() []*Outbox {
+	db.mu.Lock()
+	out := make([]*Outbox, 0, len(db.outboxes))
+	for _, ob := range db.outboxes {
+		out = append(out, ob)
+	}
+	db.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// State is the broker's persistence (sessions, subscriptions, inflight, retained).
+func (db *DB) State() *StateStore { return db.state }
+
+// Stats is a point-in-time view of the whole store.
+type Stats struct {
+	Outboxes []OutboxStats
+	// BytesWritten is write_bytes of /proc/self/io: everything this process caused to be
+	// written to the block device since it started (SD card wear). 0 where unavailable.
+	BytesWritten uint64
+	// LSMBytes and VlogBytes are badger's own size estimates of the store on disk.
+	LSMBytes, VlogBytes int64
+	// DiskFree is the free space of the data dir's file system (-1 if unknown).
+	DiskFree int64
+	// Commits is the number of group commits (fsyncs); CommittedOps the operations they
+	// carried (appends, acks, state writes...).
+	Commits, CommittedOps uint64
+	// CorruptRecoveries is 1 when this Open found a corrupt store and moved it to MovedAside.
+	CorruptRecoveries int
+	MovedAside        string
+}
+
+// Stats returns the statistics of every outbox and of the store.
+func (db *DB) Stats() Stats {
+	s := Stats{Commits: db.commits.Load(), CommittedOps: db.committedOps.Load(),
+		CorruptRecoveries: db.corrupt, MovedAside: db.movedAside, BytesWritten: procWriteBytes(), DiskFree: -1}
+	for _, ob := range db.Outboxes() {
+		s.Outboxes = append(s.Outboxes, ob.Stats())
+	}
+	s.LSMBytes, s.VlogBytes = db.bdb.Size()
+	if f, err := diskFree(db.opts.Dir); err == nil {
+		s.DiskFree = f
+	}
+	return s
+}
+
+// submit hands an operation to the committer and waits until it is durable (or failed).
+func (db *DB) submit(ctx context.Context, o *op) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	o.ctx = ctx
+	o.done = make(chan error, 1)
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case db.reqs <- o:
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	db.closeMu.RUnlock()
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// procWriteBytes reads write_bytes from /proc/self/io.
+func procWriteBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			var n uint64
+			fmt.Sscan(strings.TrimSpace(v), &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// badgerLogger adapts badger's printf logger to slog at WARN and above.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+// rateLimit lets one log line through per interval and counts what it suppressed.
+type rateLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed uint64
+}
+
+// allow reports whether to log now and how many events were suppressed since the last line.
+func (r *rateLimit) allow(every time.Duration, n uint64) (bool, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.last) < every {
+		r.suppressed += n
+		return false, 0
+	}
+	s := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, s
+}

@@ -1,0 +1,299 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/edged-dev/edged/wire"
+)
+
+// Outbox is the durable FIFO of one connector. Append is safe for any number of producers;
+// Read/Ack/DeadLetter are meant for the one forwarder that drains it.
+type Outbox struct {
+	db      *DB
+	name    string
+	prefix  []byte // record keys
+	dprefix []byte // dead-letter keys
+	metaKey []byte
+
+	lim        atomic.Pointer[Config]
+	configured atomic.Bool
+	notify     chan struct{}
+	rejected   atomic.Uint64
+
+	mu                sync.Mutex
+	cm                meta // committed (durable) state
+	freedSinceReclaim int64
+	dropLog           rateLimit
+}
+
+func (db *DB) newOutbox(name string) *Outbox {
+	ob := &Outbox{db: db, name: name, prefix: namePrefix(kindRecord, name), dprefix: namePrefix(kindDead, name),
+		metaKey: namePrefix(kindMeta, name), notify: make(chan struct{}, 1)}
+	d := Defaults()
+	ob.lim.Store(&d)
+	return ob
+}
+
+// Name is the outbox (connector) name.
+func (o *Outbox) Name() string { return o.name }
+
+func (o *Outbox) limits() *Config { return o.lim.Load() }
+
+// publish makes a committed group's state visible (committer goroutine).
+func (o *Outbox) publish(w *work) {
+	o.mu.Lock()
+	o.cm = w.m
+	o.freedSinceReclaim += w.freed
+	o.mu.Unlock()
+	if w.freed > 0 {
+		o.db.freedSinceGC.Add(w.freed)
+	}
+	mt := o.db.metrics
+	if w.appended > 0 {
+		mt.appended.WithLabelValues(o.name).Add(float64(w.appended))
+		select {
+		case o.notify <- struct{}{}:
+		default:
+		}
+	}
+	var dropped uint64
+	for i, n := range w.drops {
+		if n > 0 {
+			mt.dropped.WithLabelValues(o.name, reasons[i]).Add(float64(n))
+			dropped += n
+		}
+	}
+	if dropped > 0 {
+		if ok, more := o.dropLog.allow(10*time.Second, dropped); ok {
+			o.db.log.Warn("outbox full or expired: dropped oldest messages",
+				"outbox", o.name, "max_bytes", w.drops[reasonIndex(ReasonMaxBytes)],
+				"max_messages", w.drops[reasonIndex(ReasonMaxMessages)], "ttl", w.drops[reasonIndex(ReasonTTL)],
+				"dropped_since_last_log", more, "depth", w.m.count)
+		}
+	}
+}
+
+// appendChunk bounds the bytes one Append hands to one group commit, so it always fits.
+func (o *Outbox) appendChunk() int64 { return o.db.budget.bytes / 2 }
+
+// Append stores envs at the tail and returns once they are durable (fsynced, in a group commit
+// shared with every concurrent writer). Under when_full: reject a full outbox returns an error
+// wrapping ErrFull and stores nothing; under drop_oldest the oldest messages are dropped
+// (counted). A short disk returns ErrDiskFull. Very large calls are split into several
+// commits, in order; each envelope is stored exactly once either way.
+func (o *Outbox) Append(ctx context.Context, envs ...*wire.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	now := nowMs()
+	vals := make([][]byte, 0, len(envs))
+	for _, e := range envs {
+		b, err := wire.MarshalEnvelope(e)
+		if err != nil {
+			return fmt.Errorf("append to outbox %q: %w", o.name, err)
+		}
+		vals = append(vals, encodeRecord(now, b))
+	}
+	return o.appendVals(ctx, vals)
+}
+
+func (o *Outbox) appendVals(ctx context.Context, vals [][]byte) error {
+	for len(vals) > 0 {
+		n, size := 0, int64(0)
+		for n < len(vals) && (n == 0 || size+int64(len(vals[n])) <= o.appendChunk()) && n < o.db.budget.entries/2 {
+			size += int64(len(vals[n])) + 32
+			n++
+		}
+		chunk := vals[:n]
+		vals = vals[n:]
+		err := o.db.submit(ctx, &op{grows: true, apply: func(g *group) (bool, error) {
+			return g.appendRecords(o, chunk)
+		}})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Record is one queued message.
+type Record struct {
+	Seq  uint64
+	Env  *wire.Envelope
+	Size int // stored bytes (key + value)
+}
+
+// Read returns up to maxMsgs durable records after afterSeq (0: from the head), in FIFO order,
+// stopping before maxBytes is exceeded (but always returning at least one record if any is
+// queued). It does not remove anything. A record that no longer decodes is moved to the dead
+// letters (reason "undecodable: ...") and skipped.
+func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) {
+	if maxMsgs <= 0 {
+		maxMsgs = 1
+	}
+	o.mu.Lock()
+	head, tail := o.cm.head, o.cm.tail
+	o.mu.Unlock()
+	start := max(afterSeq+1, head)
+	if start > tail {
+		return nil, nil
+	}
+	var out []Record
+	type bad struct {
+		seq uint64
+		err error
+	}
+	var bads []bad
+	total := 0
+	err := o.db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: o.prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(seqKey(o.prefix, start)); it.Valid() && len(out) < maxMsgs; it.Next() {
+			item := it.Item()
+			seq := keySeq(item.Key())
+			if seq > tail {
+				break
+			}
+			size := len(item.Key()) + int(item.ValueSize())
+			if len(out) > 0 && maxBytes > 0 && total+size > maxBytes {
+				break
+			}
+			var env *wire.Envelope
+			err := item.Value(func(v []byte) error {
+				_, b, err := decodeRecord(v)
+				if err != nil {
+					return err
+				}
+				env, err = wire.UnmarshalEnvelope(b)
+				return err
+			})
+			if err != nil {
+				bads = append(bads, bad{seq, err})
+				continue
+			}
+			out = append(out, Record{Seq: seq, Env: env, Size: size})
+			total += size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox %q: %w", o.name, err)
+	}
+	for _, b := range bads {
+		o.db.log.Error("outbox record does not decode; moved to dead letters", "outbox", o.name, "seq", b.seq, "error", b.err)
+		if err := o.DeadLetter(b.seq, "undecodable: "+b.err.Error()); err != nil && !errors.Is(err, ErrNotFound) {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// Ack removes every record up to and including uptoSeq (the remote confirmed them). Acking
+// below the head is a no-op. Durable when it returns.
+func (o *Outbox) Ack(uptoSeq uint64) error {
+	return o.db.submit(context.Background(), &op{apply: func(g *group) (bool, error) {
+		w := g.work(o)
+		if uptoSeq < w.m.head || w.m.count == 0 {
+			return true, nil
+		}
+		out, err := g.trimHead(o, w, func(seq uint64, _ int64, _ func() int64) bool { return seq <= uptoSeq },
+			func(int64) { w.acked++ })
+		return !out, err
+	}})
+}
+
+// DeadLetter moves record seq to the outbox's dead-letter queue with reason (the remote
+// rejected it permanently). Durable when it returns; ErrNotFound if seq is not queued.
+func (o *Outbox) DeadLetter(seq uint64, reason string) error {
+	return o.db.submit(context.Background(), &op{grows: true, apply: func(g *group) (bool, error) {
+		w := g.work(o)
+		if seq < w.m.head || seq > w.m.tail {
+			return true, fmt.Errorf("dead-letter %s/%d: %w", o.name, seq, ErrNotFound)
+		}
+		k := seqKey(o.prefix, seq)
+		item, err := g.txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return true, fmt.Errorf("dead-letter %s/%d: %w", o.name, seq, ErrNotFound)
+		} else if err != nil {
+			return false, err
+		}
+		rec, err := item.ValueCopy(nil)
+		if err != nil {
+			return false, err
+		}
+		if len(reason) > 1024 {
+			reason = reason[:1024]
+		}
+		dv := encodeDead(g.now, reason, rec)
+		dk := seqKey(o.dprefix, seq)
+		if !g.room(2, g.cost(dk, dv)+int64(len(k))+12) {
+			if g.empty() {
+				return true, fmt.Errorf("dead-letter %s/%d: record too large", o.name, seq)
+			}
+			return false, nil
+		}
+		if err := g.set(dk, dv); err != nil {
+			return false, err
+		}
+		if err := g.del(k); err != nil {
+			return false, err
+		}
+		size := int64(len(k) + len(rec))
+		w.m.count--
+		w.m.bytes -= size
+		w.freed += size
+		w.m.dlqCount++
+		w.m.dlqBytes += int64(len(dk) + len(dv))
+		if seq == w.m.head {
+			_, err := g.trimHead(o, w, func(uint64, int64, func() int64) bool { return false }, nil)
+			return true, err
+		}
+		return true, nil
+	}})
+}
+
+// Notify receives (coalesced, capacity 1) after records were appended.
+func (o *Outbox) Notify() <-chan struct{} { return o.notify }
+
+// OutboxStats describes one outbox.
+type OutboxStats struct {
+	Name string
+	// Depth and Bytes are the queued messages and their stored size (keys + values).
+	Depth, Bytes int64
+	// OldestAge is how long the head message has been queued (0 when empty).
+	OldestAge time.Duration
+	// Head is the first queued sequence (if any), Tail the last assigned.
+	Head, Tail uint64
+	// Drops counts messages dropped since the outbox was created, by reason (max_bytes,
+	// max_messages, ttl). Rejected counts appends refused under when_full: reject since Open.
+	Drops    map[string]uint64
+	Rejected uint64
+	// DLQDepth and DLQBytes describe the dead letters.
+	DLQDepth, DLQBytes int64
+	// Configured is false for an outbox found in the store whose connector is not configured.
+	Configured bool
+	Limits     Config
+}
+
+// Stats returns the outbox's durable state.
+func (o *Outbox) Stats() OutboxStats {
+	o.mu.Lock()
+	m := o.cm
+	o.mu.Unlock()
+	s := OutboxStats{Name: o.name, Depth: m.count, Bytes: m.bytes, Head: m.head, Tail: m.tail,
+		DLQDepth: m.dlqCount, DLQBytes: m.dlqBytes, Drops: map[string]uint64{},
+		Rejected: o.rejected.Load(), Configured: o.configured.Load(), Limits: *o.limits()}
+	if m.count > 0 && m.headMs > 0 {
+		s.OldestAge = max(0, time.Duration(nowMs()-m.headMs)*time.Millisecond)
+	}
+	for i, r := range reasons {
+		s.Drops[r] = m.drops[i]
+	}
+	return s
+}
