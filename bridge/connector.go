@@ -1,0 +1,147 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/edged-dev/edged/wire"
+)
+
+// Connector talks to one remote. It does not buffer, retry, back off or count: the forwarder
+// does all of that once for every type. The forwarder calls Connect, then Send repeatedly, then
+// Close, all from one goroutine; a failed Send or Connect is followed by Close and, after a
+// backoff, a new Connect on the same value.
+type Connector interface {
+	// Connect establishes the link (dial, CONNECT, subscribe, fetch a token...). ctx carries the
+	// connect timeout. It must return promptly when ctx is cancelled.
+	Connect(ctx context.Context) error
+	// Send delivers msgs in order. For each message it calls result(i, err) at most once, from
+	// any goroutine, as soon as the remote decided: nil = confirmed (may be removed from the
+	// outbox), an error wrapped by Permanent = rejected for good (dead-lettered), any other
+	// error = try again later. Send returns when every message has a result, or with an error
+	// when the link failed (messages without a result are retried; the forwarder reconnects).
+	// The forwarder cancels ctx when the remote stops confirming (stall_timeout); Send must then
+	// return promptly. result must not be called after Send returned.
+	Send(ctx context.Context, msgs []*Message, result func(i int, err error)) error
+	// Close releases the link. Idempotent; Connect may follow.
+	Close() error
+}
+
+// Windowed is implemented by connectors whose remote bounds the messages in flight (MQTT 5
+// Receive Maximum); the forwarder reports it in status. Valid after Connect.
+type Windowed interface {
+	Window() int
+}
+
+// Linked is implemented by connectors with a long-lived link; Done is closed when the link
+// drops, so the forwarder reconnects (and downlink resumes) even while the outbox is empty.
+// Valid after Connect.
+type Linked interface {
+	Done() <-chan struct{}
+}
+
+// Message is one outbox record handed to a connector.
+type Message struct {
+	// Seq is the outbox sequence number (FIFO order).
+	Seq uint64
+	// Env is the stored envelope. Env.Topic is already the remote topic (the forward rule was
+	// applied at capture time); Env.QoS is the forward rule's QoS.
+	Env *wire.Envelope
+}
+
+// Env is what a connector gets from the bridge.
+type Env struct {
+	// Name of the connector.
+	Name string
+	// GatewayID of this edged.
+	GatewayID string
+	// Logger is already tagged with the connector name.
+	Logger *slog.Logger
+	// Deliver hands a downlink message (remote topic) to the bridge, which maps it through the
+	// connector's subscribe rules and publishes it locally. A non-nil error means it was not
+	// delivered (the connector should not acknowledge it, or answer with an error code).
+	Deliver func(ctx context.Context, in *Inbound) error
+}
+
+// Inbound is a downlink message as received from the remote.
+type Inbound struct {
+	Topic       string // remote topic
+	Payload     []byte
+	QoS         byte
+	Retain      bool
+	UserProps   []wire.UserProp
+	ContentType string
+}
+
+// PermanentError marks a message the remote rejected for good; it goes to dead letters.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a permanent rejection.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+// IsPermanent reports whether err is (or wraps) a permanent rejection.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// RetryAfterError is a retriable failure with a delay the remote asked for (HTTP Retry-After).
+type RetryAfterError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %v)", e.Err, e.After)
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// EncodeEnvelope renders one envelope in format (cbor or json); raw returns the payload.
+func EncodeEnvelope(format string, e *wire.Envelope) ([]byte, error) {
+	switch format {
+	case FormatRaw:
+		return e.Payload, nil
+	case FormatCBOR:
+		return wire.MarshalEnvelope(e)
+	case FormatJSON:
+		return wire.MarshalEnvelopeJSON(e)
+	}
+	return nil, fmt.Errorf("unknown format %q", format)
+}
+
+// EncodeBatch renders msgs as one wire batch in format (cbor or json).
+func EncodeBatch(format, gateway string, msgs []*Message) ([]byte, error) {
+	b := &wire.Batch{Gateway: gateway, Envelopes: make([]*wire.Envelope, len(msgs))}
+	for i, m := range msgs {
+		b.Envelopes[i] = m.Env
+	}
+	if len(msgs) > 0 {
+		b.First, b.Last = msgs[0].Env.ID, msgs[len(msgs)-1].Env.ID
+	}
+	switch format {
+	case FormatCBOR:
+		return wire.MarshalBatch(b)
+	case FormatJSON:
+		return wire.MarshalBatchJSON(b)
+	}
+	return nil, fmt.Errorf("format %q cannot be batched", format)
+}
+
+// ContentType of format.
+func ContentType(format string) string {
+	switch format {
+	case FormatCBOR:
+		return "application/cbor"
+	case FormatJSON:
+		return "application/json"
+	}
+	return "application/octet-stream"
+}
+
+func userProp(k, v string) wire.UserProp { return wire.UserProp{Key: k, Value: v} }

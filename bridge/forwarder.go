@@ -1,0 +1,521 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-dev/edged/storage"
+)
+
+// Connector states in ConnectorStatus.State and the edged_bridge_state metric.
+const (
+	StateConnecting = "connecting" // dialling
+	StateConnected  = "connected"  // link up, draining or idle
+	StateBackingOff = "backing_off"
+	StateOpen       = "open"    // circuit breaker open: no attempts until open_for passed
+	StateStalled    = "stalled" // the remote stopped confirming; reconnecting
+	StateStopped    = "stopped"
+)
+
+var allStates = []string{StateConnecting, StateConnected, StateBackingOff, StateOpen, StateStalled, StateStopped}
+
+// errStalled ends a session whose remote stopped confirming.
+var errStalled = errors.New("stalled: no confirmation within stall_timeout")
+
+// ConnectorStatus is one connector in /api/v1/status and `edged status`.
+type ConnectorStatus struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	State string `json:"state"`
+	// Since is when the connector entered State.
+	Since       time.Time `json:"since"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Depth, Bytes, OldestAgeSeconds describe the outbox backlog.
+	Depth            int64   `json:"depth"`
+	Bytes            int64   `json:"bytes"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// DeadLetterDepth is the number of messages in this connector's dead-letter queue.
+	DeadLetterDepth int64 `json:"dead_letter_depth"`
+	// SentRate is messages confirmed per second, over the last few seconds.
+	SentRate float64 `json:"sent_rate"`
+	// Window is the effective in-flight limit (config window lowered by the remote).
+	Window      int    `json:"window"`
+	Inflight    int64  `json:"inflight"`
+	Sent        uint64 `json:"sent"`
+	Failed      uint64 `json:"failed"`
+	DeadLetters uint64 `json:"dead_letters"`
+	Reconnects  uint64 `json:"reconnects"`
+	Stalls      uint64 `json:"stalls"`
+	Downlink    uint64 `json:"downlink"`
+}
+
+type metrics struct {
+	sent, deadLetters, stalls, reconnects, captured, captureFailed, downlink, downlinkFailed *prometheus.CounterVec
+	failed                                                                                  *prometheus.CounterVec
+	inflight                                                                                *prometheus.GaugeVec
+	state                                                                                   *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "edged", Subsystem: "bridge", Name: name, Help: help}, labels)
+	}
+	m := &metrics{
+		sent:           cv("sent_total", "Messages confirmed by the remote.", "connector"),
+		failed:         cv("failed_total", "Failed attempts by reason (connect, send, rejected, stall).", "connector", "reason"),
+		deadLetters:    cv("dead_letters_total", "Messages the remote rejected permanently, moved to dead letters.", "connector"),
+		stalls:         cv("stalls_total", "Times the remote stopped confirming for stall_timeout.", "connector"),
+		reconnects:     cv("reconnects_total", "Successful connects after the first.", "connector"),
+		captured:       cv("captured_total", "Envelopes appended to the connector's outbox.", "connector"),
+		captureFailed:  cv("capture_failed_total", "Envelopes that could not be appended (full under reject, storage errors).", "connector"),
+		downlink:       cv("downlink_total", "Downlink messages published locally.", "connector"),
+		downlinkFailed: cv("downlink_failed_total", "Downlink messages the local broker refused.", "connector"),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edged", Subsystem: "bridge", Name: "inflight",
+			Help: "Messages sent and not yet confirmed."}, []string{"connector"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edged", Subsystem: "bridge", Name: "state",
+			Help: "1 for the connector's current state."}, []string{"connector", "state"}),
+	}
+	for _, c := range []prometheus.Collector{m.sent, m.failed, m.deadLetters, m.stalls, m.reconnects, m.captured,
+		m.captureFailed, m.downlink, m.downlinkFailed, m.inflight, m.state} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// forwarder owns one connector and drains its outbox.
+type forwarder struct {
+	b         *Bridge
+	cfg       *Common
+	typ       string
+	log       *slog.Logger
+	m         *metrics
+	ob        *storage.Outbox
+	conn      Connector
+	forward   []*rule
+	subscribe []*rule
+
+	mu          sync.Mutex
+	state       string
+	since       time.Time
+	lastErr     string
+	lastErrAt   time.Time
+	window      int
+	rateT       time.Time
+	rateN       uint64
+	rate        float64
+	errReported int
+
+	sent, failed, dead, reconnects, stalls, downlinkN atomic.Uint64
+	inflight                                         atomic.Int64
+}
+
+func (f *forwarder) initStatus() {
+	f.state, f.since, f.window = StateStopped, time.Now(), f.cfg.Window
+	f.rateT = time.Now()
+	f.m.state.WithLabelValues(f.cfg.Name, StateStopped).Set(1)
+	for _, lbl := range []string{"connect", "send", "rejected", "stall"} {
+		f.m.failed.WithLabelValues(f.cfg.Name, lbl)
+	}
+	f.m.sent.WithLabelValues(f.cfg.Name)
+	f.m.deadLetters.WithLabelValues(f.cfg.Name)
+	f.m.stalls.WithLabelValues(f.cfg.Name)
+	f.m.reconnects.WithLabelValues(f.cfg.Name)
+	f.m.inflight.WithLabelValues(f.cfg.Name)
+}
+
+func (f *forwarder) setState(s string) {
+	f.mu.Lock()
+	old := f.state
+	if old != s {
+		f.state, f.since = s, time.Now()
+	}
+	f.mu.Unlock()
+	if old != s {
+		f.m.state.WithLabelValues(f.cfg.Name, old).Set(0)
+		f.m.state.WithLabelValues(f.cfg.Name, s).Set(1)
+		f.log.Debug("state", "from", old, "to", s)
+	}
+}
+
+// fail records a failed attempt; logs the first failure of a streak and every 10th after
+// (nats shouldReportConnectErr), so a flapping link does not flood the log.
+func (f *forwarder) fail(reason string, err error) {
+	f.failed.Add(1)
+	f.m.failed.WithLabelValues(f.cfg.Name, reason).Inc()
+	f.mu.Lock()
+	f.lastErr, f.lastErrAt = err.Error(), time.Now()
+	f.errReported++
+	n := f.errReported
+	f.mu.Unlock()
+	if n == 1 || n%10 == 0 {
+		f.log.Warn("connector failure", "reason", reason, "err", err, "consecutive", n)
+	}
+}
+
+func (f *forwarder) progressed() {
+	f.mu.Lock()
+	n := f.errReported
+	f.errReported = 0
+	f.mu.Unlock()
+	if n > 0 {
+		f.log.Info("connector recovered", "after_failures", n)
+	}
+}
+
+func (f *forwarder) status() ConnectorStatus {
+	st := f.ob.Stats()
+	f.mu.Lock()
+	now := time.Now()
+	sent := f.sent.Load()
+	if dt := now.Sub(f.rateT); dt >= time.Second {
+		f.rate = float64(sent-f.rateN) / dt.Seconds()
+		f.rateT, f.rateN = now, sent
+	}
+	s := ConnectorStatus{
+		Name: f.cfg.Name, Type: f.typ, State: f.state, Since: f.since, LastError: f.lastErr, LastErrorAt: f.lastErrAt,
+		Window: f.window, SentRate: f.rate,
+	}
+	f.mu.Unlock()
+	s.Depth, s.Bytes, s.OldestAgeSeconds, s.DeadLetterDepth = outboxStats(st)
+	s.Inflight = f.inflight.Load()
+	s.Sent, s.Failed, s.DeadLetters = sent, f.failed.Load(), f.dead.Load()
+	s.Reconnects, s.Stalls, s.Downlink = f.reconnects.Load(), f.stalls.Load(), f.downlinkN.Load()
+	return s
+}
+
+
+// backoff is exponential with jitter: the delay for attempt n is uniformly drawn from
+// [d/2, d] where d = min(max, min*2^n) ("equal jitter": never zero, never above max).
+type backoff struct {
+	min, max time.Duration
+	n        int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min
+	for i := 0; i < b.n && d < b.max; i++ {
+		d *= 2
+	}
+	if d > b.max {
+		d = b.max
+	}
+	b.n++
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+// breaker opens after `failures` consecutive failures; while open nothing is attempted; after
+// openFor one probe is allowed (half-open): success closes it, failure re-opens it.
+type breaker struct {
+	failures int
+	openFor  time.Duration
+	n        int
+	openedAt time.Time
+	open     bool
+}
+
+func (b *breaker) fail() bool {
+	if b.failures < 0 {
+		return false
+	}
+	b.n++
+	if b.open || b.n >= b.failures {
+		b.open, b.openedAt = true, time.Now()
+		return true
+	}
+	return false
+}
+
+func (b *breaker) success() { b.n, b.open = 0, false }
+
+// wait is how long the breaker stays open; 0 = closed or half-open (probe allowed).
+func (b *breaker) wait() time.Duration {
+	if !b.open {
+		return 0
+	}
+	return time.Until(b.openedAt.Add(b.openFor))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// run is the forwarder goroutine: connect, drain, and on failure back off (or wait out the
+// breaker) and reconnect, until ctx is done.
+func (f *forwarder) run(ctx context.Context) {
+	defer f.setState(StateStopped)
+	defer f.conn.Close()
+	bo := &backoff{min: f.cfg.Backoff.Min, max: f.cfg.Backoff.Max}
+	br := &breaker{failures: f.cfg.Breaker.Failures, openFor: f.cfg.Breaker.OpenFor}
+	connected := 0
+	for ctx.Err() == nil {
+		if w := br.wait(); w > 0 {
+			f.setState(StateOpen)
+			if !sleepCtx(ctx, w) {
+				return
+			}
+			continue // half-open: one probe
+		}
+		f.setState(StateConnecting)
+		cctx, cancel := context.WithTimeout(ctx, f.cfg.ConnectTimeout)
+		err := f.conn.Connect(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var delay time.Duration
+		if err != nil {
+			f.conn.Close()
+			f.fail("connect", fmt.Errorf("connect: %w", err))
+			f.setState(StateBackingOff)
+		} else {
+			connected++
+			if connected > 1 {
+				f.reconnects.Add(1)
+				f.m.reconnects.WithLabelValues(f.cfg.Name).Inc()
+			}
+			w := f.cfg.Window
+			if wd, ok := f.conn.(Windowed); ok && wd.Window() > 0 && wd.Window() < w {
+				w = wd.Window()
+			}
+			f.mu.Lock()
+			f.window = w
+			f.mu.Unlock()
+			f.setState(StateConnected)
+			err = f.session(ctx, bo, br)
+			f.conn.Close()
+			f.inflight.Store(0)
+			f.m.inflight.WithLabelValues(f.cfg.Name).Set(0)
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case errors.Is(err, errStalled):
+				f.stalls.Add(1)
+				f.m.stalls.WithLabelValues(f.cfg.Name).Inc()
+				f.fail("stall", err)
+				f.setState(StateStalled)
+			default:
+				f.fail("send", err)
+				f.setState(StateBackingOff)
+			}
+		}
+		delay = bo.next()
+		var ra *RetryAfterError
+		if errors.As(err, &ra) && ra.After > delay {
+			delay = ra.After
+		}
+		if br.fail() {
+			f.setState(StateOpen)
+			if w := br.wait(); w > delay {
+				delay = w
+			}
+		}
+		if !sleepCtx(ctx, delay) {
+			return
+		}
+	}
+}
+
+// session drains the outbox over one established link. It returns on ctx done, link loss,
+// a retriable send failure or a stall.
+func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error {
+	var linkDone <-chan struct{}
+	if l, ok := f.conn.(Linked); ok {
+		linkDone = l.Done()
+	}
+	maxMsgs, maxBytes := f.cfg.Batch.MaxMessages, int(f.cfg.Batch.MaxBytes)
+	notify := f.ob.Notify()
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		recs, err := f.ob.Read(0, maxMsgs, maxBytes)
+		if err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		if len(recs) == 0 {
+			// Idle with an empty outbox and a working link: that is success.
+			br.success()
+			bo.reset()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-linkDone:
+				return errors.New("link closed")
+			case <-notify:
+			}
+			continue
+		}
+		if len(recs) < maxMsgs && f.cfg.Batch.MaxDelay > 0 {
+			t := time.NewTimer(f.cfg.Batch.MaxDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			if more, err := f.ob.Read(0, maxMsgs, maxBytes); err == nil && len(more) >= len(recs) {
+				recs = more
+			}
+		}
+		msgs := make([]*Message, len(recs))
+		for i, r := range recs {
+			msgs[i] = &Message{Seq: r.Seq, Env: r.Env}
+		}
+		n, err := f.send(ctx, msgs)
+		if n > 0 {
+			br.success()
+			bo.reset()
+			f.progressed()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// send hands one batch to the connector with a stall watchdog, then removes from the outbox
+// the longest prefix that has final results (confirmed, or permanently rejected -> dead
+// letters). It returns how many messages left the outbox.
+func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
+	var (
+		mu       sync.Mutex
+		results  = make([]error, len(msgs))
+		got      = make([]bool, len(msgs))
+		finished bool
+	)
+	progress := make(chan struct{}, 1)
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	f.inflight.Store(int64(len(msgs)))
+	f.m.inflight.WithLabelValues(f.cfg.Name).Set(float64(len(msgs)))
+	result := func(i int, err error) {
+		mu.Lock()
+		if finished || i < 0 || i >= len(msgs) || got[i] {
+			mu.Unlock()
+			return
+		}
+		got[i], results[i] = true, err
+		mu.Unlock()
+		f.inflight.Add(-1)
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if f.cfg.StallTimeout > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTimer(f.cfg.StallTimeout)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-progress:
+					if !t.Stop() {
+						select {
+						case <-t.C:
+						default:
+						}
+					}
+					t.Reset(f.cfg.StallTimeout)
+				case <-t.C:
+					cancel(errStalled)
+					return
+				}
+			}
+		}()
+	}
+	sendErr := f.conn.Send(sctx, msgs, result)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	finished = true
+	mu.Unlock()
+	f.inflight.Store(0)
+	f.m.inflight.WithLabelValues(f.cfg.Name).Set(0)
+
+	var (
+		upto     uint64
+		done     int
+		okN      int
+		firstErr error
+	)
+	for i, m := range msgs {
+		if !got[i] {
+			break
+		}
+		if r := results[i]; r != nil {
+			if !IsPermanent(r) {
+				firstErr = r
+				break
+			}
+			if err := f.ob.DeadLetter(m.Seq, r.Error()); err != nil {
+				return done, fmt.Errorf("dead-letter %d: %w", m.Seq, err)
+			}
+			f.dead.Add(1)
+			f.m.deadLetters.WithLabelValues(f.cfg.Name).Inc()
+			f.m.failed.WithLabelValues(f.cfg.Name, "rejected").Inc()
+			f.log.Warn("message rejected permanently; moved to dead letters", "id", m.Env.ID.String(), "topic", m.Env.Topic, "err", r)
+		} else {
+			okN++
+		}
+		upto = m.Seq
+		done++
+	}
+	f.sent.Add(uint64(okN))
+	f.m.sent.WithLabelValues(f.cfg.Name).Add(float64(okN))
+	if upto > 0 {
+		if err := f.ob.Ack(upto); err != nil {
+			return done, fmt.Errorf("ack outbox up to %d: %w", upto, err)
+		}
+	}
+	if c := context.Cause(sctx); errors.Is(c, errStalled) && ctx.Err() == nil {
+		return done, errStalled
+	}
+	if sendErr != nil {
+		return done, sendErr
+	}
+	if firstErr != nil {
+		return done, firstErr
+	}
+	if done < len(msgs) {
+		return done, fmt.Errorf("connector returned without a result for %d message(s)", len(msgs)-done)
+	}
+	return done, nil
+}
+
+func outboxStats(st storage.OutboxStats) (depth, bytes int64, oldest float64, dlq int64) {
+	return st.Depth, st.Bytes, st.OldestAge.Seconds(), st.DLQDepth
+}

@@ -1,0 +1,481 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged-dev/edged/bridge/internal/mqtt5"
+	"github.com/edged-dev/edged/internal/confkit"
+)
+
+func init() {
+	Register(Type{
+		Name:        "mqtt",
+		Description: "MQTT 5 or 3.1.1 broker upstream (tcp, tls, websocket); ordered windowed QoS 1; downlink subscriptions",
+		NewConfig:   func() ConnectorConfig { c := &MQTTConfig{}; c.defaults(); return c },
+		New:         newMQTT,
+	})
+}
+
+// IDProp is the MQTT 5 user property carrying the envelope id (UUID text) on every message the
+// mqtt connector publishes, so the remote can deduplicate redelivered messages.
+const IDProp = "id"
+
+// MQTTConfig is a connector of type mqtt.
+type MQTTConfig struct {
+	Base `yaml:",inline"`
+	// URL of the remote broker: tcp:// or mqtt:// (plain), ssl:// or mqtts:// (TLS), ws:// or
+	// wss:// (MQTT over WebSocket, path included). Port defaults: 1883, 8883, 80, 443.
+	URL string `yaml:"url"`
+	// Protocol is the MQTT version: "5" (default) or "3.1.1". With 5 every message carries its
+	// envelope id as user property `id`, PUBACK reason codes >= 0x80 dead-letter the message and
+	// the server's Receive Maximum bounds the window. With 3.1.1 there are no user properties:
+	// use format cbor or json if the remote must deduplicate.
+	Protocol string `yaml:"protocol"`
+	// ClientID; default "edged-{gateway_id}-{name}".
+	ClientID string `yaml:"client_id"`
+	// Username and Password for CONNECT; PasswordFile reads the password from a file instead.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// TLS settings for ssl://, mqtts:// and wss://.
+	TLS TLSConfig `yaml:"tls"`
+	// CleanStart discards the remote session on connect. Default false: a persistent session,
+	// so downlink messages published while edged was offline are delivered on reconnect.
+	CleanStart bool `yaml:"clean_start"`
+	// SessionExpiry is how long the remote keeps the session after a disconnect (MQTT 5).
+	// Default 24h.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// KeepAlive interval; default 30s.
+	KeepAlive time.Duration `yaml:"keepalive"`
+}
+
+func (c *MQTTConfig) defaults() {
+	if c.Protocol == "" {
+		c.Protocol = "5"
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = 24 * time.Hour
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 30 * time.Second
+	}
+	c.Base.defaults(FormatRaw, 1000, 1000)
+}
+
+// Validate implements ConnectorConfig.
+func (c *MQTTConfig) Validate() error {
+	c.defaults()
+	errs := []error{c.Base.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
+	u, err := url.Parse(c.URL)
+	switch {
+	case c.URL == "":
+		errs = append(errs, confkit.Errorf("url", "required (e.g. tcp://broker:1883)"))
+	case err != nil:
+		errs = append(errs, confkit.Errorf("url", "%v", err))
+	default:
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss":
+		default:
+			errs = append(errs, confkit.Errorf("url", "%q: scheme must be tcp, mqtt, ssl, mqtts, ws or wss", c.URL))
+		}
+		if u.Hostname() == "" {
+			errs = append(errs, confkit.Errorf("url", "%q: no host", c.URL))
+		}
+	}
+	switch c.Protocol {
+	case "5", "3.1.1":
+	default:
+		errs = append(errs, confkit.Errorf("protocol", "%q: want 5 or 3.1.1", c.Protocol))
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		errs = append(errs, confkit.Errorf("password_file", "give password or password_file, not both"))
+	}
+	errs = append(errs, checkSecretFile("password_file", c.PasswordFile))
+	errs = append(errs, c.TLS.validate("tls")...)
+	if c.SessionExpiry < 0 {
+		errs = append(errs, confkit.Errorf("session_expiry", "%v: must not be negative", c.SessionExpiry))
+	}
+	if c.KeepAlive < 0 || c.KeepAlive > 65535*time.Second {
+		errs = append(errs, confkit.Errorf("keepalive", "%v: want 1s..18h", c.KeepAlive))
+	}
+	for i, r := range c.Forward {
+		if c.Protocol == "3.1.1" && r.QoS > 1 {
+			errs = append(errs, confkit.Errorf(fmt.Sprintf("forward[%d].qos", i), "want 0 or 1"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type mqttConn struct {
+	cfg      *MQTTConfig
+	env      Env
+	clientID string
+	password string
+	tls      *tls.Config
+
+	mu   sync.Mutex
+	c5   *mqtt5.Client
+	c3   paho3.Client
+	done chan struct{} // link closed (3.1.1)
+	win  int
+}
+
+func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
+	cfg, ok := cc.(*MQTTConfig)
+	if !ok {
+		return nil, fmt.Errorf("mqtt: config is %T", cc)
+	}
+	cfg.defaults()
+	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, password: cfg.Password}
+	if m.clientID == "" {
+		m.clientID = "edged-" + env.GatewayID + "-" + cfg.Name
+	}
+	if cfg.PasswordFile != "" {
+		p, err := readSecret(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: password_file: %w", err)
+		}
+		m.password = p
+	}
+	t, err := cfg.TLS.build()
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	m.tls = t
+	return m, nil
+}
+
+func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
+	u, err := url.Parse(m.cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Host
+	port := func(p string) string {
+		if u.Port() == "" {
+			return net.JoinHostPort(u.Hostname(), p)
+		}
+		return host
+	}
+	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		c, err := d.DialContext(ctx, "tcp", port("1883"))
+		if err != nil {
+			return nil, err
+		}
+		_ = c.(*net.TCPConn).SetNoDelay(true)
+		return c, nil
+	case "ssl", "mqtts", "tls":
+		td := &tls.Dialer{NetDialer: d, Config: m.tls}
+		return td.DialContext(ctx, "tcp", port("8883"))
+	case "ws", "wss":
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: d.DialContext}}
+		ws, _, err := websocket.Dial(ctx, m.cfg.URL, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
+		if err != nil {
+			return nil, err
+		}
+		ws.SetReadLimit(-1)
+		return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
+	}
+	return nil, fmt.Errorf("unsupported url scheme %q", u.Scheme)
+}
+
+// Connect implements Connector.
+func (m *mqttConn) Connect(ctx context.Context) error {
+	if m.cfg.Protocol == "3.1.1" {
+		return m.connect3(ctx)
+	}
+	conn, err := m.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", m.cfg.URL, err)
+	}
+	var pw []byte
+	if m.password != "" {
+		pw = []byte(m.password)
+	}
+	c, err := mqtt5.Connect(ctx, conn, mqtt5.Options{
+		ClientID: m.clientID, Username: m.cfg.Username, Password: pw, CleanStart: m.cfg.CleanStart,
+		SessionExpiry: uint32(m.cfg.SessionExpiry / time.Second), KeepAlive: m.cfg.KeepAlive,
+		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5,
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.c5 = c
+	m.win = c.Window()
+	m.mu.Unlock()
+	if len(m.cfg.Subscribe) > 0 {
+		subs := make([]packets.SubOptions, len(m.cfg.Subscribe))
+		for i, r := range m.cfg.Subscribe {
+			subs[i] = packets.SubOptions{Topic: r.From, QoS: r.QoS}
+		}
+		codes, err := c.Subscribe(ctx, subs)
+		if err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		for i, code := range codes {
+			if code >= 0x80 && i < len(subs) {
+				m.env.Logger.Warn("remote refused subscription", "filter", subs[i].Topic, "reason", fmt.Sprintf("0x%02x", code))
+			}
+		}
+	}
+	return nil
+}
+
+func (m *mqttConn) onPublish5(p *packets.Publish) error {
+	in := &Inbound{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}
+	if p.Properties != nil {
+		in.ContentType = p.Properties.ContentType
+		for _, u := range p.Properties.User {
+			in.UserProps = append(in.UserProps, userProp(u.Key, u.Value))
+		}
+	}
+	return m.env.Deliver(context.Background(), in)
+}
+
+// Window implements Windowed.
+func (m *mqttConn) Window() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.win
+}
+
+// Done implements Linked.
+func (m *mqttConn) Done() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.c5 != nil {
+		return m.c5.Done()
+	}
+	return m.done
+}
+
+// Close implements Connector.
+func (m *mqttConn) Close() error {
+	m.mu.Lock()
+	c5, c3 := m.c5, m.c3
+	m.c5, m.c3 = nil, nil
+	m.mu.Unlock()
+	if c5 != nil {
+		_ = c5.Close()
+	}
+	if c3 != nil {
+		c3.Disconnect(100)
+	}
+	return nil
+}
+
+func (m *mqttConn) publish5(msg *Message) (*packets.Publish, error) {
+	body, err := EncodeEnvelope(m.cfg.Format, msg.Env)
+	if err != nil {
+		return nil, err
+	}
+	p := &packets.Publish{Topic: msg.Env.Topic, QoS: msg.Env.QoS, Retain: msg.Env.Retain, Payload: body,
+		Properties: &packets.Properties{}}
+	if m.cfg.Format == FormatRaw {
+		p.Properties.ContentType = msg.Env.ContentType
+		for _, u := range msg.Env.UserProps {
+			p.Properties.User = append(p.Properties.User, packets.User{Key: u.Key, Value: u.Value})
+		}
+	} else {
+		p.Properties.ContentType = ContentType(m.cfg.Format)
+	}
+	p.Properties.User = append(p.Properties.User, packets.User{Key: IDProp, Value: msg.Env.ID.String()})
+	return p, nil
+}
+
+// Send implements Connector: publishes in order, pipelined up to the window, then waits for
+// every PUBACK. A PUBACK reason >= 0x80 is a permanent rejection.
+func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, error)) error {
+	if m.cfg.Protocol == "3.1.1" {
+		return m.send3(ctx, msgs, result)
+	}
+	m.mu.Lock()
+	c := m.c5
+	m.mu.Unlock()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	var remaining atomic.Int64
+	remaining.Store(int64(len(msgs)))
+	all := make(chan struct{})
+	for i, msg := range msgs {
+		p, err := m.publish5(msg)
+		if err != nil {
+			result(i, Permanent(fmt.Errorf("encode: %w", err)))
+			if remaining.Add(-1) == 0 {
+				close(all)
+			}
+			continue
+		}
+		err = c.PublishAsync(ctx, p, func(err error) {
+			var re *mqtt5.ReasonError
+			if errors.As(err, &re) {
+				err = Permanent(err)
+			}
+			if err == nil || IsPermanent(err) {
+				result(i, err)
+			}
+			if remaining.Add(-1) == 0 {
+				close(all)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	select {
+	case <-all:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-c.Done():
+		select {
+		case <-all:
+			return nil
+		default:
+		}
+		return fmt.Errorf("connection lost: %v", c.Err())
+	}
+}
+
+func (m *mqttConn) connect3(ctx context.Context) error {
+	done := make(chan struct{})
+	var once sync.Once
+	o := paho3.NewClientOptions().AddBroker(strings.Replace(m.cfg.URL, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
+		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
+		SetKeepAlive(m.cfg.KeepAlive).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
+		SetTLSConfig(m.tls).SetProtocolVersion(4).
+		SetConnectionLostHandler(func(paho3.Client, error) { once.Do(func() { close(done) }) })
+	if m.cfg.Username != "" {
+		o.SetUsername(m.cfg.Username)
+	}
+	if m.password != "" {
+		o.SetPassword(m.password)
+	}
+	c := paho3.NewClient(o)
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		go func() { <-tok.Done(); c.Disconnect(0) }()
+		return ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.c3, m.done, m.win = c, done, m.cfg.Window
+	m.mu.Unlock()
+	for _, r := range m.cfg.Subscribe {
+		st := c.Subscribe(r.From, r.QoS, func(_ paho3.Client, pm paho3.Message) {
+			_ = m.env.Deliver(context.Background(), &Inbound{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained()})
+		})
+		select {
+		case <-st.Done():
+			if err := st.Error(); err != nil {
+				return fmt.Errorf("subscribe %q: %w", r.From, err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, error)) error {
+	m.mu.Lock()
+	c, done, win := m.c3, m.done, m.win
+	m.mu.Unlock()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	if win <= 0 {
+		win = 1000
+	}
+	type pend struct {
+		i   int
+		tok paho3.Token
+	}
+	q := make(chan pend, win)
+	waiter := make(chan struct{})
+	go func() {
+		defer close(waiter)
+		for p := range q {
+			select {
+			case <-p.tok.Done():
+				if err := p.tok.Error(); err == nil {
+					result(p.i, nil)
+				}
+			case <-ctx.Done():
+				for range q {
+				}
+				return
+			case <-done:
+				for range q {
+				}
+				return
+			}
+		}
+	}()
+	var err error
+	for i, msg := range msgs {
+		body, encErr := EncodeEnvelope(m.cfg.Format, msg.Env)
+		if encErr != nil {
+			result(i, Permanent(fmt.Errorf("encode: %w", encErr)))
+			continue
+		}
+		tok := c.Publish(msg.Env.Topic, msg.Env.QoS, msg.Env.Retain, body)
+		select {
+		case q <- pend{i, tok}:
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		case <-done:
+			err = errors.New("connection lost")
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(q)
+	<-waiter
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-done:
+		return errors.New("connection lost")
+	default:
+		return nil
+	}
+}
+
+var (
+	_ Connector = (*mqttConn)(nil)
+	_ Windowed  = (*mqttConn)(nil)
+	_ Linked    = (*mqttConn)(nil)
+)
