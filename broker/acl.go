@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // validatePattern checks an ACL topic filter that may contain %c and %u.
@@ -161,4 +162,22 @@ func (a *access) identify(cl *mqtt.Client) identity {
 		return identity{all: true}
 	}
 	return identity{}
+}
+
+// limitsHook announces the broker's maximum packet size in MQTT 5 CONNACKs (mochi enforces it
+// but does not announce it), so well-behaved clients refuse oversized messages themselves.
+type limitsHook struct {
+	mqtt.HookBase
+	maxPacket uint32
+}
+
+func (h *limitsHook) ID() string { return "edged-limits" }
+
+func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
+
+func (h *limitsHook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ProtocolVersion == 5 && pk.ReasonCode == 0 {
+		pk.Properties.MaximumPacketSize = h.maxPacket
+	}
+	return pk
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,7 +174,7 @@ func New(o Options) (*Broker, error) {
 	}
 
 	b.capture = newCaptureHook(b)
-	hooks := []mqtt.Hook{newAuthHook(b.access), &aclHook{a: b.access}, b.capture}
+	hooks := []mqtt.Hook{newAuthHook(b.access), &aclHook{a: b.access}, b.capture, &limitsHook{maxPacket: uint32(cfg.MaxPacketSize)}}
 	if o.State != nil {
 		b.state = newStateHook(o.State, log)
 		hooks = append(hooks, b.state)
@@ -349,7 +350,7 @@ type Status struct {
 	ClientsConnected int64            `json:"clients_connected"`
 	Sessions         int64            `json:"sessions"` // connected and persisted offline clients
 	Subscriptions    int64            `json:"subscriptions"`
-	Retained         int64            `json:"retained"`
+	Retained         int64            `json:"retained"` // excluding $SYS
 	Inflight         int64            `json:"inflight"`
 	MessagesReceived int64            `json:"messages_received"`
 	MessagesSent     int64            `json:"messages_sent"`
@@ -383,7 +384,11 @@ func (b *Broker) Status() Status {
 	st.ClientsConnected = atomic.LoadInt64(&in.ClientsConnected)
 	st.Sessions = int64(b.srv.Clients.Len() - 1) // minus the inline client
 	st.Subscriptions = atomic.LoadInt64(&in.Subscriptions)
-	st.Retained = int64(b.srv.Topics.Retained.Len())
+	for topic := range b.srv.Topics.Retained.GetAll() {
+		if !strings.HasPrefix(topic, "$") { // mochi retains its $SYS values too
+			st.Retained++
+		}
+	}
 	st.Inflight = atomic.LoadInt64(&in.Inflight)
 	st.MessagesReceived = atomic.LoadInt64(&in.MessagesReceived)
 	st.MessagesSent = atomic.LoadInt64(&in.MessagesSent)
