@@ -1,0 +1,138 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestLockedDirIsNotMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	db := openT(t, dir)
+	ob, _ := db.Outbox("x", Config{})
+	appendN(t, ob, 0, 3, 10)
+	_, err := Open(Options{Dir: dir})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
+	}
+	if !strings.Contains(err.Error(), "process "+itoa(os.Getpid())) {
+		t.Errorf("message does not name the holder: %v", err)
+	}
+	if m, _ := filepath.Glob(dir + ".corrupt-*"); len(m) != 0 {
+		t.Fatalf("locked dir moved aside: %v", m)
+	}
+	// The CLI refuses too.
+	var out, errb bytes.Buffer
+	if code := OutboxCLI([]string{"stats"}, dir, &out, &errb); code != 1 || !strings.Contains(errb.String(), "locked") || !strings.Contains(errb.String(), "stopped edged") {
+		t.Fatalf("cli on a live dir: %d %q", code, errb.String())
+	}
+	must(t, db.Close())
+	db = openT(t, dir)
+	o2, _ := db.Outbox("x", Config{})
+	if o2.Stats().Depth != 3 {
+		t.Fatal("data lost")
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestCorruptStoreMovedAside(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "data")
+	db := openT(t, dir)
+	ob, _ := db.Outbox("x", Config{})
+	appendN(t, ob, 0, 100, 10)
+	must(t, db.Close())
+	must(t, os.WriteFile(filepath.Join(dir, "MANIFEST"), bytes.Repeat([]byte{0xde, 0xad}, 100), 0o644))
+
+	// The CLI must not repair behind the operator's back.
+	var out, errb bytes.Buffer
+	if code := OutboxCLI([]string{"stats"}, dir, &out, &errb); code != 1 || !strings.Contains(errb.String(), "corrupt") {
+		t.Fatalf("cli on corrupt store: %d %q", code, errb.String())
+	}
+
+	reg := prometheus.NewRegistry()
+	db, err := Open(Options{Dir: dir, Logger: testLogger(t), Registerer: reg})
+	if err != nil {
+		t.Fatalf("open corrupt: %v", err)
+	}
+	defer db.Close()
+	s := db.Stats()
+	if s.CorruptRecoveries != 1 || !strings.HasPrefix(s.MovedAside, dir+".corrupt-") {
+		t.Fatalf("stats %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(s.MovedAside, "MANIFEST")); err != nil {
+		t.Fatalf("old store not kept: %v", err)
+	}
+	if n := metricValue(t, reg, "edged_storage_corrupt_recoveries_total", nil); n != 1 {
+		t.Fatalf("metric %v", n)
+	}
+	ob, _ = db.Outbox("x", Config{})
+	appendN(t, ob, 0, 1, 10)
+	if ob.Stats().Depth != 1 {
+		t.Fatal("fresh store not usable")
+	}
+}
+
+func TestUnwritableDirIsNotCorruption(t *testing.T) {
+	if os.Getuid() == 0 {
+		t.Skip("root ignores permissions")
+	}
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o500))
+	defer os.Chmod(dir, 0o700)
+	if _, err := Open(Options{Dir: dir}); err == nil {
+		t.Fatal("opened an unwritable dir")
+	}
+	if m, _ := filepath.Glob(dir + ".corrupt-*"); len(m) != 0 {
+		t.Fatalf("moved aside: %v", m)
+	}
+}
+
+func TestCLI(t *testing.T) {
+	dir := t.TempDir()
+	db := openT(t, dir)
+	ob, _ := db.Outbox("cloud", Config{})
+	appendN(t, ob, 0, 5, 10)
+	must(t, ob.DeadLetter(2, "http 400"))
+	must(t, ob.DeadLetter(3, "http 422"))
+	must(t, db.Close())
+
+	run := func(want int, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := OutboxCLI(args, dir, &out, &errb); code != want {
+			t.Fatalf("%v: exit %d, want %d; stderr %s", args, code, want, errb.String())
+		}
+		return out.String() + errb.String()
+	}
+	if o := run(0, "stats"); !strings.Contains(o, "cloud") || !strings.Contains(o, "  3  ") {
+		t.Fatalf("stats:\n%s", o)
+	}
+	if o := run(0, "dlq", "list"); !strings.Contains(o, "http 400") || !strings.Contains(o, "http 422") {
+		t.Fatalf("list:\n%s", o)
+	}
+	run(2, "dlq", "requeue", "cloud")
+	run(2, "dlq", "requeue", "cloud", "x")
+	run(2, "frobnicate")
+	run(1, "dlq", "purge", "nope")
+	if o := run(0, "dlq", "requeue", "cloud", "2"); !strings.Contains(o, "requeued 1") {
+		t.Fatalf("requeue: %s", o)
+	}
+	if o := run(0, "dlq", "list", "cloud"); strings.Contains(o, "http 400") || !strings.Contains(o, "http 422") {
+		t.Fatalf("list after requeue:\n%s", o)
+	}
+	if o := run(0, "dlq", "purge", "cloud"); !strings.Contains(o, "purged 1") {
+		t.Fatalf("purge: %s", o)
+	}
+	var out, errb bytes.Buffer
+	if code := OutboxCLI([]string{"stats"}, filepath.Join(dir, "missing"), &out, &errb); code != 1 {
+		t.Fatalf("missing dir: exit %d", code)
+	}
+}
