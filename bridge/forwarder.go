@@ -60,9 +60,9 @@ type ConnectorStatus struct {
 
 type metrics struct {
 	sent, deadLetters, stalls, reconnects, captured, captureFailed, downlink, downlinkFailed *prometheus.CounterVec
-	failed                                                                                  *prometheus.CounterVec
-	inflight                                                                                *prometheus.GaugeVec
-	state                                                                                   *prometheus.GaugeVec
+	failed                                                                                   *prometheus.CounterVec
+	inflight                                                                                 *prometheus.GaugeVec
+	state                                                                                    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -117,7 +117,7 @@ type forwarder struct {
 	errReported int
 
 	sent, failed, dead, reconnects, stalls, downlinkN atomic.Uint64
-	inflight                                         atomic.Int64
+	inflight                                          atomic.Int64
 }
 
 func (f *forwarder) initStatus() {
@@ -193,7 +193,6 @@ func (f *forwarder) status() ConnectorStatus {
 	s.Reconnects, s.Stalls, s.Downlink = f.reconnects.Load(), f.stalls.Load(), f.downlinkN.Load()
 	return s
 }
-
 
 // backoff is exponential with jitter: the delay for attempt n is uniformly drawn from
 // [d/2, d] where d = min(max, min*2^n) ("equal jitter": never zero, never above max).

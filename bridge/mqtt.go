@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/packets"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edged-dev/edged/bridge/internal/mqtt5"
 	"github.com/edged-dev/edged/internal/confkit"

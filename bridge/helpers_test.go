@@ -1,0 +1,291 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/packets"
+	"gopkg.in/yaml.v3"
+
+	"github.com/edged-dev/edged/bridge"
+	"github.com/edged-dev/edged/bridge/internal/mqtt5"
+	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/storage"
+	"github.com/edged-dev/edged/wire"
+)
+
+// decodeConnector runs the loader's path: NewConfig, strict decode, Validate.
+func decodeConnector(t testing.TB, src string) bridge.ConnectorConfig {
+	t.Helper()
+	var probe struct {
+		Type string `yaml:"type"`
+	}
+	if err := yaml.Unmarshal([]byte(src), &probe); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := bridge.NewConfig(probe.Type)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		t.Fatalf("decode connector: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("validate connector: %v", err)
+	}
+	return cfg
+}
+
+type stack struct {
+	t      testing.TB
+	dir    string
+	db     *storage.DB
+	br     *broker.Broker
+	b      *bridge.Bridge
+	addr   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("BRIDGE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startStack runs storage -> broker -> bridge in-process, like cmd/edged does.
+func startStack(t testing.TB, dir string, conns ...bridge.ConnectorConfig) *stack {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	log := testLogger(t)
+	db, err := storage.Open(storage.Options{Dir: dir, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := broker.New(broker.Options{Config: broker.Config{Listeners: []broker.Listener{{Type: "tcp", Address: "127.0.0.1:0"}}},
+		State: db.State(), Logger: log})
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	b, err := bridge.New(bridge.Options{Connectors: conns, GatewayID: "gw1", DB: db, Defaults: storage.Defaults(), Local: br, Logger: log})
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	br.SetCapturer(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := br.Start(ctx); err != nil {
+		cancel()
+		db.Close()
+		t.Fatal(err)
+	}
+	s := &stack{t: t, dir: dir, db: db, br: br, b: b, cancel: cancel, done: make(chan struct{})}
+	s.addr = br.Status().Listeners[0].Bound
+	go func() { b.Run(ctx); close(s.done) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *stack) stop() {
+	s.once.Do(func() {
+		_ = s.br.Close()
+		s.cancel()
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			s.t.Errorf("bridge.Run did not return within 10s after cancel")
+		}
+		_ = s.db.Close()
+	})
+}
+
+func (s *stack) status(name string) bridge.ConnectorStatus {
+	for _, st := range s.b.Status() {
+		if st.Name == name {
+			return st
+		}
+	}
+	s.t.Fatalf("no connector %q", name)
+	return bridge.ConnectorStatus{}
+}
+
+// localClient is a real MQTT 3.1.1 client to the edged broker.
+func localClient(t testing.TB, addr, id string) paho3.Client {
+	t.Helper()
+	o := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
+		SetAutoReconnect(false).SetMaxResumePubInFlight(1000).SetOrderMatters(true).SetWriteTimeout(10 * time.Second)
+	c := paho3.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect local %s: %v", addr, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(50) })
+	return c
+}
+
+// publishN publishes n QoS 1 messages pipelined (up to window outstanding) and waits for all
+// PUBACKs. Payload "seq=<i>".
+func publishN(t testing.TB, c paho3.Client, topic string, from, n int) {
+	t.Helper()
+	const window = 500
+	toks := make(chan paho3.Token, window)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(errc)
+		for tok := range toks {
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				errc <- fmt.Errorf("puback: %v", tok.Error())
+				for range toks {
+				}
+				return
+			}
+		}
+	}()
+	for i := from; i < from+n; i++ {
+		toks <- c.Publish(topic, 1, false, []byte(fmt.Sprintf("seq=%d", i)))
+	}
+	close(toks)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cloudMsg is what the cloud subscriber saw.
+type cloudMsg struct {
+	Topic   string
+	Payload []byte
+	ID      string // user property id (MQTT 5)
+}
+
+// cloudSub subscribes to the cloud with the MQTT 5 test client and records every message.
+type cloudSub struct {
+	mu   sync.Mutex
+	msgs []cloudMsg
+	c    *mqtt5.Client
+}
+
+func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
+	t.Helper()
+	cs := &cloudSub{}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", time.Now().UnixNano()),
+		CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
+			m := cloudMsg{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...)}
+			for _, u := range p.Properties.User {
+				if u.Key == bridge.IDProp {
+					m.ID = u.Value
+				}
+			}
+			cs.mu.Lock()
+			cs.msgs = append(cs.msgs, m)
+			cs.mu.Unlock()
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(context.Background(), []packets.SubOptions{{Topic: filter, QoS: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	cs.c = c
+	t.Cleanup(func() { c.Close() })
+	return cs
+}
+
+func (c *cloudSub) snapshot() []cloudMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]cloudMsg(nil), c.msgs...)
+}
+
+func (c *cloudSub) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+// checkSeqs verifies that every seq in [0,n) arrived, first arrivals in order, and that any
+// duplicate carries the same id as the first copy. payloadSeq extracts "seq=<i>".
+func checkSeqs(t testing.TB, msgs []cloudMsg, n int, payloadSeq func(cloudMsg) (int, string)) {
+	t.Helper()
+	ids := map[int]string{}
+	next := 0
+	dups := 0
+	for _, m := range msgs {
+		seq, id := payloadSeq(m)
+		if prev, ok := ids[seq]; ok {
+			dups++
+			if id != prev {
+				t.Fatalf("duplicate of seq %d with a different id: %q vs %q", seq, id, prev)
+			}
+			continue
+		}
+		if seq != next {
+			t.Fatalf("out of order or lost: got seq %d, want %d", seq, next)
+		}
+		ids[seq] = id
+		next++
+	}
+	if next != n {
+		t.Fatalf("got %d distinct messages, want %d", next, n)
+	}
+	t.Logf("%d messages, %d duplicates (same id)", n, dups)
+}
+
+// rawSeq reads a raw payload "seq=<i>" and the MQTT 5 id property.
+func rawSeq(m cloudMsg) (int, string) {
+	var i int
+	fmt.Sscanf(string(m.Payload), "seq=%d", &i)
+	return i, m.ID
+}
+
+// envSeq decodes a CBOR or JSON envelope.
+func envSeq(m cloudMsg) (int, string) {
+	var e *wire.Envelope
+	var err error
+	if bytes.HasPrefix(m.Payload, []byte("{")) {
+		e, err = wire.UnmarshalEnvelopeJSON(m.Payload)
+	} else {
+		e, err = wire.UnmarshalEnvelope(m.Payload)
+	}
+	if err != nil {
+		return -1, ""
+	}
+	var i int
+	fmt.Sscanf(string(e.Payload), "seq=%d", &i)
+	return i, e.ID.String()
+}
+
+func waitFor(t testing.TB, total time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: %v", total, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

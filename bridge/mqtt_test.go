@@ -1,0 +1,351 @@
+package bridge_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/edged-dev/edged/bridge"
+	"github.com/edged-dev/edged/internal/testutil"
+)
+
+func mqttConnector(t testing.TB, name, url, extra string) bridge.ConnectorConfig {
+	return decodeConnector(t, fmt.Sprintf(`
+name: %s
+type: mqtt
+url: %s
+backoff: {min: 20ms, max: 200ms}
+breaker: {failures: -1}
+%s`, name, url, extra))
+}
+
+// TestMQTTOnlineForwardAndDownlink: uplink with mapped topics and the id property; a command
+// published on the cloud reaches a local subscriber.
+func TestMQTTOnlineForwardAndDownlink(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+cloud.Addr, `
+forward:
+  - {from: "sensors/+/#", to: "gw/{gateway_id}/{1}/{2}", qos: 1}
+subscribe:
+  - {from: "gw1/cmd/#", to: "cmd/{1}", qos: 1}
+`))
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.State != bridge.StateConnected {
+			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
+		}
+		return nil
+	})
+	local := localClient(t, s.addr, "dev1")
+	got := make(chan paho3.Message, 10)
+	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	publishN(t, local, "sensors/t1/room/a", 0, 3)
+	waitFor(t, 10*time.Second, func() error {
+		if n := sub.count(); n < 3 {
+			return fmt.Errorf("cloud got %d", n)
+		}
+		return nil
+	})
+	for _, m := range sub.snapshot() {
+		if m.Topic != "gw/gw1/t1/room/a" || m.ID == "" {
+			t.Fatalf("cloud got topic %q id %q", m.Topic, m.ID)
+		}
+	}
+	checkSeqs(t, sub.snapshot(), 3, rawSeq)
+
+	// downlink
+	cmdc := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloudcmd"))
+	if tok := cmdc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer cmdc.Disconnect(10)
+	cmdc.Publish("gw1/cmd/dev1/reboot", 1, false, []byte("now")).Wait()
+	select {
+	case m := <-got:
+		if m.Topic() != "cmd/dev1/reboot" || string(m.Payload()) != "now" {
+			t.Fatalf("local got %s %q", m.Topic(), m.Payload())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("downlink command did not arrive locally")
+	}
+	if st := s.status("cloud"); st.Downlink != 1 || st.Sent != 3 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestMQTTLoopPrevention: a downlink message whose local topic matches a forward rule of the
+// same connector is not sent back up.
+func TestMQTTLoopPrevention(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+cloud.Addr, `
+forward:
+  - {from: "#", to: "up/{topic}"}
+subscribe:
+  - {from: "down/#", to: "local/{1}"}
+`))
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.State != bridge.StateConnected {
+			return fmt.Errorf("state %s", st.State)
+		}
+		return nil
+	})
+	sub := subscribeCloud(t, cloud.Addr, "up/#")
+	cmdc := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloudcmd"))
+	if tok := cmdc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer cmdc.Disconnect(10)
+	cmdc.Publish("down/x", 1, false, []byte("cmd")).Wait()
+	waitFor(t, 5*time.Second, func() error {
+		if st := s.status("cloud"); st.Downlink != 1 {
+			return fmt.Errorf("downlink %d", st.Downlink)
+		}
+		return nil
+	})
+	local := localClient(t, s.addr, "dev")
+	publishN(t, local, "marker", 0, 1)
+	waitFor(t, 5*time.Second, func() error {
+		if sub.count() < 1 {
+			return fmt.Errorf("marker not forwarded")
+		}
+		return nil
+	})
+	for _, m := range sub.snapshot() {
+		if m.Topic != "up/marker" {
+			t.Fatalf("looped message forwarded: %s", m.Topic)
+		}
+	}
+}
+
+// TestMQTTOfflineBacklog: the cloud is down while 10k QoS 1 messages are acked locally; when
+// it comes back, all arrive in order.
+func TestMQTTOfflineBacklog(t *testing.T) {
+	port := testutil.FreePort(t)
+	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", port), false)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+p.Addr(), `
+format: cbor
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+`))
+	local := localClient(t, s.addr, "dev1")
+	const n = 10000
+	start := time.Now()
+	publishN(t, local, "sensors/a", 0, n)
+	t.Logf("10k QoS 1 acked with the cloud down in %v", time.Since(start))
+	if st := s.status("cloud"); st.Depth != n || st.State == bridge.StateConnected {
+		t.Fatalf("status with the cloud down: %+v", st)
+	}
+	cloud := testutil.StartMosquitto(t, port, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	p.Set(true)
+	start = time.Now()
+	waitFor(t, 60*time.Second, func() error {
+		if st := s.status("cloud"); st.Depth != 0 {
+			return fmt.Errorf("depth %d (%s %s)", st.Depth, st.State, st.LastError)
+		}
+		return nil
+	})
+	t.Logf("drained in %v", time.Since(start))
+	waitFor(t, 10*time.Second, func() error {
+		if c := sub.count(); c < n {
+			return fmt.Errorf("cloud has %d", c)
+		}
+		return nil
+	})
+	checkSeqs(t, sub.snapshot(), n, envSeq)
+}
+
+// TestMQTTLinkFlaps: the uplink is cut every few hundred ms during the drain; nothing is lost,
+// duplicates only with the same id.
+func TestMQTTLinkFlaps(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	p := startProxy(t, cloud.Addr, false)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+p.Addr(), `
+window: 200
+batch: {max_messages: 200}
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+`))
+	local := localClient(t, s.addr, "dev1")
+	const n = 10000
+	publishN(t, local, "sensors/a", 0, n)
+	p.Set(true)
+	stop := make(chan struct{})
+	flaps := 0
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			p.Set(false)
+			time.Sleep(50 * time.Millisecond)
+			p.Set(true)
+			flaps++
+		}
+	}()
+	waitFor(t, 90*time.Second, func() error {
+		if st := s.status("cloud"); st.Depth != 0 {
+			return fmt.Errorf("depth %d", st.Depth)
+		}
+		return nil
+	})
+	close(stop)
+	p.Set(true)
+	waitFor(t, 10*time.Second, func() error {
+		if c := sub.count(); c < n {
+			return fmt.Errorf("cloud has %d", c)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	checkSeqs(t, sub.snapshot(), n, rawSeq)
+	st := s.status("cloud")
+	t.Logf("connections through the proxy %d, reconnects %d", p.Accepted(), st.Reconnects)
+	if st.Reconnects < 2 {
+		t.Fatalf("link never flapped during the drain: %+v", st)
+	}
+}
+
+// TestMQTTReceiveMaximum: mosquitto's max_inflight_messages becomes Receive Maximum for v5
+// clients; the window follows it and the drain never exceeds it (mosquitto would disconnect).
+func TestMQTTReceiveMaximum(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "max_inflight_messages 7")
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+cloud.Addr, `
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "sensors/a", 0, 2000)
+	waitFor(t, 30*time.Second, func() error {
+		if c := sub.count(); c < 2000 {
+			return fmt.Errorf("cloud has %d", c)
+		}
+		return nil
+	})
+	st := s.status("cloud")
+	if st.Window != 7 || st.Reconnects != 0 || st.Failed != 0 {
+		t.Fatalf("want window 7 and no failures, got %+v", st)
+	}
+	checkSeqs(t, sub.snapshot(), 2000, rawSeq)
+}
+
+// fakeMQTT accepts CONNECT, answers CONNACK and then reads forever without acking.
+func fakeMQTT(t testing.TB, conns *atomic.Int32) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				if _, err := packets.ReadPacket(r); err != nil {
+					return
+				}
+				ca := &packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.CONNACK}, Content: &packets.Connack{Properties: &packets.Properties{}}}
+				if _, err := ca.WriteTo(c); err != nil {
+					return
+				}
+				for {
+					pk, err := packets.ReadPacket(r)
+					if err != nil {
+						return
+					}
+					if pk.Type == packets.PINGREQ {
+						_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestMQTTStall: a remote that accepts but never acks -> stalled, counted, reconnected.
+func TestMQTTStall(t *testing.T) {
+	var conns atomic.Int32
+	addr := fakeMQTT(t, &conns)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+addr, `
+stall_timeout: 300ms
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "sensors/a", 0, 10)
+	sawStalled := false
+	waitFor(t, 10*time.Second, func() error {
+		st := s.status("cloud")
+		sawStalled = sawStalled || st.State == bridge.StateStalled
+		if st.Stalls < 2 || st.Reconnects < 1 {
+			return fmt.Errorf("stalls %d reconnects %d", st.Stalls, st.Reconnects)
+		}
+		return nil
+	})
+	st := s.status("cloud")
+	if st.Depth != 10 || !strings.Contains(st.LastError, "stalled") || conns.Load() < 2 {
+		t.Fatalf("status %+v, conns %d", st, conns.Load())
+	}
+	_ = sawStalled
+}
+
+// TestMQTTBreaker: the breaker opens after consecutive connect failures and closes once the
+// remote is back.
+func TestMQTTBreaker(t *testing.T) {
+	port := testutil.FreePort(t)
+	s := startStack(t, "", decodeConnector(t, fmt.Sprintf(`
+name: cloud
+type: mqtt
+url: tcp://127.0.0.1:%d
+backoff: {min: 10ms, max: 20ms}
+breaker: {failures: 3, open_for: 700ms}
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+`, port)))
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.State != bridge.StateOpen {
+			return fmt.Errorf("state %s failed %d", st.State, st.Failed)
+		}
+		return nil
+	})
+	failed := s.status("cloud").Failed
+	time.Sleep(300 * time.Millisecond)
+	if st := s.status("cloud"); st.State != bridge.StateOpen || st.Failed != failed {
+		t.Fatalf("attempts while open: %+v (failed before %d)", st, failed)
+	}
+	cloud := testutil.StartMosquitto(t, port, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.State != bridge.StateConnected {
+			return fmt.Errorf("state %s", st.State)
+		}
+		return nil
+	})
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "sensors/a", 0, 5)
+	waitFor(t, 10*time.Second, func() error {
+		if sub.count() < 5 {
+			return fmt.Errorf("cloud has %d", sub.count())
+		}
+		return nil
+	})
+}
