@@ -35,7 +35,19 @@ func newAuthHook(a *access) *authHook {
 
 func (h *authHook) ID() string { return "edged-auth" }
 
-func (h *authHook) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnPacketEncode
+}
+
+// OnPacketEncode fixes the 3.1.1 refusal code: mochi answers every refused login with 0x05
+// "not authorized"; a client that sent a username gets 0x04 "bad user name or password".
+func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ProtocolVersion < 5 &&
+		pk.ReasonCode == packets.Err3NotAuthorized.Code && len(cl.Properties.Username) > 0 {
+		pk.ReasonCode = 0x04
+	}
+	return pk
+}
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	li := h.a.listeners[cl.Net.Listener]
