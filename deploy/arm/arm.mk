@@ -10,8 +10,8 @@
 
 DIST        ?= dist
 NFPM        := $(GO) tool -modfile=deploy/tools.mod nfpm
-# Debian versions must start with a digit: v1.2.3-4-gabc -> 1.2.3-4-gabc; a bare hash -> 0.0.0~g<hash>.
-DEB_VERSION ?= $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in [0-9]*) echo "$$v";; *) echo "0.0.0~$$v";; esac)
+# Debian versions must start with a digit: v1.2.3-4-gabc -> 1.2.3-4-gabc; a bare hash -> 0.0.0~<hash>.
+DEB_VERSION ?= $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in ([0-9]*.*) echo "$$v";; (*) echo "0.0.0~$$v";; esac)
 QEMU_ARM64  ?= qemu-aarch64-static
 QEMU_ARM    ?= qemu-arm-static
 # The storage suite reads EDGED_TEST_SCALE; "small" keeps the emulated runs to minutes.

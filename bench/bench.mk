@@ -1,0 +1,37 @@
+# bench/bench.mk — side-by-side benchmarks against mosquitto, and soak runs.
+# Included by the top-level Makefile.
+#
+#   make bench               full run (several minutes); table on stdout and in bench/RESULTS.md
+#   BENCH_QUICK=1 make bench one short run of each figure (under a minute)
+#   make bench-readme        splice bench/RESULTS.md into README.md between the bench markers
+#   make soak                storage crash test, 500 kill -9 cycles (up to an hour)
+
+BENCH_BIN     := bin/edged-bench
+BENCH_RESULTS ?= bench/RESULTS.md
+BENCH_ARGS    ?=
+SOAK_CYCLES   ?= 500
+README        ?= README.md
+
+.PHONY: bench bench-tool bench-readme soak
+
+bench-tool:
+	$(GO) build -trimpath -o $(BENCH_BIN) ./bench/cmd/edged-bench
+
+bench: build bench-tool ## edged vs mosquitto (needs mosquitto): throughput, latency, durable ingest, drain, memory, CBOR vs JSON -> bench/RESULTS.md
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { echo "bench: apt-get install mosquitto" >&2; exit 1; }
+	./$(BENCH_BIN) -edged $(BIN) -o $(BENCH_RESULTS) $(BENCH_ARGS)
+
+# Everything between the markers is replaced; the markers stay, so the splice can be repeated.
+bench-readme: ## put bench/RESULTS.md into README.md between <!-- bench:start --> and <!-- bench:end -->
+	@test -f $(BENCH_RESULTS) || { echo "bench-readme: no $(BENCH_RESULTS): run make bench first" >&2; exit 1; }
+	@grep -q '^<!-- bench:start -->' $(README) && grep -q '^<!-- bench:end -->' $(README) || \
+		{ echo "bench-readme: $(README) lacks the lines <!-- bench:start --> and <!-- bench:end -->" >&2; exit 1; }
+	@awk -v res='$(BENCH_RESULTS)' ' \
+		/^<!-- bench:start -->/ { print; while ((getline l < res) > 0) print l; skip = 1; next } \
+		/^<!-- bench:end -->/   { skip = 0 } \
+		!skip { print }' $(README) > $(README).tmp && mv $(README).tmp $(README)
+	@echo "$(README): benchmark section replaced from $(BENCH_RESULTS)"
+
+soak: ## long durability runs: storage kill -9 crash test, 500 cycles (SOAK_CYCLES=N), bridge link flaps
+	EDGED_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -run TestCrash -count=1 -timeout 60m ./storage/
+	EDGED_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -run 'Flap|Soak' -count=1 -timeout 60m ./bridge/...
