@@ -115,6 +115,8 @@ type forwarder struct {
 	rateN       uint64
 	rate        float64
 	errReported int
+	retryFirst  uint64 // first seq and size of the last failed batch (forwarder goroutine only)
+	retryN      int
 
 	sent, failed, dead, reconnects, stalls, downlinkN atomic.Uint64
 	inflight                                          atomic.Int64
@@ -384,11 +386,20 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 				recs = more
 			}
 		}
+		// A retry carries exactly the messages of the failed attempt (stable idempotency keys).
+		if f.retryN > 0 && recs[0].Seq == f.retryFirst && len(recs) > f.retryN {
+			recs = recs[:f.retryN]
+		}
 		msgs := make([]*Message, len(recs))
 		for i, r := range recs {
 			msgs[i] = &Message{Seq: r.Seq, Env: r.Env}
 		}
 		n, err := f.send(ctx, msgs)
+		if n == 0 && err != nil {
+			f.retryFirst, f.retryN = msgs[0].Seq, len(msgs)
+		} else {
+			f.retryFirst, f.retryN = 0, 0
+		}
 		if n > 0 {
 			br.success()
 			bo.reset()

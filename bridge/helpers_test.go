@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/packets"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"gopkg.in/yaml.v3"
 
 	"github.com/edged-dev/edged/bridge"

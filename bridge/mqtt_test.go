@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/packets"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
