@@ -1,0 +1,323 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/wire"
+)
+
+func init() {
+	Register(Type{
+		Name:        "websocket",
+		Description: "long-lived WebSocket to an IM service: JSON or CBOR envelope frames, acks by id, downlink frames",
+		NewConfig:   func() ConnectorConfig { c := &WebSocketConfig{}; c.defaults(); return c },
+		New:         newWebSocket,
+	})
+}
+
+// WebSocketConfig is a connector of type websocket. The frame protocol is described in the
+// package documentation ("WebSocket protocol").
+type WebSocketConfig struct {
+	Base `yaml:",inline"`
+	// URL is ws:// or wss://.
+	URL string `yaml:"url"`
+	// Auth is applied to the opening handshake (a GET without body): none, bearer, token, hmac.
+	Auth AuthConfig `yaml:"auth"`
+	// TLS settings for wss://.
+	TLS TLSConfig `yaml:"tls"`
+	// Headers are extra handshake headers.
+	Headers map[string]string `yaml:"headers"`
+	// PingInterval between WebSocket pings; a ping unanswered within the interval drops the
+	// link (the forwarder reconnects). Default 20s.
+	PingInterval time.Duration `yaml:"ping_interval"`
+}
+
+func (c *WebSocketConfig) defaults() {
+	if c.PingInterval == 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	c.Base.defaults(FormatJSON, 100, 1)
+}
+
+// Validate implements ConnectorConfig.
+func (c *WebSocketConfig) Validate() error {
+	c.defaults()
+	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		errs = append(errs, confkit.Errorf("url", "%q: want a ws:// or wss:// URL", c.URL))
+	}
+	errs = append(errs, c.Auth.validate()...)
+	errs = append(errs, c.TLS.validate("tls")...)
+	if c.PingInterval < 0 {
+		errs = append(errs, confkit.Errorf("ping_interval", "%v: must not be negative", c.PingInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// wsControl is an ack or reject frame from the server (and the ack edged sends for downlink).
+type wsControl struct {
+	Ack    string `json:"ack,omitempty" cbor:"ack,omitempty"`
+	Reject string `json:"reject,omitempty" cbor:"reject,omitempty"`
+	Error  string `json:"error,omitempty" cbor:"error,omitempty"`
+}
+
+type wsConn struct {
+	cfg    *WebSocketConfig
+	env    Env
+	client *http.Client
+	auth   *authorizer
+
+	mu     sync.Mutex
+	c      *websocket.Conn
+	done   chan struct{}
+	cancel context.CancelFunc
+	ctrl   chan wsControl
+	wg     sync.WaitGroup
+}
+
+func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
+	cfg, ok := cc.(*WebSocketConfig)
+	if !ok {
+		return nil, fmt.Errorf("websocket: config is %T", cc)
+	}
+	cfg.defaults()
+	tc, err := cfg.TLS.build()
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	a, err := newAuthorizer(cfg.Auth, client)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	return &wsConn{cfg: cfg, env: env, client: client, auth: a}, nil
+}
+
+// Connect dials and starts the reader and pinger.
+func (w *wsConn) Connect(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.cfg.URL, nil)
+	if err != nil {
+		return err
+	}
+	for k, v := range w.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	if w.env.GatewayID != "" {
+		req.Header.Set("X-Edged-Gateway", w.env.GatewayID)
+	}
+	if err := w.auth.apply(ctx, req, nil); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	c, resp, err := websocket.Dial(ctx, w.cfg.URL, &websocket.DialOptions{HTTPClient: w.client, HTTPHeader: req.Header})
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			w.auth.invalidate()
+		}
+		return fmt.Errorf("dial %s: %w", w.cfg.URL, err)
+	}
+	c.SetReadLimit(16 << 20)
+	lctx, cancel := context.WithCancel(context.Background())
+	w.mu.Lock()
+	w.c, w.done, w.cancel, w.ctrl = c, make(chan struct{}), cancel, make(chan wsControl, 4096)
+	done, ctrl := w.done, w.ctrl
+	w.mu.Unlock()
+	w.wg.Add(2)
+	go w.reader(lctx, c, done, ctrl)
+	go w.pinger(lctx, c)
+	return nil
+}
+
+func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct{}, ctrl chan wsControl) {
+	defer w.wg.Done()
+	defer close(done)
+	for {
+		typ, data, err := c.Read(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.env.Logger.Debug("websocket read", "err", err)
+			}
+			c.CloseNow()
+			return
+		}
+		var cm wsControl
+		var derr error
+		if typ == websocket.MessageText {
+			derr = json.Unmarshal(data, &cm)
+		} else {
+			derr = cbor.Unmarshal(data, &cm)
+		}
+		if derr == nil && (cm.Ack != "" || cm.Reject != "") {
+			select {
+			case ctrl <- cm:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		var env *wire.Envelope
+		if typ == websocket.MessageText {
+			env, err = wire.UnmarshalEnvelopeJSON(data)
+		} else {
+			env, err = wire.UnmarshalEnvelope(data)
+		}
+		if err != nil {
+			w.env.Logger.Warn("websocket: ignoring a frame that is neither an ack nor an envelope", "err", err)
+			continue
+		}
+		in := &Inbound{Topic: env.Topic, Payload: env.Payload, QoS: env.QoS, Retain: env.Retain, UserProps: env.UserProps, ContentType: env.ContentType}
+		derr = w.env.Deliver(ctx, in)
+		if env.ID.IsZero() {
+			continue
+		}
+		reply := wsControl{Ack: env.ID.String()}
+		if derr != nil {
+			reply = wsControl{Reject: env.ID.String(), Error: derr.Error()}
+		}
+		if err := w.writeControl(ctx, c, typ, reply); err != nil {
+			c.CloseNow()
+			return
+		}
+	}
+}
+
+func (w *wsConn) writeControl(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, m wsControl) error {
+	var b []byte
+	var err error
+	if typ == websocket.MessageText {
+		b, err = json.Marshal(m)
+	} else {
+		b, err = cbor.Marshal(m)
+	}
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.Write(wctx, typ, b)
+}
+
+func (w *wsConn) pinger(ctx context.Context, c *websocket.Conn) {
+	defer w.wg.Done()
+	iv := w.cfg.PingInterval
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, iv)
+		err := c.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			w.env.Logger.Debug("websocket ping failed; dropping link", "err", err)
+			c.CloseNow()
+			return
+		}
+	}
+}
+
+// Done implements Linked.
+func (w *wsConn) Done() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done
+}
+
+// Close implements Connector.
+func (w *wsConn) Close() error {
+	w.mu.Lock()
+	c, cancel := w.c, w.cancel
+	w.c, w.cancel = nil, nil
+	w.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	cancel()
+	c.CloseNow()
+	w.wg.Wait()
+	return nil
+}
+
+// Send implements Connector: one frame per batch, then waits for acks. An ack confirms that id
+// and every earlier message of the frame (cumulative); a reject dead-letters that one message.
+func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, error)) error {
+	w.mu.Lock()
+	c, done, ctrl := w.c, w.done, w.ctrl
+	w.mu.Unlock()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	var frame []byte
+	var err error
+	if w.cfg.Batch.MaxMessages == 1 {
+		msgs = msgs[:1]
+		frame, err = EncodeEnvelope(w.cfg.Format, msgs[0].Env)
+	} else {
+		frame, err = EncodeBatch(w.cfg.Format, w.env.GatewayID, msgs)
+	}
+	if err != nil {
+		for i := range msgs {
+			result(i, Permanent(fmt.Errorf("encode: %w", err)))
+		}
+		return nil
+	}
+	typ := websocket.MessageText
+	if w.cfg.Format == FormatCBOR {
+		typ = websocket.MessageBinary
+	}
+	if err := c.Write(ctx, typ, frame); err != nil {
+		return fmt.Errorf("write frame: %w", err)
+	}
+	idx := make(map[string]int, len(msgs))
+	for i, m := range msgs {
+		idx[m.Env.ID.String()] = i
+	}
+	resolved := make([]bool, len(msgs))
+	left := len(msgs)
+	next := 0 // everything below next is resolved
+	for left > 0 {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-done:
+			return errors.New("link closed")
+		case cm := <-ctrl:
+			if i, ok := idx[cm.Reject]; ok && !resolved[i] {
+				resolved[i] = true
+				left--
+				result(i, Permanent(fmt.Errorf("rejected by remote: %s", cm.Error)))
+			}
+			if i, ok := idx[cm.Ack]; ok {
+				for ; next <= i; next++ {
+					if !resolved[next] {
+						resolved[next] = true
+						left--
+						result(next, nil)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+var (
+	_ Connector = (*wsConn)(nil)
+	_ Linked    = (*wsConn)(nil)
+)
