@@ -1,6 +1,9 @@
 package wire
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Batch is one CBOR item carrying many envelopes, as forwarders send them.
 //
@@ -119,6 +122,9 @@ func unmarshalBatch(p []byte) (*Batch, error) {
 		k, err := r.uint("batch key")
 		if err != nil {
 			return nil, err
+		}
+		if k > math.MaxUint32 {
+			return nil, fmt.Errorf("%w: batch key %d out of range", ErrMalformed, k)
 		}
 		if !seen.add(k) {
 			return nil, fmt.Errorf("%w: duplicate key %d", ErrMalformed, k)

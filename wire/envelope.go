@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -158,7 +159,7 @@ type UserProp struct {
 //	9    UserProps    [* [tstr, tstr]] omitted when empty
 //	10   ContentType  tstr        omitted when empty
 //
-// Readers ignore unsigned integer keys they do not know (forward compatibility); any other key
+// Readers ignore unsigned integer keys (< 2^32) they do not know (forward compatibility); any other key
 // type, a duplicate key, a wrong type or a limit overrun is an error. Indefinite lengths are
 // rejected for the known fields; unknown values may be any well-formed CBOR.
 type Envelope struct {
@@ -446,6 +447,9 @@ func decodeEnvelope(r *reader, e *Envelope, inBatch bool, batchGW string) error 
 		k, err := r.uint("envelope key")
 		if err != nil {
 			return err
+		}
+		if k > math.MaxUint32 {
+			return fmt.Errorf("%w: envelope key %d out of range", ErrMalformed, k)
 		}
 		if !seen.add(k) {
 			return fmt.Errorf("%w: duplicate key %d", ErrMalformed, k)

@@ -216,7 +216,7 @@ func (d *COBSDecoder) Feed(p []byte, emit func(frame []byte)) {
 			case d.bad || !d.started:
 			case d.left != 0:
 				d.drops.Malformed++ // truncated block
-			default:
+			case len(d.buf) > 0: // "01 00" encodes the empty frame: skipped like "00"
 				emit(d.buf)
 			}
 			d.reset()
