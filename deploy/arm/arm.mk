@@ -19,7 +19,7 @@ CROSS_SCALE ?= small
 CROSS_PKGS  ?= ./wire/... ./storage/...
 GOBUILD     := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
-.PHONY: build-arm64 build-armv7 build-armv6 build-amd64 dist deb test-cross test-cross-arm64 test-cross-armv7 test-deploy check-qemu
+.PHONY: build-arm64 build-armv7 build-armv6 build-amd64 dist deb test-cross test-cross-arm64 test-cross-armv7 test-deploy check-qemu binfmt
 
 build-arm64: ## static linux/arm64 binary in dist/ (Pi 3/4/5 with a 64-bit OS)
 	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $(DIST)/edged-linux-arm64 ./cmd/edged
@@ -54,15 +54,28 @@ deb: $(DIST)/edged_$(DEB_VERSION)_arm64.deb $(DIST)/edged_$(DEB_VERSION)_armhf.d
 	@ls -l $^
 
 # Under CI=true a missing qemu fails the build; on a developer machine it is skipped loudly.
+# The storage crash test re-executes its own (ARM) test binary, which only works when the
+# kernel runs ARM ELF files through qemu (binfmt_misc). `make binfmt` (root) registers them;
+# under CI=true, as root, check-qemu does it itself.
+BINFMT_DIR := /proc/sys/fs/binfmt_misc
+ci_on = [ -n "$$CI" ] && [ "$$CI" != false ] && [ "$$CI" != 0 ]
+
+binfmt: ## register qemu-aarch64/qemu-arm with binfmt_misc (root; needs binfmt-support)
+	@[ -e $(BINFMT_DIR)/register ] || mount -t binfmt_misc binfmt_misc $(BINFMT_DIR)
+	update-binfmts --enable qemu-aarch64
+	update-binfmts --enable qemu-arm
+
 check-qemu:
 	@for q in $(QEMU_ARM64) $(QEMU_ARM); do \
 	  if ! command -v $$q >/dev/null; then \
-	    if [ -n "$$CI" ] && [ "$$CI" != false ] && [ "$$CI" != 0 ]; then \
-	      echo "test-cross: $$q not found: CI must install qemu-user-static (see .ci/run)" >&2; exit 1; \
-	    fi; \
-	    echo "test-cross: $$q not found: apt-get install qemu-user-static; SKIPPING the cross-arch suites" >&2; \
+	    if $(ci_on); then echo "test-cross: $$q not found: CI must install qemu-user-static (see .ci/run)" >&2; exit 1; fi; \
+	    echo "test-cross: $$q not found: apt-get install qemu-user-static binfmt-support; SKIPPING the cross-arch suites" >&2; \
 	  fi; \
 	done
+	@if command -v $(QEMU_ARM64) >/dev/null && ! { grep -qs '^enabled' $(BINFMT_DIR)/qemu-aarch64 && grep -qs '^enabled' $(BINFMT_DIR)/qemu-arm; }; then \
+	  if $(ci_on) && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory binfmt; \
+	  else echo "test-cross: ARM binaries are not registered with binfmt_misc: the storage crash test cannot re-execute itself. Run: sudo make binfmt" >&2; exit 1; fi; \
+	fi
 
 # -trimpath keeps the package cache shared with the release builds above.
 test-cross-arm64: check-qemu
