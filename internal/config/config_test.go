@@ -1,0 +1,87 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestEmptyFileIsDefaults(t *testing.T) {
+	cfg, err := Parse("e.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "./data" || cfg.Admin.Address != "127.0.0.1:9100" || len(cfg.Broker.Listeners) != 1 ||
+		cfg.Broker.Listeners[0].Address != "127.0.0.1:1883" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+// Every problem of a file is reported, each with its line and key, in line order.
+func TestProblemsLocated(t *testing.T) {
+	for _, c := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"unknown keys at several depths", "data_dir: x\nlogg: {}\nbroker:\n  listeners:\n    - {type: tcp, address: 127.0.0.1:1, adress: x}\n",
+			[]string{"f:2: logg: unknown key", "f:5: broker.listeners[0].adress: unknown key"}},
+		{"type error keeps going", "storage:\n  max_messages: lots\n  max_bytes: huge\nlog: {level: loud}\n",
+			[]string{"f:2: storage.max_messages: cannot use", "f:3: storage.max_bytes:", "f:4: log.level: \"loud\""}},
+		{"syntax error", "broker: [\n", []string{"f:"}},
+		{"not a mapping", "- a\n- b\n", []string{"f:1: the config must be a mapping"}},
+		{"unknown connector type", "bridge:\n  connectors:\n    - {name: c, type: pigeon}\n", []string{"f:3: bridge.connectors[0].type: unknown connector type \"pigeon\""}},
+		{"unknown bridge key", "bridge:\n  conectors: []\n", []string{"f:2: bridge.conectors: unknown key"}},
+		{"admin address", "admin: {address: nope}\n", []string{"f:1: admin.address: \"nope\" is not host:port"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("f", []byte(c.doc))
+			ps, ok := err.(Problems)
+			if !ok {
+				t.Fatalf("want Problems, got %T %v", err, err)
+			}
+			if len(ps) != len(c.want) {
+				t.Fatalf("want %d problems, got %d:\n%v", len(c.want), len(ps), err)
+			}
+			for i, w := range c.want {
+				if !strings.HasPrefix(ps[i].Error(), w) {
+					t.Errorf("problem %d: %q does not start with %q", i, ps[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestExampleConfigs(t *testing.T) {
+	root := filepath.Join("..", "..")
+	files, _ := filepath.Glob(filepath.Join(root, "deploy", "arm", "edged*.yaml"))
+	files = append(files, filepath.Join("testdata", "full.yaml"))
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s:\n%v", f, err)
+		}
+	}
+}
+
+// FuzzParse: config files are outside bytes; any input must give a config or Problems, never
+// a panic or a hang.
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("testdata", "full.yaml")); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("broker:\n  listeners:\n    - {type: tcp, address: 127.0.0.1:1883}\n"))
+	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: mqtt, url: tcp://127.0.0.1:1, forward: [{from: a/#, to: '{topic}'}]}\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("storage: {max_bytes: 1GiB, ttl: 1h}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := Parse("fuzz", b)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil {
+			if _, ok := err.(Problems); !ok {
+				t.Fatalf("error is %T, want Problems", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,278 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one located config error: "FILE:LINE: key: problem".
+type Problem struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	loc := p.File
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if p.Key == "" {
+		return loc + ": " + p.Msg
+	}
+	return loc + ": " + p.Key + ": " + p.Msg
+}
+
+// Problems is every error found in one file, in line order.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+// yamlFields maps a struct's YAML keys to field types, following `,inline` embedding.
+func yamlFields(t reflect.Type, out map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				yamlFields(ft, out)
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+}
+
+// strictCheck reports every mapping key of n that t has no field for. yaml.v3's KnownFields
+// stops at the first decoder and cannot be used on a Node, and we want every unknown key of the
+// file with its line, so the walk is ours.
+func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, key, msg string)) {
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			strictCheck(c, t, path, add)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Kind() == reflect.Interface {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			if n.Tag == "!!null" {
+				return
+			}
+			add(n.Line, path, fmt.Sprintf("want a mapping, got %s", describe(n)))
+			return
+		}
+		fields := map[string]reflect.Type{}
+		yamlFields(t, fields)
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			if seen[k.Value] {
+				add(k.Line, key, "key given twice")
+			}
+			seen[k.Value] = true
+			ft, ok := fields[k.Value]
+			if !ok {
+				add(k.Line, key, fmt.Sprintf("unknown key (known keys here: %s)", knownKeys(fields)))
+				continue
+			}
+			strictCheck(v, ft, key, add)
+		}
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			if n.Tag == "!!null" {
+				return
+			}
+			add(n.Line, path, fmt.Sprintf("want a list, got %s", describe(n)))
+			return
+		}
+		for i, c := range n.Content {
+			strictCheck(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), add)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			if n.Tag == "!!null" {
+				return
+			}
+			add(n.Line, path, fmt.Sprintf("want a mapping, got %s", describe(n)))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			strictCheck(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), add)
+		}
+	}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	default:
+		return strconv.Quote(n.Value)
+	}
+}
+
+func knownKeys(f map[string]reflect.Type) string {
+	ks := make([]string, 0, len(f))
+	for k := range f {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ", ")
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var pathSeg = regexp.MustCompile(`([^.\[\]]+)|\[(\d+)\]`)
+
+// lineOf finds the line of a key path such as "broker.listeners[1].address" in the document,
+// falling back to the deepest part of the path that exists (a missing key is reported where
+// its parent is).
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n == nil {
+		return 0
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, m := range pathSeg.FindAllStringSubmatch(path, -1) {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		var next *yaml.Node
+		nextLine := 0
+		if m[2] != "" {
+			i, _ := strconv.Atoi(m[2])
+			if n.Kind == yaml.SequenceNode && i < len(n.Content) {
+				next = n.Content[i]
+				nextLine = next.Line
+			}
+		} else if n.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				if n.Content[j].Value == m[1] {
+					next = n.Content[j+1]
+					nextLine = n.Content[j].Line
+					break
+				}
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n, line = next, nextLine
+	}
+	return line
+}
+
+// keyAtLine names the key whose entry starts on line, for yaml.v3's type errors, which carry
+// only a line.
+func keyAtLine(root *yaml.Node, line int) string {
+	var found string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if n == nil || found != "" {
+			return
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := join(path, k.Value)
+				if v.Line == line && (v.Kind == yaml.ScalarNode || k.Line == line) {
+					found = p
+					if v.Kind == yaml.ScalarNode {
+						return
+					}
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if c.Kind == yaml.ScalarNode && c.Line == line {
+					found = p
+					return
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	return found
+}
+
+var typeErrLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// typeProblems turns yaml.v3's "line N: cannot unmarshal ..." strings into located problems.
+func typeProblems(file string, root *yaml.Node, te *yaml.TypeError) Problems {
+	var out Problems
+	for _, e := range te.Errors {
+		m := typeErrLine.FindStringSubmatch(e)
+		if m == nil {
+			out = append(out, Problem{File: file, Msg: e})
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		msg := strings.Replace(m[2], "cannot unmarshal ", "cannot use ", 1)
+		out = append(out, Problem{File: file, Line: line, Key: keyAtLine(root, line), Msg: msg})
+	}
+	return out
+}
