@@ -21,10 +21,11 @@ import (
 // carries key 7 keeps its own gateway (even ""). Decoding restores both, so
 // UnmarshalBatch(MarshalBatch(b)) equals b.
 //
-// Compression: none. On the telemetry corpus a batch of 100 envelopes compressed with zstd
-// (klauspost/compress, default level) was measured in TestBatchCompression; the win does not
-// pay for the CPU on a 2-core gateway and for losing the ability to decode a batch without a
-// decompressor, and MQTT/HTTP transports may compress themselves. See the test for the figure.
+// Compression: none. TestBatchCompression measures zstd (klauspost/compress, default level)
+// on a batch of the 68 corpus messages: 8988 -> 6066 bytes (0.67) for ~126 µs of CPU per batch,
+// about 10x the cost of encoding it, on a 2-core gateway that must drain 20k msgs/s. A batch
+// that any CBOR decoder can read without a decompressor is worth more than a third of the
+// bytes; where bandwidth matters more, compress at the transport (HTTP Content-Encoding).
 type Batch struct {
 	Gateway   string
 	First     ID // zero: taken from Envelopes[0].ID by MarshalBatch
