@@ -175,4 +175,3 @@ func BenchmarkCorpusRatio(b *testing.B) {
 	b.ReportMetric(ratio(tc.cbor, raw.json), "cbor-transcoded/json")
 	b.ReportMetric(0, "ns/op")
 }
-

@@ -192,7 +192,9 @@ type COBSDecoder struct {
 // NewCOBSDecoder returns a COBS decoder for frames of at most max decoded bytes.
 func NewCOBSDecoder(max int) *COBSDecoder { return &COBSDecoder{max: maxOrDefault(max)} }
 
-func (d *COBSDecoder) reset() { d.buf, d.left, d.zero, d.started, d.bad = d.buf[:0], 0, false, false, false }
+func (d *COBSDecoder) reset() {
+	d.buf, d.left, d.zero, d.started, d.bad = d.buf[:0], 0, false, false, false
+}
 
 // Reset implements FrameDecoder.
 func (d *COBSDecoder) Reset() { d.reset() }
