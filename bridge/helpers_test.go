@@ -177,12 +177,13 @@ type cloudMsg struct {
 type cloudSub struct {
 	mu   sync.Mutex
 	msgs []cloudMsg
+	seen map[string]struct{} // distinct payloads (a redelivery has the same bytes)
 	c    *mqtt5.Client
 }
 
 func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
 	t.Helper()
-	cs := &cloudSub{}
+	cs := &cloudSub{seen: map[string]struct{}{}}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +198,7 @@ func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
 			}
 			cs.mu.Lock()
 			cs.msgs = append(cs.msgs, m)
+			cs.seen[string(m.Payload)] = struct{}{}
 			cs.mu.Unlock()
 			return nil
 		}})
@@ -217,10 +219,11 @@ func (c *cloudSub) snapshot() []cloudMsg {
 	return append([]cloudMsg(nil), c.msgs...)
 }
 
+// count is the number of distinct messages received.
 func (c *cloudSub) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.msgs)
+	return len(c.seen)
 }
 
 // checkSeqs verifies that every seq in [0,n) arrived, first arrivals in order, and that any
