@@ -18,5 +18,14 @@
 // acked (PUBACK/PUBREC) in order per client, only after the Capturer returned nil; MQTT 5
 // clients get reason 0x97 when it returned ErrQuotaExceeded and 0x80 for other errors;
 // MQTT 3.1.1 clients are disconnected without an ack so they resend. Local subscribers only
-// see a message once it was captured.
+// see a message once it was captured. Will messages are captured after mochi sends them
+// (nothing to ack; failures only counted). A denied QoS 1/2 PUBLISH disconnects a 3.1.1
+// client (mochi: 3.1.1 has no negative PUBACK); MQTT 5 gets PUBACK/PUBREC 0x87.
+//
+// Throughput: a client's pipelined messages reach the Capturer in arrival order on one
+// goroutine per client, so a plain Capturer costs one commit per message and client
+// (BenchmarkIngestQoS1, 8 publishers, 200 B, 0.56 ms fsync commit shared by concurrent
+// callers: ~6k msgs/s). A Capturer that also implements BatchCapturer gets all of a client's
+// queued messages in one call and one commit: ~66k msgs/s on the same box. The bridge should
+// implement CaptureBatch over Outbox.Append(ctx, envs...).
 package broker
