@@ -97,10 +97,10 @@ type Broker struct {
 	capture *captureHook
 	state   *stateHook
 
-	mu        sync.Mutex
+	mu        sync.Mutex // serialises Start and Close
 	started   bool
-	closed    bool
-	listeners []*netListener
+	closed    atomic.Bool
+	listeners atomic.Pointer[[]*netListener]
 
 	ctx    context.Context // lifetime of capture pipelines
 	cancel context.CancelFunc
@@ -210,7 +210,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case b.closed:
+	case b.closed.Load():
 		return ErrClosed
 	case b.started:
 		return errors.New("broker: already started")
@@ -242,7 +242,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.srv.Serve(); err != nil {
 		return fail(fmt.Errorf("broker: start: %w", err))
 	}
-	b.listeners = lns
+	b.listeners.Store(&lns)
 	b.started = true
 	for _, l := range lns {
 		b.log.Info("mqtt listener started", "type", l.spec.cfg.Type, "address", l.spec.cfg.Address, "bound", l.Address())
@@ -258,13 +258,12 @@ func (b *Broker) Start(ctx context.Context) error {
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Swap(true) {
 		return nil
 	}
-	b.closed = true
 	if b.started {
 		_ = b.srv.Close() // closes listeners and clients, waits for client goroutines
-		for _, l := range b.listeners {
+		for _, l := range *b.listeners.Load() {
 			l.wait()
 		}
 	}
@@ -288,10 +287,7 @@ func (b *Broker) Publish(m *Message) error {
 	if m.QoS > 2 {
 		return fmt.Errorf("broker: publish: invalid qos %d", m.QoS)
 	}
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	if closed {
+	if b.closed.Load() {
 		return ErrClosed
 	}
 	cm := *m
@@ -369,9 +365,10 @@ type ListenerStatus struct {
 
 // Status reports listeners with their bound addresses, clients and counters.
 func (b *Broker) Status() Status {
-	b.mu.Lock()
-	lns := b.listeners
-	b.mu.Unlock()
+	var lns []*netListener
+	if p := b.listeners.Load(); p != nil {
+		lns = *p
+	}
 	var st Status
 	for i, s := range b.specs {
 		ls := ListenerStatus{Type: s.cfg.Type, Address: s.cfg.Address}
