@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -345,6 +346,118 @@ forward:
 	waitFor(t, 10*time.Second, func() error {
 		if sub.count() < 5 {
 			return fmt.Errorf("cloud has %d", sub.count())
+		}
+		return nil
+	})
+}
+
+// TestMQTT311: protocol 3.1.1 through paho.mqtt.golang, with a json envelope for the ids, and
+// a downlink subscription.
+func TestMQTT311(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	s := startStack(t, "", mqttConnector(t, "cloud", "mqtt://"+cloud.Addr, `
+protocol: "3.1.1"
+format: json
+forward:
+  - {from: "sensors/#", to: "gw1/{topic}"}
+subscribe:
+  - {from: "gw1/cmd/#", to: "cmd/{1}"}
+`))
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.State != bridge.StateConnected {
+			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
+		}
+		return nil
+	})
+	local := localClient(t, s.addr, "dev1")
+	got := make(chan paho3.Message, 4)
+	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	publishN(t, local, "sensors/a", 0, 500)
+	waitFor(t, 20*time.Second, func() error {
+		if c := sub.count(); c < 500 {
+			return fmt.Errorf("cloud has %d", c)
+		}
+		return nil
+	})
+	checkSeqs(t, sub.snapshot(), 500, envSeq)
+	cmd := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloud-app"))
+	if tok := cmd.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer cmd.Disconnect(10)
+	cmd.Publish("gw1/cmd/dev1", 1, false, []byte("x")).Wait()
+	select {
+	case m := <-got:
+		if m.Topic() != "cmd/dev1" {
+			t.Fatalf("local got %s", m.Topic())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("downlink did not arrive")
+	}
+}
+
+// TestMQTTPubackRejectDeadLetters: mosquitto refuses a topic by ACL (PUBACK 0x87 for MQTT 5):
+// that message goes to the dead letters, the others are delivered in order.
+func TestMQTTPubackRejectDeadLetters(t *testing.T) {
+	acl := writeSecret(t, "acl", "topic readwrite gw1/ok/#\ntopic read gw1/#")
+	cloud := testutil.StartMosquitto(t, 0, "user root\nacl_file "+acl)
+	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+cloud.Addr, `
+forward:
+  - {from: "ok/#", to: "gw1/ok/{1}"}
+  - {from: "no/#", to: "gw1/no/{1}"}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "ok/a", 0, 5)
+	publishN(t, local, "no/a", 5, 1)
+	publishN(t, local, "ok/a", 5, 5)
+	waitFor(t, 10*time.Second, func() error {
+		if st := s.status("cloud"); st.Depth != 0 || st.DeadLetters != 1 {
+			return fmt.Errorf("depth %d dead %d (%s)", st.Depth, st.DeadLetters, st.LastError)
+		}
+		return nil
+	})
+	waitFor(t, 10*time.Second, func() error {
+		if c := sub.count(); c < 10 {
+			return fmt.Errorf("cloud has %d", c)
+		}
+		return nil
+	})
+	checkSeqs(t, sub.snapshot(), 10, rawSeq)
+	dl, err := s.db.Outboxes()[0].DeadLetters(0, 10)
+	if err != nil || len(dl) != 1 || !strings.Contains(dl[0].Reason, "0x87") {
+		t.Fatalf("dead letters %+v %v", dl, err)
+	}
+}
+
+// TestRunStopsEverything: Run returns promptly on cancel with connectors in every state, and
+// leaves no goroutine behind.
+func TestRunStopsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		var conns atomic.Int32
+		dead := testutil.FreeAddr(t)
+		s := startStack(t, "", mqttConnector(t, "dead", "tcp://"+dead, "forward: [{from: a, to: b}]"),
+			mqttConnector(t, "stuck", "tcp://"+fakeMQTT(t, &conns), "forward: [{from: a, to: b}]"),
+			decodeConnector(t, "name: ws\ntype: websocket\nurl: ws://"+dead+"/x\nforward: [{from: a, to: b}]\n"),
+			decodeConnector(t, "name: im\ntype: http\nurl: http://"+dead+"/x\nforward: [{from: a, to: b}]\n"))
+		local := localClient(t, s.addr, "dev1")
+		publishN(t, local, "a", 0, 10)
+		time.Sleep(300 * time.Millisecond)
+		local.Disconnect(10)
+		start := time.Now()
+		s.stop()
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("stop took %v", d)
+		}
+	}()
+	waitFor(t, 5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before+2 {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 		}
 		return nil
 	})
