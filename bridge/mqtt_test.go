@@ -462,3 +462,30 @@ func TestRunStopsEverything(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMQTTTransports: mqtts:// with a private CA and ws:// to mosquitto's other listeners.
+func TestMQTTTransports(t *testing.T) {
+	ca := testutil.NewTestCA(t)
+	dir := t.TempDir()
+	caFile := ca.WriteCA(t, dir)
+	cert, key := ca.WriteServerCert(t, dir, "server", "127.0.0.1")
+	tlsPort, wsPort := testutil.FreePort(t), testutil.FreePort(t)
+	cloud := testutil.StartMosquitto(t, 0, fmt.Sprintf("user root\nlistener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nlistener %d 127.0.0.1\nprotocol websockets\n",
+		tlsPort, caFile, cert, key, wsPort))
+	sub := subscribeCloud(t, cloud.Addr, "up/#")
+	s := startStack(t, "",
+		mqttConnector(t, "tls", fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort), fmt.Sprintf("tls: {ca: %s}\nforward: [{from: 'a/#', to: 'up/tls/{1}'}]", caFile)),
+		mqttConnector(t, "ws", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", wsPort), "forward: [{from: 'a/#', to: 'up/ws/{1}'}]"))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "a/b", 0, 50)
+	waitFor(t, 10*time.Second, func() error {
+		n := map[string]int{}
+		for _, m := range sub.snapshot() {
+			n[m.Topic]++
+		}
+		if n["up/tls/b"] < 50 || n["up/ws/b"] < 50 {
+			return fmt.Errorf("cloud got %v (tls: %s / ws: %s)", n, s.status("tls").LastError, s.status("ws").LastError)
+		}
+		return nil
+	})
+}
