@@ -31,10 +31,10 @@ type PortStatus struct {
 	FramesOut uint64    `json:"frames_out"` // commands written
 	BytesIn   uint64    `json:"bytes_in"`
 	BytesOut  uint64    `json:"bytes_out"`
-	Invalid   uint64    `json:"invalid"`  // frames rejected (all reasons)
-	Dropped   uint64    `json:"dropped"`  // frames or commands lost (all reasons)
-	Queued    int       `json:"queued"`   // commands waiting to be written
-	Reopens   uint64    `json:"reopens"`  // opens after the first
+	Invalid   uint64    `json:"invalid"` // frames rejected (all reasons)
+	Dropped   uint64    `json:"dropped"` // frames or commands lost (all reasons)
+	Queued    int       `json:"queued"`  // commands waiting to be written
+	Reopens   uint64    `json:"reopens"` // opens after the first
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since"` // when State was entered
 }

@@ -1,0 +1,281 @@
+package hardware
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/edged-dev/edged/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
+type fakeLocal struct {
+	mu   sync.Mutex
+	msgs []*message
+	subs map[string]func(*message)
+	fail error
+}
+
+func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*message){}} }
+
+func (f *fakeLocal) Publish(m *message) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.msgs = append(f.msgs, m)
+	return nil
+}
+
+func (f *fakeLocal) Subscribe(filter string, fn func(*message)) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs[filter] = fn
+	return func() {
+		f.mu.Lock()
+		delete(f.subs, filter)
+		f.mu.Unlock()
+	}, nil
+}
+
+// command delivers a message to the subscriber of topic (exact filter), as the broker would.
+func (f *fakeLocal) command(t *testing.T, topic string, payload []byte) {
+	t.Helper()
+	f.mu.Lock()
+	fn := f.subs[topic]
+	f.mu.Unlock()
+	if fn == nil {
+		t.Fatalf("nobody subscribed to %s", topic)
+	}
+	fn(&message{Topic: topic, Payload: payload})
+}
+
+func (f *fakeLocal) subscribed(topic string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.subs[topic] != nil
+}
+
+func (f *fakeLocal) onTopic(topic string) []*message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*message
+	for _, m := range f.msgs {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func payloads(ms []*message) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, string(m.Payload))
+	}
+	return out
+}
+
+// device is the far end of a pty pair: what a serial device would see.
+type device struct {
+	master, slave *os.File
+	mu            sync.Mutex
+	got           bytes.Buffer
+	done          chan struct{}
+}
+
+// newDevice opens a pty pair. The test keeps the slave open too, so the master never reads EIO
+// before the port under test opens it.
+func newDevice(t *testing.T) *device {
+	t.Helper()
+	pm, s, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	// A non-blocking copy of the master goes into the runtime poller, so Close interrupts the
+	// reader goroutine below (a blocking *os.File read would not return).
+	fd, err := syscall.Dup(int(pm.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm.Close()
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	m := os.NewFile(uintptr(fd), "ptmx")
+	d := &device{master: m, slave: s, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := m.Read(buf)
+			d.mu.Lock()
+			d.got.Write(buf[:n])
+			d.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(d.unplug)
+	return d
+}
+
+func (d *device) path() string { return d.slave.Name() }
+
+// unplug closes both ends, as pulling the USB cable does to the port; idempotent.
+func (d *device) unplug() {
+	d.master.Close()
+	d.slave.Close()
+	<-d.done
+}
+
+func (d *device) write(t *testing.T, p []byte) {
+	t.Helper()
+	if _, err := d.master.Write(p); err != nil {
+		t.Fatalf("device write: %v", err)
+	}
+}
+
+func (d *device) received() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return bytes.Clone(d.got.Bytes())
+}
+
+// link makes (or re-points, atomically) a symlink to target, as udev does for a by-id name.
+func link(t *testing.T, at, target string) {
+	t.Helper()
+	tmp := at + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlinkPath(t *testing.T) string { return filepath.Join(t.TempDir(), "ttyDEV") }
+
+func waitFor(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if err := fn(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
+}
+
+// running is a Manager started in the background; stop cancels it and waits for Run to return.
+type running struct {
+	m    *Manager
+	reg  *prometheus.Registry
+	stop func()
+}
+
+func startManager(t *testing.T, local Local, ports ...SerialConfig) *running {
+	t.Helper()
+	for i := range ports {
+		if ports[i].Reopen.Min == 0 {
+			ports[i].Reopen = Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m, err := New(Config{Serial: ports}, local, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &running{m: m, reg: reg, stop: stop}
+}
+
+func (r *running) status(name string) PortStatus {
+	for _, s := range r.m.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return PortStatus{}
+}
+
+func (r *running) waitState(t *testing.T, name, state string) {
+	t.Helper()
+	waitFor(t, name+" "+state, func() error {
+		if s := r.status(name); s.State != state {
+			return fmt.Errorf("state %s (last error %q)", s.State, s.LastError)
+		}
+		return nil
+	})
+}
+
+// metric returns the value of one series from the registry, 0 if absent.
+func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func expectPayloads(t *testing.T, local *fakeLocal, topic string, want ...string) {
+	t.Helper()
+	waitFor(t, "payloads on "+topic, func() error {
+		got := payloads(local.onTopic(topic))
+		if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+			return fmt.Errorf("got %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
+func removeLink(at string) error { return os.Remove(at) }
