@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
@@ -39,14 +39,8 @@ const (
 	PropError = "error"      // on error_topic: why the frame was rejected
 )
 
-// decoder is a streaming frame decoder fed arbitrary chunks.
-type decoder interface {
-	Feed(p []byte, emit func(frame []byte))
-	drops() compatDrops
-}
-
-// codec is one port's framing: a decoder factory (one decoder per session, so a reopen starts
-// clean) and an encoder for commands.
+// codec is one port's framing, in terms of package wire's codecs: a decoder per session (a
+// reopen starts clean, mid-frame bytes of the old device are gone) and an encoder for commands.
 type codec struct {
 	framing string
 	delim   byte
@@ -61,14 +55,16 @@ func newCodec(s *SerialConfig) codec {
 	return c
 }
 
-func (c codec) newDecoder() decoder {
+func (c codec) newDecoder() wire.FrameDecoder {
 	switch c.framing {
-	case "cobs":
-		return &compatDelimited{end: 0, max: c.max, decode: compatCOBSDecode}
-	case "slip":
-		return &compatDelimited{end: 0xC0, max: c.max, decode: compatSLIPDecode}
+	case wire.FramingCOBS:
+		return wire.NewCOBSDecoder(c.max)
+	case wire.FramingSLIP:
+		return wire.NewSLIPDecoder(c.max)
 	default:
-		return &compatLine{delim: c.delim, max: c.max}
+		d := wire.NewLineDecoder(c.delim, c.max)
+		d.StripCR = c.delim == '\n' // "\r\n" devices; other delimiters keep every byte
+		return d
 	}
 }
 
@@ -77,19 +73,16 @@ var errUnframeable = errors.New("command contains the line delimiter")
 // encode frames a command for the device.
 func (c codec) encode(p []byte) ([]byte, error) {
 	switch c.framing {
-	case "cobs":
-		return compatCOBSEncode(p), nil
-	case "slip":
-		return compatSLIPEncode(p), nil
+	case wire.FramingCOBS:
+		return wire.EncodeCOBS(p), nil
+	case wire.FramingSLIP:
+		return wire.EncodeSLIP(p), nil
 	default:
-		p = bytes.TrimSuffix(p, []byte{c.delim}) // "reboot\n" and "reboot" mean the same
-		if bytes.IndexByte(p, c.delim) >= 0 {
+		// "reboot\n" and "reboot" mean the same; a delimiter inside would split the command.
+		if bytes.IndexByte(bytes.TrimSuffix(p, []byte{c.delim}), c.delim) >= 0 {
 			return nil, errUnframeable
 		}
-		out := make([]byte, len(p)+1)
-		copy(out, p)
-		out[len(p)] = c.delim
-		return out, nil
+		return wire.EncodeLine(p, c.delim), nil
 	}
 }
 
@@ -103,24 +96,19 @@ type framer struct {
 	retain    bool
 	format    string
 	publishAs string
-	trimCR    bool
 }
 
 func newFramer(s *SerialConfig) *framer {
 	return &framer{
 		name: s.Name, topic: s.Topic, errTopic: s.ErrorTopic, qos: s.QoS, retain: s.Retain,
 		format: s.Format, publishAs: s.PublishAs,
-		trimCR: s.Framing == "line" && s.Delimiter == "\n",
 	}
 }
 
 // build validates one frame and returns the message to publish on the frame topic, or the
 // reason it is invalid together with the message for error_topic (nil without one). frame is
 // only borrowed: the payload is always a copy.
-func (f *framer) build(frame []byte, now time.Time) (msg *message, reason string, errMsg *message) {
-	if f.trimCR {
-		frame = bytes.TrimSuffix(frame, []byte{'\r'})
-	}
+func (f *framer) build(frame []byte, now time.Time) (msg *broker.Message, reason string, errMsg *broker.Message) {
 	payload, ctype, reason := f.validate(frame)
 	if reason != "" {
 		if f.errTopic != "" {
@@ -145,7 +133,7 @@ func (f *framer) validate(frame []byte) (payload []byte, contentType, reason str
 			return nil, "", ReasonInvalidCBOR
 		}
 		if f.publishAs == "json" {
-			j, err := cborToJSON(frame)
+			j, err := wire.CBORToJSON(frame)
 			if err != nil {
 				return nil, "", ReasonTranscode
 			}
@@ -157,8 +145,8 @@ func (f *framer) validate(frame []byte) (payload []byte, contentType, reason str
 	}
 }
 
-func (f *framer) message(topic string, payload []byte, ctype string, now time.Time) *message {
-	return &message{
+func (f *framer) message(topic string, payload []byte, ctype string, now time.Time) *broker.Message {
+	return &broker.Message{
 		Topic:       topic,
 		Payload:     payload,
 		QoS:         f.qos,
@@ -171,51 +159,5 @@ func (f *framer) message(topic string, payload []byte, ctype string, now time.Ti
 			{Key: PropPort, Value: f.name},
 			{Key: PropTime, Value: strconv.FormatInt(now.UnixMilli(), 10)},
 		},
-	}
-}
-
-// cborToJSON is a stand-in until wire.CBORToJSON lands (TEMPORARY, see compat_wire.go).
-func cborToJSON(b []byte) ([]byte, error) {
-	var v any
-	dm, _ := cbor.DecOptions{DefaultMapType: nil, MaxNestedLevels: 32}.DecMode()
-	if err := dm.Unmarshal(b, &v); err != nil {
-		return nil, err
-	}
-	v, err := jsonable(v)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-func jsonable(v any) (any, error) {
-	switch t := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(t))
-		for k, e := range t {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("map key %v is not a string", k)
-			}
-			j, err := jsonable(e)
-			if err != nil {
-				return nil, err
-			}
-			m[ks] = j
-		}
-		return m, nil
-	case []any:
-		for i := range t {
-			j, err := jsonable(t[i])
-			if err != nil {
-				return nil, err
-			}
-			t[i] = j
-		}
-		return t, nil
-	case cbor.Tag, cbor.RawTag, []byte, cbor.SimpleValue:
-		return nil, fmt.Errorf("%T has no JSON form", v)
-	default:
-		return v, nil
 	}
 }

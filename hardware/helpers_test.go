@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,14 +21,14 @@ import (
 // fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
 type fakeLocal struct {
 	mu   sync.Mutex
-	msgs []*message
-	subs map[string]func(*message)
+	msgs []*broker.Message
+	subs map[string]func(*broker.Message)
 	fail error
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*message){}} }
+func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*broker.Message){}} }
 
-func (f *fakeLocal) Publish(m *message) error {
+func (f *fakeLocal) Publish(m *broker.Message) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
@@ -37,7 +38,7 @@ func (f *fakeLocal) Publish(m *message) error {
 	return nil
 }
 
-func (f *fakeLocal) Subscribe(filter string, fn func(*message)) (func(), error) {
+func (f *fakeLocal) Subscribe(filter string, fn func(*broker.Message)) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs[filter] = fn
@@ -57,7 +58,7 @@ func (f *fakeLocal) command(t *testing.T, topic string, payload []byte) {
 	if fn == nil {
 		t.Fatalf("nobody subscribed to %s", topic)
 	}
-	fn(&message{Topic: topic, Payload: payload})
+	fn(&broker.Message{Topic: topic, Payload: payload})
 }
 
 func (f *fakeLocal) subscribed(topic string) bool {
@@ -66,10 +67,10 @@ func (f *fakeLocal) subscribed(topic string) bool {
 	return f.subs[topic] != nil
 }
 
-func (f *fakeLocal) onTopic(topic string) []*message {
+func (f *fakeLocal) onTopic(topic string) []*broker.Message {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []*message
+	var out []*broker.Message
 	for _, m := range f.msgs {
 		if m.Topic == topic {
 			out = append(out, m)
@@ -78,7 +79,7 @@ func (f *fakeLocal) onTopic(topic string) []*message {
 	return out
 }
 
-func payloads(ms []*message) []string {
+func payloads(ms []*broker.Message) []string {
 	var out []string
 	for _, m := range ms {
 		out = append(out, string(m.Payload))

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/edged-dev/edged/broker"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.bug.st/serial"
 )
@@ -16,8 +17,8 @@ import (
 // Local is the in-process broker client the ports publish frames into and take commands from
 // (broker.Broker implements it: inline publish, no TCP).
 type Local interface {
-	Publish(*message) error
-	Subscribe(filter string, fn func(*message)) (unsubscribe func(), err error)
+	Publish(*broker.Message) error
+	Subscribe(filter string, fn func(*broker.Message)) (unsubscribe func(), err error)
 }
 
 // Manager runs the configured serial ports.

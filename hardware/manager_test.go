@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -30,14 +31,14 @@ func TestPortLinesCOBSAndCBORFramesArePublished(t *testing.T) {
 	lineDev.write(t, []byte("1.5\r\nhum=40\nrssi=-70\n"))
 	expectPayloads(t, local, "sensors/meter1", "temp=21.5", "hum=40", "rssi=-70")
 
-	cobsDev.write(t, append(compatCOBSEncode([]byte{1, 0, 2, 0}), compatCOBSEncode([]byte("x"))...))
+	cobsDev.write(t, append(wire.EncodeCOBS([]byte{1, 0, 2, 0}), wire.EncodeCOBS([]byte("x"))...))
 	expectPayloads(t, local, "sensors/cobs1", "\x01\x00\x02\x00", "x")
 
 	item, err := cbor.Marshal(map[string]any{"t": 21.5, "id": "m1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cborDev.write(t, compatSLIPEncode(item))
+	cborDev.write(t, wire.EncodeSLIP(item))
 	expectPayloads(t, local, "sensors/cbor1", `{"id":"m1","t":21.5}`)
 
 	m := local.onTopic("sensors/meter1")[0]
@@ -121,11 +122,11 @@ func TestPortGarbageAndOversizeAreDroppedAndStreamResyncs(t *testing.T) {
 
 	good := []byte{0x82, 0x01, 0x02} // [1, 2]
 	var stream []byte
-	stream = append(stream, compatCOBSEncode(good)...)
-	stream = append(stream, compatCOBSEncode([]byte{0xff, 0xff})...)          // not CBOR
-	stream = append(stream, 0x05, 0x01, 0x00)                                 // truncated COBS block
-	stream = append(stream, compatCOBSEncode(bytes.Repeat([]byte{7}, 40))...) // oversize
-	stream = append(stream, compatCOBSEncode(good)...)
+	stream = append(stream, wire.EncodeCOBS(good)...)
+	stream = append(stream, wire.EncodeCOBS([]byte{0xff, 0xff})...)          // not CBOR
+	stream = append(stream, 0x05, 0x01, 0x00)                                // truncated COBS block
+	stream = append(stream, wire.EncodeCOBS(bytes.Repeat([]byte{7}, 40))...) // oversize
+	stream = append(stream, wire.EncodeCOBS(good)...)
 	cobsDev.write(t, stream)
 	expectPayloads(t, local, "s/c", "\x82\x01\x02", "\x82\x01\x02")
 

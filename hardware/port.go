@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/wire"
 	"go.bug.st/serial"
 )
 
@@ -263,7 +265,7 @@ func (p *port) readLoop(sp serial.Port, path string, got *bool) (err error) {
 		}
 	}()
 	dec := p.codec.newDecoder()
-	var seen compatDrops
+	var seen wire.DropStats
 	buf := make([]byte, 4096)
 	for {
 		n, rerr := sp.Read(buf)
@@ -275,9 +277,9 @@ func (p *port) readLoop(sp serial.Port, path string, got *bool) (err error) {
 			p.st.BytesIn += uint64(n)
 			p.mu.Unlock()
 			dec.Feed(buf[:n], func(frame []byte) { p.onFrame(frame, now) })
-			if d := dec.drops(); d != seen {
-				p.invalid(ReasonOversize, d.oversize-seen.oversize)
-				p.invalid(ReasonMalformed, d.malformed-seen.malformed)
+			if d := dec.Dropped(); d != seen {
+				p.invalid(ReasonOversize, d.Oversize-seen.Oversize)
+				p.invalid(ReasonMalformed, d.Malformed-seen.Malformed)
 				seen = d
 			}
 		}
@@ -347,7 +349,7 @@ func (p *port) logErr(msg string, err error, args ...any) {
 
 // onCommand is called by the broker for every message on command_topic: queue and wake the
 // session; never block the broker on a slow port.
-func (p *port) onCommand(m *message) {
+func (p *port) onCommand(m *broker.Message) {
 	c := queuedCmd{payload: bytes.Clone(m.Payload), at: time.Now()}
 	limit := *p.cfg.CommandQueue
 	p.mu.Lock()
