@@ -86,3 +86,5 @@ type opener struct {
 }
 
 func defaultOpener() opener { return opener{open: openSerial, close: closeSerial} }
+
+var _ Local = (*broker.Broker)(nil)
