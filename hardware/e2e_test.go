@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edged-dev/edged/broker"
-	"github.com/edged-dev/edged/wire"
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
 
