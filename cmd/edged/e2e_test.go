@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/edged-dev/edged/internal/testutil"
@@ -170,7 +170,7 @@ func TestPersistentSessionSurvivesRestart(t *testing.T) {
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg, DataDir: data})
 
 	in := &inbox{}
-	o := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("persistent").SetCleanSession(false).
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("persistent").SetCleanSession(false).
 		SetAutoReconnect(false).SetOrderMatters(true).SetDefaultPublishHandler(in.handler)
 	c := mqtt.NewClient(o)
 	wait(t, c.Connect(), "connect")
@@ -214,7 +214,7 @@ func TestACLReasonCodes(t *testing.T) {
 	testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: baseConfig(tcpListener(addr), users)})
 
 	// A wrong password is refused, and the broker keeps serving others.
-	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("d1").SetUsername("sensor1").SetPassword("nope").SetAutoReconnect(false))
+	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("d1").SetUsername("sensor1").SetPassword("nope").SetAutoReconnect(false))
 	if tok := bad.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
 		t.Fatal("wrong password accepted")
 	}
@@ -263,7 +263,7 @@ func TestTLSListenerWithTestCA(t *testing.T) {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
-	o := mqtt.NewClientOptions().AddBroker("ssl://"+addr).SetClientID("tls1").SetTLSConfig(&tls.Config{RootCAs: pool}).SetAutoReconnect(false)
+	o := mqtt.NewClientOptions().AddBroker("ssl://" + addr).SetClientID("tls1").SetTLSConfig(&tls.Config{RootCAs: pool}).SetAutoReconnect(false)
 	c := mqtt.NewClient(o)
 	wait(t, c.Connect(), "tls connect")
 	defer c.Disconnect(100)
