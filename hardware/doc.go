@@ -27,7 +27,8 @@
 // Messages on command_topic are framed with the port's framing and written to the device. While
 // the port is away they are held in a small bounded queue (command_queue, default 16) and written
 // on reopen unless older than command_max_age (default 30s); stale commands to actuators are worse
-// than lost ones. Everything not written is counted (edged_serial_dropped_total{reason}), logged at
+// than lost ones. Writes block while the device does not drain its input (a real UART always
+// drains at the baud rate; a pty nobody reads does not). Everything not written is counted (edged_serial_dropped_total{reason}), logged at
 // a rate limit and shown as last_error in the status: never silently lost.
 //
 // # The fd >= 1024 trap
@@ -38,5 +39,6 @@
 // hardware early enough for these to be low) and releases them right before each open so the
 // kernel hands them to the port, (2) checks the fds of every opened port and refuses one that
 // would panic, reporting an error and retrying later instead, and (3) recovers a panic inside the
-// read goroutine as a last resort, turning it into a session error.
+// read goroutine as a last resort, turning it into a session error. The reserve is released when
+// Run returns (a Manager that never runs keeps 3 fds per port).
 package hardware

@@ -368,8 +368,11 @@ func (p *port) onCommand(m *broker.Message) {
 		p.queue = append(p.queue, c)
 	}
 	p.mu.Unlock()
-	if reason != "" {
-		p.drop(reason, 1, errors.New("command not written: port "+p.cfg.Name+" is away"))
+	switch reason {
+	case DropPortAway:
+		p.drop(reason, 1, errors.New("command not written: the port is away and command_queue is 0"))
+	case DropQueueFull:
+		p.drop(reason, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", limit))
 	}
 	select {
 	case p.cmdSignal <- struct{}{}:
