@@ -75,19 +75,29 @@ func cmdRun(args []string, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	go func() {
-		// First signal: graceful stop. Second: the operator means it.
+		// First signal: graceful stop. Second: the operator means it. A copy of the first
+		// signal arriving within a second is not a second request: `timeout`, shells and
+		// process-group kills deliver the same SIGTERM twice.
+		var first time.Time
 		select {
 		case s := <-sigs:
 			log.Info("stopping", "signal", s.String())
+			first = time.Now()
 			cancel()
 		case <-forced:
 			return
 		}
-		select {
-		case s := <-sigs:
-			log.Error("second signal, forcing exit", "signal", s.String())
-			os.Exit(exitForced)
-		case <-forced:
+		for {
+			select {
+			case s := <-sigs:
+				if time.Since(first) < time.Second {
+					continue
+				}
+				log.Error("second signal, forcing exit", "signal", s.String())
+				os.Exit(exitForced)
+			case <-forced:
+				return
+			}
 		}
 	}()
 	defer close(forced)
