@@ -85,3 +85,30 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The README's configuration reference must stay a valid config showing real keys.
+func TestREADMEReference(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "<!-- config:reference -->")
+	if i < 0 {
+		t.Fatal("README lacks <!-- config:reference -->")
+	}
+	s = s[i:]
+	start := strings.Index(s, "```yaml\n")
+	end := strings.Index(s[start+8:], "```")
+	if start < 0 || end < 0 {
+		t.Fatal("no yaml block after the marker")
+	}
+	doc := s[start+8 : start+8+end]
+	cfg, err := Parse("README.md", []byte(doc))
+	if err != nil {
+		t.Fatalf("README reference config:\n%v", err)
+	}
+	if len(cfg.Bridge.Connectors) != 3 || len(cfg.Hardware.Serial) != 1 {
+		t.Fatalf("reference lost sections: %d connectors, %d serial", len(cfg.Bridge.Connectors), len(cfg.Hardware.Serial))
+	}
+}
