@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -453,5 +454,66 @@ func TestInstallScriptIsIdempotent(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(cfg); string(b) != "# edited by the user\n" {
 		t.Errorf("install.sh overwrote the user's config: %q", b)
+	}
+}
+
+// TestSystemdNotify runs edged as systemd would run the Type=notify unit: READY=1 after
+// start-up, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM, then exit 0.
+func TestSystemdNotify(t *testing.T) {
+	bin := edgedBin(t)
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 256)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	admin := testutil.FreeAddr(t)
+	cfg := fmt.Sprintf("data_dir: %s\nadmin: {address: %s}\nbroker:\n  listeners:\n    - {type: tcp, address: %s}\n", t.TempDir(), admin, testutil.FreeAddr(t))
+	d := startDaemon(t, []string{bin}, cfg, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	next := func(want string) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("socket closed waiting for %s", want)
+				}
+				if strings.HasPrefix(m, want) {
+					t.Logf("got %q", m)
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s from edged", want)
+			}
+		}
+	}
+	next("READY=1")
+	if err := testutil.HTTPGetOK("http://" + admin + "/healthz"); err != nil {
+		t.Errorf("READY=1 sent before /healthz answers: %v", err)
+	}
+	next("WATCHDOG=1")
+	next("WATCHDOG=1")
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	next("STOPPING=1")
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Errorf("exit after SIGTERM: %v", d.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("edged did not exit after SIGTERM")
 	}
 }
