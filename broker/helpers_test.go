@@ -9,61 +9,21 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 )
 
 // memState is an in-memory StateStore.
-type memState struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
+type memState struct{ *testutil.MemState }
 
-func newMemState() *memState { return &memState{m: map[string][]byte{}} }
-
-func (s *memState) Put(k string, v []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = append([]byte(nil), v...)
-	return nil
-}
-
-func (s *memState) Delete(k string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-	return nil
-}
-
-func (s *memState) Scan(prefix string, fn func(string, []byte) error) error {
-	s.mu.Lock()
-	var keys []string
-	for k := range s.m {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	vals := make([][]byte, len(keys))
-	for i, k := range keys {
-		vals[i] = s.m[k]
-	}
-	s.mu.Unlock()
-	for i, k := range keys {
-		if err := fn(k, vals[i]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func newMemState() *memState { return &memState{testutil.NewMemState()} }
 
 func (s *memState) keys(prefix string) []string {
 	var out []string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -13,51 +12,13 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
 
 // memState is an in-memory broker.StateStore.
-type memState struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (s *memState) Put(k string, v []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = append([]byte(nil), v...)
-	return nil
-}
-
-func (s *memState) Delete(k string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-	return nil
-}
-
-func (s *memState) Scan(prefix string, fn func(string, []byte) error) error {
-	s.mu.Lock()
-	var keys []string
-	for k := range s.m {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	vals := make([][]byte, len(keys))
-	for i, k := range keys {
-		vals[i] = s.m[k]
-	}
-	s.mu.Unlock()
-	for i, k := range keys {
-		if err := fn(k, vals[i]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+type memState = testutil.MemState
 
 // recorder is a broker.Capturer that keeps what it was given.
 type recorder struct {
@@ -116,7 +77,7 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 	rec := &recorder{}
 	b, err := broker.New(broker.Options{
 		Config: broker.Config{Listeners: []broker.Listener{{Type: broker.ListenerTCP, Address: "127.0.0.1:0"}}},
-		State:  &memState{m: map[string][]byte{}},
+		State:  testutil.NewMemState(),
 	})
 	if err != nil {
 		t.Fatal(err)
