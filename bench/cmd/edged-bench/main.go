@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -159,15 +158,15 @@ func cpuModel() string {
 
 func edgedVersion(bin string) string {
 	git, _ := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output()
-	v := strings.TrimSpace(string(git))
-	if bin != "" {
-		if out, err := exec.Command(bin, "version").Output(); err == nil {
-			v += " (`edged version`: " + strings.TrimSpace(firstLine(string(out))) + ")"
-		}
-	} else {
-		v += " (not run)"
+	checkout := "checkout " + strings.TrimSpace(string(git))
+	if bin == "" {
+		return "not run (" + checkout + ")"
 	}
-	return v
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		return fmt.Sprintf("%s: `edged version` failed: %v (%s)", bin, err, checkout)
+	}
+	return strings.TrimSpace(firstLine(string(out))) + " (" + checkout + ")"
 }
 
 func mosquittoVersion(bin string) string {
@@ -179,5 +178,3 @@ func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
 }
-
-var _ = io.Discard
