@@ -71,7 +71,7 @@ func loadCorpus(dir string) ([]*wire.Envelope, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: %w", f, n, err)
 			}
-			ms := int64(1718000000000 + 137*len(envs))
+			ms := int64(1718000000000) + 137*int64(len(envs))
 			e.ID = wire.NewID()
 			for i := 0; i < 6; i++ {
 				e.ID[i] = byte(ms >> (40 - 8*i))
