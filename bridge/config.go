@@ -96,7 +96,7 @@ type BatchConfig struct {
 type BackoffConfig struct {
 	// Min is the first retry delay; default 200ms.
 	Min time.Duration `yaml:"min"`
-	// Max caps the delay; default 30s.
+	// Max caps the delay; default 5s.
 	Max time.Duration `yaml:"max"`
 }
 
@@ -105,7 +105,7 @@ type BreakerConfig struct {
 	// Failures is the number of consecutive failed attempts that opens the breaker; default 5,
 	// -1 disables the breaker.
 	Failures int `yaml:"failures"`
-	// OpenFor is how long the breaker stays open before a probe; default 30s.
+	// OpenFor is how long the breaker stays open before a probe; default 5s.
 	OpenFor time.Duration `yaml:"open_for"`
 }
 
@@ -152,14 +152,18 @@ func (c *Common) defaults(format string, batchMsgs, window int) {
 	if c.Backoff.Min == 0 {
 		c.Backoff.Min = 200 * time.Millisecond
 	}
+	// A 5 s cap (mosquitto's bridge retries every 5 s) bounds how long a returning uplink waits
+	// for us; a dead uplink costs one TCP SYN per ~5 s.
 	if c.Backoff.Max == 0 {
-		c.Backoff.Max = 30 * time.Second
+		c.Backoff.Max = 5 * time.Second
 	}
 	if c.Breaker.Failures == 0 {
 		c.Breaker.Failures = 5
 	}
+	// The breaker also counts failed connects, so open_for is the worst-case delay between
+	// the uplink returning and the first probe: keep it as short as the backoff cap.
 	if c.Breaker.OpenFor == 0 {
-		c.Breaker.OpenFor = 30 * time.Second
+		c.Breaker.OpenFor = 5 * time.Second
 	}
 }
 

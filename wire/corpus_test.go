@@ -63,7 +63,7 @@ func loadCorpus(tb testing.TB) []*Envelope {
 		if err != nil {
 			tb.Fatalf("corpus line %d: %v", i+1, err)
 		}
-		ms := int64(1718000000000 + 137*i)
+		ms := int64(1718000000000) + 137*int64(i)
 		e.ID = ID{byte(ms >> 40), byte(ms >> 32), byte(ms >> 24), byte(ms >> 16), byte(ms >> 8), byte(ms)}
 		for j := 6; j < 16; j++ {
 			e.ID[j] = byte(r.Uint32())
