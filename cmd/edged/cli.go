@@ -111,7 +111,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	a := *addr
 	if a == "" {
-		cfg, code := loadConfig(fs, *cfgPath, stderr)
+		cfg, code := loadConfig(*cfgPath, stderr)
 		if cfg == nil {
 			return code
 		}
@@ -162,7 +162,7 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 	}
 	dir := *dataDir
 	if dir == "" {
-		cfg, code := loadConfig(fs, *cfgPath, stderr)
+		cfg, code := loadConfig(*cfgPath, stderr)
 		if cfg == nil {
 			return code
 		}

@@ -30,7 +30,7 @@ import (
 // it rather than wait on a wedged peer.
 const shutdownDeadline = 8 * time.Second
 
-func loadConfig(fs *flag.FlagSet, path string, stderr io.Writer) (*config.Config, int) {
+func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	if path == "" {
 		return config.Default(), exitOK
 	}
@@ -59,7 +59,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, code := loadConfig(fs, *cfgPath, stderr)
+	cfg, code := loadConfig(*cfgPath, stderr)
 	if cfg == nil {
 		return code
 	}
