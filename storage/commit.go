@@ -35,7 +35,8 @@ type work struct {
 	appended int
 	acked    int
 	drops    [len(reasons)]uint64
-	freed    int64
+	garbage  int64 // bytes left below the head by this group
+	freed    int64 // bytes physically deleted by this group
 }
 
 // group is one transaction being built.
@@ -94,9 +95,10 @@ func (g *group) work(ob *Outbox) *work {
 	return w
 }
 
-// trimHead deletes records from the head of ob while want says so and the budget lasts, then
-// moves head (and headMs) to the first remaining record. It sees this group's own writes.
-// It returns whether it stopped because of the budget.
+// trimHead removes records from the head of ob while want says so, then moves head (and
+// headMs) to the first remaining record. Removal is logical: only the head moves (one meta
+// write, no tombstone per record); the records left below the head are garbage that Read and
+// Seek never visit, reclaimed in bulk by reclaimGarbage. It sees this group's own writes.
 func (g *group) trimHead(ob *Outbox, w *work, want func(seq uint64, size int64, appendMs func() int64) bool, onDel func(size int64)) (budgetOut bool, err error) {
 	it := g.txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
 	defer it.Close()
@@ -115,24 +117,19 @@ func (g *group) trimHead(ob *Outbox, w *work, want func(seq uint64, size int64, 
 		size := int64(len(item.Key())) + item.ValueSize()
 		if !want(seq, size, appendMs) {
 			w.m.head, w.m.headMs = seq, appendMs()
+			g.wrote = true
 			return false, nil
-		}
-		if !g.room(1, int64(len(item.Key()))+12) {
-			w.m.head, w.m.headMs = seq, appendMs()
-			return true, nil
-		}
-		if err := g.del(item.KeyCopy(nil)); err != nil {
-			return false, err
 		}
 		w.m.count--
 		w.m.bytes -= size
-		w.freed += size
+		w.garbage += size
 		if onDel != nil {
 			onDel(size)
 		}
 	}
 	// Queue empty.
 	w.m.head, w.m.headMs = w.m.tail+1, 0
+	g.wrote = true
 	if w.m.count != 0 || w.m.bytes != 0 {
 		if w.m.count != 0 {
 			g.db.log.Warn("outbox counters out of step with records; corrected", "outbox", ob.name, "count", w.m.count, "bytes", w.m.bytes)
@@ -349,6 +346,11 @@ func (db *DB) runGroup(pending []*op) []*op {
 		err = fmt.Errorf("storage fsync: %w", diskErr(err))
 	}
 	db.finish(g, applied, err, true)
+	for _, ob := range g.order {
+		if g.outs[ob].garbage > 0 {
+			db.reclaimGarbage(ob, false)
+		}
+	}
 	return rest
 }
 
@@ -379,6 +381,15 @@ func diskErr(err error) error {
 	return err
 }
 
+// runInline runs one op to completion on the committer goroutine (in as many groups as it
+// needs) and returns its result.
+func (db *DB) runInline(o *op) error {
+	for rest := []*op{o}; len(rest) > 0; {
+		rest = db.runGroup(rest)
+	}
+	return <-o.done
+}
+
 // housekeeping runs between groups, on the committer goroutine: TTL expiry (only writes when
 // something expired), space reclaim of emptied queues and value-log GC (only when something was
 // deleted since the last run). An idle store writes nothing.
@@ -397,14 +408,12 @@ func (db *DB) housekeeping() {
 				out, err := g.expire(ob, g.work(ob), lim)
 				return !out, err
 			}}
-			rest := db.runGroup([]*op{o})
-			if err := <-o.done; err != nil {
+			if err := db.runInline(o); err != nil {
 				db.log.Warn("ttl expiry failed", "outbox", ob.name, "error", err)
-				break
 			}
-			expired = len(rest) > 0
+			expired = false
 		}
-		db.reclaim(ob)
+		db.reclaimGarbage(ob, true)
 	}
 	if db.freedSinceGC.Swap(0) > 0 {
 		for range 8 {
@@ -415,26 +424,67 @@ func (db *DB) housekeeping() {
 	}
 }
 
-// reclaimAfter is how many bytes a queue must have freed before it is emptied to trigger a
-// DropPrefix: that rewrites the tables holding the queue's tombstones, so the space of a large
-// drained backlog comes back now rather than at some later compaction.
+// reclaimAfter is how much garbage (records below the head: acked, dropped, expired) an
+// outbox may leave before it is reclaimed. When the queue is empty (the usual case for a
+// forwarder that keeps up), the whole key range goes with one DropPrefix, which deletes whole
+// table files and writes nothing per record; this happens after the commit that emptied it, on
+// the committer goroutine, so no append can land under the dropped prefix. A queue that never
+// empties gets its garbage range tombstoned in chunks by housekeeping once it exceeds
+// 4*reclaimAfter (tombstones only pay off at a later compaction, so they are the fallback).
 const reclaimAfter = 8 << 20
 
-// reclaim drops the record prefix of an empty outbox that freed a lot (committer goroutine).
-func (db *DB) reclaim(ob *Outbox) {
+// reclaimGarbage reclaims ob's garbage if there is enough (committer goroutine). force also
+// tombstones the garbage of a non-empty queue (housekeeping).
+func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 	ob.mu.Lock()
-	ok := ob.cm.count == 0 && ob.freedSinceReclaim >= reclaimAfter
-	if ok {
-		ob.freedSinceReclaim = 0
-	}
+	garbage, debt, empty := ob.garbage, ob.debt, ob.cm.count == 0
 	ob.mu.Unlock()
-	if !ok {
+	if empty && garbage > 0 && debt >= reclaimAfter {
+		t0 := time.Now()
+		if err := db.bdb.DropPrefix(ob.prefix); err != nil {
+			db.log.Warn("reclaiming the space of a drained outbox failed; retried later", "outbox", ob.name, "error", err)
+			return
+		}
+		ob.mu.Lock()
+		ob.garbage, ob.debt = 0, 0
+		ob.mu.Unlock()
+		db.freedSinceGC.Add(garbage)
+		db.log.Debug("reclaimed the space of a drained outbox", "outbox", ob.name, "bytes", garbage, "took", time.Since(t0))
 		return
 	}
-	t0 := time.Now()
-	if err := db.bdb.DropPrefix(ob.prefix); err != nil {
-		db.log.Warn("reclaim space of drained outbox failed", "outbox", ob.name, "error", err)
+	if !force || empty || garbage < 4*reclaimAfter {
 		return
 	}
-	db.log.Debug("reclaimed space of drained outbox", "outbox", ob.name, "took", time.Since(t0))
+	// Tombstone [first key, head) in chunks, each chunk Seeking past the previous one.
+	var from uint64
+	for {
+		o := &op{ctx: context.Background(), done: make(chan error, 1), apply: func(g *group) (bool, error) {
+			w := g.work(ob)
+			it := g.txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
+			defer it.Close()
+			for it.Seek(seqKey(ob.prefix, from)); it.Valid(); it.Next() {
+				item := it.Item()
+				from = keySeq(item.Key())
+				if from >= w.m.head {
+					break
+				}
+				if !g.room(1, int64(len(item.Key()))+12) {
+					return false, nil
+				}
+				if err := g.del(item.KeyCopy(nil)); err != nil {
+					return false, err
+				}
+				w.freed += int64(len(item.Key())) + item.ValueSize()
+			}
+			return true, nil
+		}}
+		if err := db.runInline(o); err != nil {
+			db.log.Warn("reclaiming outbox garbage failed", "outbox", ob.name, "error", err)
+			return
+		}
+		break
+	}
+	ob.mu.Lock()
+	ob.garbage = 0
+	ob.mu.Unlock()
 }

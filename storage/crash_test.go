@@ -109,8 +109,8 @@ func TestCrashKill9(t *testing.T) {
 		cycles, _ = strconv.Atoi(s)
 	}
 	dir := t.TempDir() + "/data"
-	durable := map[int]bool{}   // every message reported durable
-	consumed := map[int]bool{}  // read by the child's consumer (may have been acked)
+	durable := map[int]bool{}  // every message reported durable
+	consumed := map[int]bool{} // read by the child's consumer (may have been acked)
 	stateKeys := map[string]bool{}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	totalD := 0

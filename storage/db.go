@@ -137,8 +137,15 @@ func tuneBadger(dir string, log *slog.Logger) badger.Options {
 	// transaction; the committer is badger's only writer, so the synced WAL is the one written.
 	o.SyncWrites = false
 	o.BypassLockGuard = true // we hold the same flock ourselves (lock_unix.go)
+	if tuneHook != nil {
+		tuneHook(&o)
+	}
 	return o
 }
+
+// tuneHook lets tests try other badger options (e.g. show the 32-bit failure without the
+// workaround).
+var tuneHook func(*badger.Options)
 
 // budget is how much one group commit (one badger transaction) may hold: 3/4 of badger's
 // per-transaction limits (15% of MemTableSize, and that / skl.MaxNodeSize entries).
@@ -283,6 +290,13 @@ func (db *DB) load(bdb *badger.DB) error {
 			}
 			ob := db.newOutbox(name)
 			ob.cm = m
+			// Garbage left below the head by the last run (amount unknown): reclaim it soon.
+			git := txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
+			git.Rewind()
+			if git.Valid() && keySeq(git.Item().Key()) < m.head {
+				ob.garbage, ob.debt = reclaimAfter, reclaimAfter
+			}
+			git.Close()
 			db.outboxes[name] = ob
 		}
 		return nil

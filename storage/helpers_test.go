@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,7 +131,11 @@ func dirSize(dir string) int64 {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if fi, err := e.Info(); err == nil && !fi.IsDir() {
-			n += fi.Size()
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += int64(st.Blocks) * 512 // allocated, not apparent: badger preallocates sparse files
+			} else {
+				n += fi.Size()
+			}
 		}
 	}
 	return n
@@ -167,3 +172,5 @@ func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[st
 	t.Fatalf("metric %s %v not found", name, labels)
 	return 0
 }
+
+func fmtErr(f string, a ...any) error { return fmt.Errorf(f, a...) }

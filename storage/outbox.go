@@ -26,10 +26,11 @@ type Outbox struct {
 	notify     chan struct{}
 	rejected   atomic.Uint64
 
-	mu                sync.Mutex
-	cm                meta // committed (durable) state
-	freedSinceReclaim int64
-	dropLog           rateLimit
+	mu      sync.Mutex
+	cm      meta  // committed (durable) state
+	garbage int64 // bytes of records below the head not yet reclaimed
+	debt    int64 // garbage plus tombstoned bytes since the last DropPrefix
+	dropLog rateLimit
 }
 
 func (db *DB) newOutbox(name string) *Outbox {
@@ -49,7 +50,8 @@ func (o *Outbox) limits() *Config { return o.lim.Load() }
 func (o *Outbox) publish(w *work) {
 	o.mu.Lock()
 	o.cm = w.m
-	o.freedSinceReclaim += w.freed
+	o.garbage += w.garbage
+	o.debt += w.garbage
 	o.mu.Unlock()
 	if w.freed > 0 {
 		o.db.freedSinceGC.Add(w.freed)
