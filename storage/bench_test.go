@@ -57,7 +57,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 // BenchmarkDrain: Read a batch + Ack it, as a forwarder does, over a prefilled backlog.
 func BenchmarkDrain(b *testing.B) {
 	db := openT(b, b.TempDir())
-	ob, _ := db.Outbox("bench", Config{})
+	ob, _ := db.Outbox("bench", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	es := make([]*wire.Envelope, 500)
 	for i := range es {
 		es[i] = benchEnv(200)
