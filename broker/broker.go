@@ -96,6 +96,7 @@ type Broker struct {
 	specs   []listenerSpec
 	capture *captureHook
 	state   *stateHook
+	bp      *backpressureHook // nil: off
 
 	mu        sync.Mutex // serialises Start and Close
 	started   bool
@@ -174,7 +175,11 @@ func New(o Options) (*Broker, error) {
 	}
 
 	b.capture = newCaptureHook(b)
-	hooks := []mqtt.Hook{newAuthHook(b.access), &aclHook{a: b.access}, b.capture, &limitsHook{maxPacket: uint32(cfg.MaxPacketSize)}}
+	var hooks []mqtt.Hook
+	if b.bp = newBackpressureHook(cfg.BackpressureWait, cfg.MaxQueued, log); b.bp != nil {
+		hooks = append(hooks, b.bp) // before aclHook: it taps OnACLCheck and never grants
+	}
+	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.capture, &limitsHook{maxPacket: uint32(cfg.MaxPacketSize)})
 	if o.State != nil {
 		b.state = newStateHook(o.State, log)
 		hooks = append(hooks, b.state)
@@ -260,6 +265,9 @@ func (b *Broker) Close() error {
 	defer b.mu.Unlock()
 	if b.closed.Swap(true) {
 		return nil
+	}
+	if b.bp != nil {
+		b.bp.shutdown() // no publisher waits for a subscriber that is about to go
 	}
 	if b.started {
 		_ = b.srv.Close() // closes listeners and clients, waits for client goroutines
@@ -354,6 +362,11 @@ type Status struct {
 	BytesReceived    int64            `json:"bytes_received"`
 	BytesSent        int64            `json:"bytes_sent"`
 	CaptureFailures  int64            `json:"capture_failures"`
+	// BackpressureWaits counts deliveries for which the publisher was held back because the
+	// subscriber's write queue was 3/4 full; BackpressureTimeouts the waits that ran out
+	// (backpressure_wait) and marked the subscriber slow.
+	BackpressureWaits    int64 `json:"backpressure_waits"`
+	BackpressureTimeouts int64 `json:"backpressure_timeouts"`
 }
 
 // ListenerStatus describes one listener.
@@ -393,6 +406,10 @@ func (b *Broker) Status() Status {
 	st.BytesReceived = atomic.LoadInt64(&in.BytesReceived)
 	st.BytesSent = atomic.LoadInt64(&in.BytesSent)
 	st.CaptureFailures = b.capture.failures.Load()
+	if b.bp != nil {
+		st.BackpressureWaits = b.bp.waits.Load()
+		st.BackpressureTimeouts = b.bp.timeouts.Load()
+	}
 	return st
 }
 

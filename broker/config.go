@@ -65,8 +65,18 @@ type Config struct {
 	MaxInflight int `yaml:"max_inflight"`
 
 	// MaxQueued is how many outgoing packets may wait to be written to one slow connected
-	// client before further messages to it are dropped (and counted). Default 1024.
+	// client before further messages to it are dropped (and counted). From 3/4 of it on,
+	// publishers are held back first (see backpressure_wait). Default 1024.
 	MaxQueued int `yaml:"max_queued"`
+
+	// BackpressureWait is how long a publisher is held back (not read) when a subscriber it
+	// publishes to has its write queue 3/4 full (of max_queued), waiting for the queue to
+	// drain to 1/4, instead of dropping the message at once. A subscriber for which a wait
+	// runs out is marked slow: publishers stop waiting for it (its messages are dropped when
+	// its queue is full, and counted) until it drained its queue, so a subscriber that stopped
+	// reading costs each publisher one wait. Default 500ms; a negative value (-1s) turns
+	// backpressure off. At most 10s.
+	BackpressureWait time.Duration `yaml:"backpressure_wait"`
 
 	// SessionExpiry is the longest a disconnected persistent session (MQTT 3.1.1 clean
 	// session false, MQTT 5 session expiry > 0) is kept, with its subscriptions and queued
@@ -128,6 +138,7 @@ const (
 	DefaultMaxInflight    = 1024
 	DefaultMaxQueued      = 1024
 	DefaultSessionExpiry  = 168 * time.Hour
+	DefaultBackpressure   = 500 * time.Millisecond
 
 	maxPacketSizeLimit = confkit.ByteSize(256 << 20)
 )
@@ -159,6 +170,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.SessionExpiry == 0 {
 		c.SessionExpiry = DefaultSessionExpiry
+	}
+	if c.BackpressureWait == 0 {
+		c.BackpressureWait = DefaultBackpressure
 	}
 }
 
@@ -241,6 +255,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueued < 1 {
 		add("max_queued", "%d must be at least 1", c.MaxQueued)
+	}
+	if c.BackpressureWait > 10*time.Second {
+		add("backpressure_wait", "%s out of range (at most 10s; negative turns backpressure off)", c.BackpressureWait)
 	}
 	if c.SessionExpiry < time.Second || c.SessionExpiry > time.Duration(1<<32-1)*time.Second {
 		add("session_expiry", "%s out of range (1s-136y)", c.SessionExpiry)

@@ -22,6 +22,11 @@
 // (nothing to ack; failures only counted). A denied QoS 1/2 PUBLISH disconnects a 3.1.1
 // client (mochi: 3.1.1 has no negative PUBACK); MQTT 5 gets PUBACK/PUBREC 0x87.
 //
+// Backpressure: a publisher whose message goes to a subscriber with a 3/4 full write queue
+// (max_queued) is held back up to backpressure_wait until the queue drained, instead of the
+// message being dropped; a subscriber that does not drain in time is marked slow and no longer
+// waited for (see backpressure.go).
+//
 // Throughput: a client's pipelined messages reach the Capturer in arrival order on one
 // goroutine per client, so a plain Capturer costs one commit per message and client
 // (BenchmarkIngestQoS1, 8 publishers, 200 B, 0.56 ms fsync commit shared by concurrent

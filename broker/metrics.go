@@ -29,6 +29,13 @@ func registerMetrics(reg prometheus.Registerer, b *Broker) error {
 		counter("edged_capture_failures_total", "Published messages the capturer refused or failed to make durable (not acked).",
 			func() int64 { return b.capture.failures.Load() }),
 	}
+	if bp := b.bp; bp != nil {
+		cs = append(cs,
+			counter("edged_backpressure_waits_total", "Deliveries for which the publisher was held back because the subscriber's write queue was 3/4 full.",
+				bp.waits.Load),
+			counter("edged_backpressure_timeouts_total", "Backpressure waits that ran out (backpressure_wait); the subscriber is then treated as slow and its messages may be dropped.",
+				bp.timeouts.Load))
+	}
 	var errs []error
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
