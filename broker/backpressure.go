@@ -49,6 +49,11 @@ import (
 // the waiting goroutine holds no lock mochi's writer needs (mochi holds none around
 // publishToClient), so the writer always makes progress; the wait is bounded in any case.
 //
+// In-flight: mochi also drops a QoS>0 delivery when the subscriber already has max_inflight
+// unacknowledged messages. That window is treated like the queue: congested at 3/4 of
+// max_inflight, drained at 1/4, and the subscriber's PUBACK/PUBCOMP (OnQosComplete, on its
+// read goroutine) wakes the waiters.
+//
 // Hysteresis: a wait that times out marks the subscriber slow (counted): nobody waits for it
 // again until its queue drained to low water, or, if it still made progress, until a
 // cooldown (10 x backpressure_wait) passed. A subscriber that stopped reading altogether thus
@@ -78,7 +83,9 @@ const slowCooldownFactor = 10
 type backpressureHook struct {
 	mqtt.HookBase
 	wait      time.Duration
-	high, low int
+	high, low int // write queue marks
+	ihigh     int // in-flight marks
+	ilow      int
 	log       *slog.Logger
 	warn      *limiter
 
@@ -107,7 +114,7 @@ type subState struct {
 
 // newBackpressureHook returns nil when backpressure is off (wait <= 0) or mochi's queue
 // cannot be observed.
-func newBackpressureHook(wait time.Duration, maxQueued int, log *slog.Logger) *backpressureHook {
+func newBackpressureHook(wait time.Duration, maxQueued, maxInflight int, log *slog.Logger) *backpressureHook {
 	if wait <= 0 {
 		return nil
 	}
@@ -116,8 +123,10 @@ func newBackpressureHook(wait time.Duration, maxQueued int, log *slog.Logger) *b
 		return nil
 	}
 	high := maxQueued - maxQueued/4
+	ihigh := max(maxInflight-maxInflight/4, 1)
 	return &backpressureHook{
 		wait: wait, high: high, low: min(maxQueued/4, high-1), log: log,
+		ihigh: ihigh, ilow: min(maxInflight/4, ihigh-1),
 		warn: newLimiter(10 * time.Second), done: make(chan struct{}),
 	}
 }
@@ -125,7 +134,17 @@ func newBackpressureHook(wait time.Duration, maxQueued int, log *slog.Logger) *b
 func (h *backpressureHook) ID() string { return "edged-backpressure" }
 
 func (h *backpressureHook) Provides(b byte) bool {
-	return b == mqtt.OnACLCheck || b == mqtt.OnPacketSent || b == mqtt.OnDisconnect
+	return b == mqtt.OnACLCheck || b == mqtt.OnPacketSent || b == mqtt.OnQosComplete || b == mqtt.OnDisconnect
+}
+
+// drained: both the write queue and the in-flight window are at or below low water.
+func (h *backpressureHook) drained(cl *mqtt.Client) bool {
+	return queueLen(cl) <= h.low && cl.State.Inflight.Len() <= h.ilow
+}
+
+// congested: either is at or above high water.
+func (h *backpressureHook) congested(cl *mqtt.Client) bool {
+	return queueLen(cl) >= h.high || cl.State.Inflight.Len() >= h.ihigh
 }
 
 // OnACLCheck never grants anything (false: the ACL hook decides); for a delivery to a
@@ -134,15 +153,14 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 	if write || cl.Net.Inline || cl.Net.Conn == nil {
 		return false
 	}
-	n := queueLen(cl)
-	if n <= h.low {
+	if h.drained(cl) {
 		return false
 	}
 	var s *subState
 	if v, ok := h.subs.Load(cl); ok {
 		s = v.(*subState)
 	}
-	if n < h.high && (s == nil || !s.hasWaiters()) {
+	if !h.congested(cl) && (s == nil || !s.hasWaiters()) {
 		return false // between the marks, only queue behind publishers already waiting
 	}
 	if strings.HasPrefix(topic, "$") || cl.Closed() || h.closing() {
@@ -197,7 +215,7 @@ func (h *backpressureHook) throttle(cl *mqtt.Client, s *subState) {
 		s.mu.Unlock()
 	}()
 
-	if queueLen(cl) <= h.low { // drained meanwhile (the writer saw no waiter)
+	if h.drained(cl) { // drained meanwhile (the writer saw no waiter)
 		return
 	}
 	h.waits.Add(1)
@@ -235,9 +253,24 @@ func (h *backpressureHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []
 	if !ok {
 		return
 	}
-	s := v.(*subState)
+	h.progress(v.(*subState), cl)
+}
+
+// OnQosComplete runs when the subscriber acknowledged a QoS>0 delivery: its in-flight window
+// shrank.
+func (h *backpressureHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
+	if h.tracked.Load() == 0 {
+		return
+	}
+	if v, ok := h.subs.Load(cl); ok {
+		h.progress(v.(*subState), cl)
+	}
+}
+
+// progress records that cl moved and, once it drained to low water, releases its waiters.
+func (h *backpressureHook) progress(s *subState, cl *mqtt.Client) {
 	s.sent.Add(1)
-	if queueLen(cl) > h.low {
+	if !h.drained(cl) {
 		return
 	}
 	s.mu.Lock()

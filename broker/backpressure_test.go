@@ -77,7 +77,7 @@ type slowSubscriber struct {
 	n    atomic.Int64
 }
 
-func newSlowSubscriber(t *testing.T, address, topic string, pause bool) *slowSubscriber {
+func newSlowSubscriber(t *testing.T, address, topic string, pause bool, qos byte) *slowSubscriber {
 	t.Helper()
 	s := &slowSubscriber{seen: map[string]bool{}}
 	conn := dialSmallBuffer(t, address)
@@ -99,7 +99,7 @@ func newSlowSubscriber(t *testing.T, address, topic string, pause bool) *slowSub
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	if _, err := c.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 0}}}); err != nil {
+	if _, err := c.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: qos}}}); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -113,7 +113,7 @@ func (s *slowSubscriber) distinct() int {
 
 // publishAll runs n paho publishers sending per QoS 0 messages each (payload starts with a
 // unique 16-byte id, padded to size) as fast as paho takes them, and waits for them.
-func publishAll(t *testing.T, address, topic string, n, per, size int) {
+func publishAll(t *testing.T, address, topic string, n, per, size int, qos byte) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for p := range n {
@@ -125,7 +125,7 @@ func publishAll(t *testing.T, address, topic string, n, per, size int) {
 			for i := range per {
 				payload := make([]byte, size)
 				copy(payload, fmt.Sprintf("%04d-%011d", p, i))
-				last = c.Publish(topic, 0, false, payload)
+				last = c.Publish(topic, qos, false, payload)
 			}
 			if !last.WaitTimeout(60 * time.Second) {
 				t.Errorf("publisher %d: last publish not sent", p)
@@ -150,9 +150,9 @@ func TestBackpressureNoDrops(t *testing.T) {
 				c = &countCapturer{}
 			}
 			b := startBroker(t, Options{Config: cfg}, c)
-			sub := newSlowSubscriber(t, addr(b, 0), "bp/"+mode, true)
+			sub := newSlowSubscriber(t, addr(b, 0), "bp/"+mode, true, 0)
 			start := time.Now()
-			publishAll(t, addr(b, 0), "bp/"+mode, pubs, per, size)
+			publishAll(t, addr(b, 0), "bp/"+mode, pubs, per, size, 0)
 			eventually(t, 60*time.Second, "all messages delivered", func() bool { return sub.n.Load() >= pubs*per })
 			st := b.Status()
 			t.Logf("%d messages in %s; waits %d, timeouts %d, dropped %d", sub.n.Load(), time.Since(start).Round(time.Millisecond),
@@ -170,6 +170,27 @@ func TestBackpressureNoDrops(t *testing.T) {
 				t.Errorf("%d timeouts", st.BackpressureTimeouts)
 			}
 		})
+	}
+}
+
+// The same with QoS 1 and a small in-flight window: mochi drops a QoS 1 delivery when the
+// subscriber already has max_inflight unacknowledged messages; the publishers wait instead.
+func TestBackpressureInflightNoDrops(t *testing.T) {
+	const pubs, per, size = 4, 1500, 200
+	cfg := localConfig()
+	cfg.MaxInflight = 16
+	cfg.BackpressureWait = 5 * time.Second
+	b := startBroker(t, Options{Config: cfg}, &countCapturer{})
+	sub := newSlowSubscriber(t, addr(b, 0), "bpq1/x", true, 1)
+	publishAll(t, addr(b, 0), "bpq1/x", pubs, per, size, 1)
+	eventually(t, 60*time.Second, "all messages delivered", func() bool { return sub.distinct() >= pubs*per })
+	st := b.Status()
+	t.Logf("waits %d, timeouts %d, dropped %d", st.BackpressureWaits, st.BackpressureTimeouts, st.MessagesDropped)
+	if st.MessagesDropped != 0 {
+		t.Errorf("dropped %d messages", st.MessagesDropped)
+	}
+	if st.BackpressureWaits == 0 {
+		t.Error("no backpressure wait: the scenario did not fill the in-flight window")
 	}
 }
 
@@ -205,10 +226,10 @@ func TestBackpressureStalledSubscriber(t *testing.T) {
 	cfg.BackpressureWait = 300 * time.Millisecond
 	b := startBroker(t, Options{Config: cfg}, &countCapturer{})
 	stalledSubscriber(t, addr(b, 0), "st/x")
-	fast := newSlowSubscriber(t, addr(b, 0), "st/x", false)
+	fast := newSlowSubscriber(t, addr(b, 0), "st/x", false, 0)
 
 	start := time.Now()
-	publishAll(t, addr(b, 0), "st/x", pubs, per, size)
+	publishAll(t, addr(b, 0), "st/x", pubs, per, size, 0)
 	eventually(t, 30*time.Second, "fast subscriber got everything", func() bool { return fast.n.Load() >= pubs*per })
 	took := time.Since(start)
 	st := b.Status()

@@ -176,7 +176,7 @@ func New(o Options) (*Broker, error) {
 
 	b.capture = newCaptureHook(b)
 	var hooks []mqtt.Hook
-	if b.bp = newBackpressureHook(cfg.BackpressureWait, cfg.MaxQueued, log); b.bp != nil {
+	if b.bp = newBackpressureHook(cfg.BackpressureWait, cfg.MaxQueued, cfg.MaxInflight, log); b.bp != nil {
 		hooks = append(hooks, b.bp) // before aclHook: it taps OnACLCheck and never grants
 	}
 	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.capture, &limitsHook{maxPacket: uint32(cfg.MaxPacketSize)})
