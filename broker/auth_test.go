@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -137,28 +138,22 @@ func TestBadPassword(t *testing.T) {
 }
 
 func TestAnonymousRefusedOffLoopback(t *testing.T) {
-	// A listener that is not loopback: bind to a non-loopback local address if the machine
-	// has one.
-	ip := nonLoopbackIP(t)
+	// Tests bind loopback only, so the listener is bound on 127.0.0.1 and then classified as
+	// a LAN listener, which is the only thing the auth hook looks at (listenerInfo.loopback,
+	// derived from the configured address by isLoopbackAddress, tested in config_test).
 	cfg := aclConfig(t)
-	cfg.Listeners = []Listener{{Type: ListenerTCP, Address: net.JoinHostPort(ip, "0")}}
-	b := startBroker(t, Options{Config: cfg}, nil)
-	_, err := connectV3(t, addr(b, 0), "anon", v3opts{clean: true})
+	b, err := New(Options{Config: cfg})
+	must(t, err)
+	for _, li := range b.access.listeners {
+		li.loopback = false
+	}
+	must(t, b.Start(context.Background()))
+	t.Cleanup(func() { _ = b.Close() })
+	_, err = connectV3(t, addr(b, 0), "anon", v3opts{clean: true})
 	if err == nil {
 		t.Fatal("anonymous client accepted on a non-loopback listener")
 	}
 	mustV3(t, addr(b, 0), "dev", v3opts{user: "dev", pass: "devpw", clean: true})
-}
-
-func nonLoopbackIP(t *testing.T) string {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
-	}
-	t.Skip("no non-loopback IPv4 address")
-	return ""
 }
 
 // --- TLS ---
