@@ -19,6 +19,7 @@ import (
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/bridge/internal/mqtt5"
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
 )
@@ -280,15 +281,5 @@ func envSeq(m cloudMsg) (int, string) {
 
 func waitFor(t testing.TB, total time.Duration, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, total, 20*time.Millisecond, fn)
 }
