@@ -42,7 +42,9 @@ var (
 // (runtime/debug.SetMemoryLimit, or GOMEMLIMIT=48MiB). The storage profile below keeps its own
 // working set (two 4 MB memtables, one or two table builders) well inside it; the limit is what
 // makes the Go runtime return freed builder and memtable buffers instead of letting the heap
-// double between collections. Measured: see storage/bench_test.go.
+// double between collections while writes go on. Once writes stop, trimLoop returns the burst's
+// buffers. Measured (BenchmarkBacklogMemory, RssAnon): fresh store 2.5 MB; 1M queued messages
+// 34 MB 3 s after the last append (badger still pools its builders), 5.3 MB after 35 s idle.
 const MemoryLimit = 48 << 20
 
 // DefaultMinFreeBytes is the free space the data dir's file system must keep. badger writes its
