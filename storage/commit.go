@@ -153,9 +153,20 @@ func (g *group) expire(ob *Outbox, w *work, lim *Config) (budgetOut bool, err er
 func (g *group) appendRecords(ob *Outbox, vals [][]byte) (done bool, err error) {
 	lim := ob.limits()
 	w := g.work(ob)
-	var need int64
+	// need is what the records weigh against the outbox limits; cost is what they weigh in
+	// the badger transaction, where a value at or above ValueThreshold goes to the value log
+	// and only its pointer counts (so a 1 MiB message, the broker's default maximum packet,
+	// fits a commit).
+	var need, cost int64
 	for _, v := range vals {
-		need += int64(len(ob.prefix)+8) + int64(len(v))
+		k := int64(len(ob.prefix) + 8)
+		need += k + int64(len(v))
+		cost += k + 12
+		if int64(len(v)) < g.db.budget.threshold {
+			cost += int64(len(v))
+		} else {
+			cost += 12
+		}
 	}
 	n := int64(len(vals))
 	if n > lim.MaxMessages || need > int64(lim.MaxBytes) {
@@ -192,7 +203,7 @@ func (g *group) appendRecords(ob *Outbox, vals [][]byte) (done bool, err error) 
 			return false, err
 		}
 	}
-	if !g.room(len(vals), need+n*12) {
+	if !g.room(len(vals), cost) {
 		if g.empty() {
 			return true, fmt.Errorf("append to outbox %q: %d bytes in one call is more than one commit holds", ob.name, need)
 		}

@@ -339,3 +339,30 @@ func TestClosedAndIdempotentClose(t *testing.T) {
 		t.Fatalf("append after close: %v", err)
 	}
 }
+
+// A message as large as the broker's default maximum packet (1 MiB) is stored and read back:
+// values above badger's ValueThreshold go to the value log and weigh only a pointer in a
+// commit. (Before, anything above ~470 KB failed every append, so a device resent it forever.)
+func TestLargeMessage(t *testing.T) {
+	dir := t.TempDir()
+	db := openT(t, dir)
+	ob, err := db.Outbox("cloud", Config{})
+	must(t, err)
+	for _, size := range []int{100 << 10, 1 << 20} {
+		must(t, ob.Append(context.Background(), env(size, size)))
+	}
+	must(t, ob.Append(context.Background(), env(1, 64), env(2, 1<<20), env(3, 64)))
+	nums, _ := readAll(t, ob)
+	if len(nums) != 5 {
+		t.Fatalf("read %d records, want 5", len(nums))
+	}
+	must(t, db.Close())
+	db = openT(t, dir)
+	ob, err = db.Outbox("cloud", Config{})
+	must(t, err)
+	recs, err := ob.Read(0, 10, 8<<20)
+	must(t, err)
+	if len(recs) != 5 || len(recs[1].Env.Payload) != 1<<20 {
+		t.Fatalf("after reopen: %d records", len(recs))
+	}
+}
