@@ -140,7 +140,10 @@ const (
 	DefaultSessionExpiry  = 168 * time.Hour
 	DefaultBackpressure   = 500 * time.Millisecond
 
-	maxPacketSizeLimit = confkit.ByteSize(256 << 20)
+	// Every accepted message may become one outbox record: storage keeps large values in
+	// 16 MiB value-log files and a forwarder reads a whole record into memory, so 8 MiB is the
+	// most a 512 MB gateway should accept in one packet.
+	maxPacketSizeLimit = confkit.ByteSize(8 << 20)
 )
 
 // Defaults returns the configuration used when the config file has no broker section: one
@@ -242,7 +245,7 @@ func (c *Config) Validate() error {
 	}
 
 	if c.MaxPacketSize < 64 || c.MaxPacketSize > maxPacketSizeLimit {
-		add("max_packet_size", "%s out of range (64B-256MiB)", c.MaxPacketSize)
+		add("max_packet_size", "%s out of range (64B-8MiB)", c.MaxPacketSize)
 	}
 	if c.MaxClients < 0 {
 		add("max_clients", "%d must not be negative", c.MaxClients)

@@ -20,16 +20,16 @@ const (
 type Config struct {
 	// MaxBytes bounds the disk space one outbox may use (keys plus stored envelopes), e.g. 1GiB.
 	// Default 1GiB.
-	MaxBytes confkit.ByteSize `yaml:"max_bytes"`
+	MaxBytes confkit.ByteSize `yaml:"max_bytes" json:"max_bytes"`
 	// MaxMessages bounds the number of queued messages of one outbox. Default 5000000.
-	MaxMessages int64 `yaml:"max_messages"`
+	MaxMessages int64 `yaml:"max_messages" json:"max_messages"`
 	// TTL is how long a message may wait in an outbox; older messages are dropped (counted as
 	// reason "ttl"). Default 168h (one week).
-	TTL time.Duration `yaml:"ttl"`
+	TTL time.Duration `yaml:"ttl" json:"ttl_ns"`
 	// WhenFull is what happens to a new message when the outbox is full: "drop_oldest" (default)
 	// drops the oldest queued messages to make room; "reject" refuses the new one, which the
 	// broker answers with MQTT 5 reason 0x97 (Quota exceeded).
-	WhenFull string `yaml:"when_full"`
+	WhenFull string `yaml:"when_full" json:"when_full"`
 }
 
 // Defaults returns the default limits.

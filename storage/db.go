@@ -444,20 +444,22 @@ func (db *DB) State() *StateStore { return db.state }
 
 // Stats is a point-in-time view of the whole store.
 type Stats struct {
-	Outboxes []OutboxStats
+	Outboxes []OutboxStats `json:"outboxes"`
 	// BytesWritten is write_bytes of /proc/self/io: everything this process caused to be
 	// written to the block device since it started (SD card wear). 0 where unavailable.
-	BytesWritten uint64
+	BytesWritten uint64 `json:"bytes_written"`
 	// LSMBytes and VlogBytes are badger's own size estimates of the store on disk.
-	LSMBytes, VlogBytes int64
+	LSMBytes  int64 `json:"lsm_bytes"`
+	VlogBytes int64 `json:"vlog_bytes"`
 	// DiskFree is the free space of the data dir's file system (-1 if unknown).
-	DiskFree int64
+	DiskFree int64 `json:"disk_free"`
 	// Commits is the number of group commits (fsyncs); CommittedOps the operations they
 	// carried (appends, acks, state writes...).
-	Commits, CommittedOps uint64
+	Commits      uint64 `json:"commits"`
+	CommittedOps uint64 `json:"committed_ops"`
 	// CorruptRecoveries is 1 when this Open found a corrupt store and moved it to MovedAside.
-	CorruptRecoveries int
-	MovedAside        string
+	CorruptRecoveries int    `json:"corrupt_recoveries"`
+	MovedAside        string `json:"moved_aside,omitempty"`
 }
 
 // Stats returns the statistics of every outbox and of the store.

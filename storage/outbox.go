@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -265,22 +266,35 @@ func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 
 // OutboxStats describes one outbox.
 type OutboxStats struct {
-	Name string
+	Name string `json:"name"`
 	// Depth and Bytes are the queued messages and their stored size (keys + values).
-	Depth, Bytes int64
-	// OldestAge is how long the head message has been queued (0 when empty).
-	OldestAge time.Duration
+	Depth int64 `json:"depth"`
+	Bytes int64 `json:"bytes"`
+	// OldestAge is how long the head message has been queued (0 when empty); JSON carries it
+	// as oldest_age_seconds.
+	OldestAge time.Duration `json:"-"`
 	// Head is the first queued sequence (if any), Tail the last assigned.
-	Head, Tail uint64
+	Head uint64 `json:"head"`
+	Tail uint64 `json:"tail"`
 	// Drops counts messages dropped since the outbox was created, by reason (max_bytes,
 	// max_messages, ttl). Rejected counts appends refused under when_full: reject since Open.
-	Drops    map[string]uint64
-	Rejected uint64
+	Drops    map[string]uint64 `json:"drops"`
+	Rejected uint64            `json:"rejected"`
 	// DLQDepth and DLQBytes describe the dead letters.
-	DLQDepth, DLQBytes int64
+	DLQDepth int64 `json:"dlq_depth"`
+	DLQBytes int64 `json:"dlq_bytes"`
 	// Configured is false for an outbox found in the store whose connector is not configured.
-	Configured bool
-	Limits     Config
+	Configured bool   `json:"configured"`
+	Limits     Config `json:"limits"`
+}
+
+// MarshalJSON adds oldest_age_seconds, the unit the status API and metrics use.
+func (s OutboxStats) MarshalJSON() ([]byte, error) {
+	type plain OutboxStats
+	return json.Marshal(struct {
+		plain
+		OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	}{plain(s), s.OldestAge.Seconds()})
 }
 
 // Stats returns the outbox's durable state.

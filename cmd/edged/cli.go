@@ -168,6 +168,7 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 		}
 		dir = cfg.DataDir
 	}
+	wire.MaxPayload = 8 << 20 // read whatever any configuration could have stored
 	return storage.OutboxCLI(fs.Args(), dir, stdout, stderr)
 }
 

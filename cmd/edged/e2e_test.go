@@ -393,3 +393,31 @@ func TestPasswdAndVersion(t *testing.T) {
 		t.Fatalf("version: %v %q", err, out)
 	}
 }
+
+// A message close to the default maximum packet (1 MiB) that matches a forward rule is stored
+// and acknowledged, not refused forever (the device would resend it in a loop).
+func TestLargeMessageIsStored(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	dead := testutil.FreeAddr(t) // nothing listens: the uplink is down
+	cfg := baseConfig(tcpListener(addr), "") + fmt.Sprintf(`bridge:
+  connectors:
+    - name: cloud
+      type: mqtt
+      url: tcp://%s
+      forward: [{from: "big/#", to: "{topic}", qos: 1}]
+`, dead)
+	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
+	c := v3Client(t, "tcp://"+addr, "big", true, "", "")
+	payload := make([]byte, 1000*1000)
+	wait(t, c.Publish("big/blob", 1, false, payload), "publish 1 MB")
+	testutil.WaitFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		body, err := testutil.HTTPGet("http://" + e.Admin + "/api/v1/status")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(body), `"depth": 1`) {
+			return fmt.Errorf("outbox depth not 1: %s", body)
+		}
+		return nil
+	})
+}

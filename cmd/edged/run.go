@@ -24,6 +24,7 @@ import (
 	"github.com/edged-dev/edged/internal/config"
 	"github.com/edged-dev/edged/internal/sdnotify"
 	"github.com/edged-dev/edged/storage"
+	"github.com/edged-dev/edged/wire"
 )
 
 // shutdownDeadline bounds a graceful stop; past it edged exits 3 so a supervisor can restart
@@ -123,6 +124,11 @@ type daemon struct {
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
 	d := &daemon{cfg: cfg, started: time.Now()}
+	// Whatever the broker accepts must fit an envelope, or a device would resend a message
+	// that can never be stored. Set before anything encodes or decodes.
+	if n := int(cfg.Broker.MaxPacketSize); n > wire.MaxPayload {
+		wire.MaxPayload = n
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
