@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -134,5 +135,20 @@ func TestCLI(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := OutboxCLI([]string{"stats"}, filepath.Join(dir, "missing"), &out, &errb); code != 1 {
 		t.Fatalf("missing dir: exit %d", code)
+	}
+}
+
+func TestPing(t *testing.T) {
+	db := openT(t, t.TempDir())
+	before := db.Stats()
+	for range 3 {
+		must(t, db.Ping(context.Background()))
+	}
+	if after := db.Stats(); after.Commits != before.Commits {
+		t.Fatalf("Ping committed: %d -> %d commits", before.Commits, after.Commits)
+	}
+	must(t, db.Close())
+	if err := db.Ping(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Close: %v, want ErrClosed", err)
 	}
 }

@@ -187,7 +187,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	var adm *admin.Server
 	if cfg.Admin.Address != "" {
 		adm, err = admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Logger: log.With("component", "admin"),
+			Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
 		})
 		if err != nil {
 			stopHW()
@@ -202,7 +202,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	_ = sdnotify.Ready("serving")
 	wdCtx, stopWD := context.WithCancel(ctx)
 	wdDone := make(chan struct{})
-	go func() { defer close(wdDone); _ = sdnotify.Watchdog(wdCtx, nil) }()
+	go func() {
+		defer close(wdDone)
+		_ = sdnotify.Watchdog(wdCtx, func() bool { return d.healthy() == nil })
+	}()
 
 	<-ctx.Done()
 	_ = sdnotify.Stopping()
@@ -237,6 +240,17 @@ func listenerAddrs(b *broker.Broker) []string {
 		out = append(out, l.Type+"://"+l.Address)
 	}
 	return out
+}
+
+// healthy is what /healthz and the systemd watchdog ask: the store's commit loop answers
+// (a wedged fsync stops the pings and systemd restarts edged).
+func (d *daemon) healthy() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.db.Ping(ctx); err != nil {
+		return fmt.Errorf("storage not answering: %w", err)
+	}
+	return nil
 }
 
 // status is the /api/v1/status document.
