@@ -237,7 +237,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 func listenerAddrs(b *broker.Broker) []string {
 	var out []string
 	for _, l := range b.Status().Listeners {
-		out = append(out, l.Type+"://"+l.Address)
+		out = append(out, l.Type+"://"+l.Bound)
 	}
 	return out
 }
