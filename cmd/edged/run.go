@@ -171,7 +171,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if err := d.broker.Start(ctx); err != nil {
 		_ = d.broker.Close()
 		stopAll()
-		return fmt.Errorf("start broker: %w", err)
+		return err // broker errors name the broker and the listener
 	}
 
 	d.hw, err = hardware.New(cfg.Hardware, d.broker, log.With("component", "hardware"), reg)
