@@ -150,33 +150,21 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 			c.CloseNow()
 			return
 		}
-		var cm wsControl
-		var derr error
-		if typ == websocket.MessageText {
-			derr = json.Unmarshal(data, &cm)
-		} else {
-			derr = cbor.Unmarshal(data, &cm)
+		cm, env, err := decodeWSFrame(typ == websocket.MessageText, data)
+		if err != nil {
+			w.env.Logger.Warn("websocket: ignoring a frame that is neither an ack nor an envelope", "err", err)
+			continue
 		}
-		if derr == nil && (cm.Ack != "" || cm.Reject != "") {
+		if cm != nil {
 			select {
-			case ctrl <- cm:
+			case ctrl <- *cm:
 			case <-ctx.Done():
 				return
 			}
 			continue
 		}
-		var env *wire.Envelope
-		if typ == websocket.MessageText {
-			env, err = wire.UnmarshalEnvelopeJSON(data)
-		} else {
-			env, err = wire.UnmarshalEnvelope(data)
-		}
-		if err != nil {
-			w.env.Logger.Warn("websocket: ignoring a frame that is neither an ack nor an envelope", "err", err)
-			continue
-		}
 		in := &Inbound{Topic: env.Topic, Payload: env.Payload, QoS: env.QoS, Retain: env.Retain, UserProps: env.UserProps, ContentType: env.ContentType}
-		derr = w.env.Deliver(ctx, in)
+		derr := w.env.Deliver(ctx, in)
 		if env.ID.IsZero() {
 			continue
 		}
@@ -190,6 +178,41 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 		}
 	}
 }
+
+// decodeWSFrame classifies a frame from the server (outside bytes, fuzzed by FuzzWSFrame):
+// an ack/reject control map, or a downlink envelope (JSON in text frames, CBOR in binary).
+func decodeWSFrame(text bool, data []byte) (*wsControl, *wire.Envelope, error) {
+	var cm wsControl
+	var derr error
+	if text {
+		derr = json.Unmarshal(data, &cm)
+	} else {
+		derr = wsCBOR.Unmarshal(data, &cm)
+	}
+	if derr == nil && (cm.Ack != "" || cm.Reject != "") {
+		return &cm, nil, nil
+	}
+	var env *wire.Envelope
+	var err error
+	if text {
+		env, err = wire.UnmarshalEnvelopeJSON(data)
+	} else {
+		env, err = wire.UnmarshalEnvelope(data)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, env, nil
+}
+
+// wsCBOR decodes control frames with limits (the frame comes from the network).
+var wsCBOR = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{MaxNestedLevels: 4, MaxArrayElements: 16, MaxMapPairs: 16, DupMapKey: cbor.DupMapKeyEnforcedAPF}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
 
 func (w *wsConn) writeControl(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, m wsControl) error {
 	var b []byte
