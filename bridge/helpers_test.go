@@ -126,6 +126,17 @@ func (s *stack) status(name string) bridge.ConnectorStatus {
 	return bridge.ConnectorStatus{}
 }
 
+// waitConnected waits until the connector reports connected.
+func (s *stack) waitConnected(name string) {
+	s.t.Helper()
+	waitFor(s.t, 10*time.Second, func() error {
+		if st := s.status(name); st.State != bridge.StateConnected {
+			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
+		}
+		return nil
+	})
+}
+
 // localClient is a real MQTT 3.1.1 client to the edged broker.
 func localClient(t testing.TB, addr, id string) paho3.Client {
 	t.Helper()

@@ -38,12 +38,7 @@ forward:
 subscribe:
   - {from: "gw1/cmd/#", to: "cmd/{1}", qos: 1}
 `))
-	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.State != bridge.StateConnected {
-			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
-		}
-		return nil
-	})
+	s.waitConnected("cloud")
 	local := localClient(t, s.addr, "dev1")
 	got := make(chan paho3.Message, 10)
 	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -93,12 +88,7 @@ forward:
 subscribe:
   - {from: "down/#", to: "local/{1}"}
 `))
-	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.State != bridge.StateConnected {
-			return fmt.Errorf("state %s", st.State)
-		}
-		return nil
-	})
+	s.waitConnected("cloud")
 	sub := subscribeCloud(t, cloud.Addr, "up/#")
 	cmdc := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloudcmd"))
 	if tok := cmdc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -335,12 +325,7 @@ forward:
 	}
 	cloud := testutil.StartMosquitto(t, port, "")
 	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
-	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.State != bridge.StateConnected {
-			return fmt.Errorf("state %s", st.State)
-		}
-		return nil
-	})
+	s.waitConnected("cloud")
 	local := localClient(t, s.addr, "dev1")
 	publishN(t, local, "sensors/a", 0, 5)
 	waitFor(t, 10*time.Second, func() error {
@@ -364,12 +349,7 @@ forward:
 subscribe:
   - {from: "gw1/cmd/#", to: "cmd/{1}"}
 `))
-	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.State != bridge.StateConnected {
-			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
-		}
-		return nil
-	})
+	s.waitConnected("cloud")
 	local := localClient(t, s.addr, "dev1")
 	got := make(chan paho3.Message, 4)
 	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
