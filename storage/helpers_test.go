@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -146,31 +147,11 @@ var _ = fmt.Sprintf
 // metricValue returns the value of the metric name with the given labels (nil: the first).
 func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := testutil.MetricValue(t, g, name, labels)
+	if !ok {
+		t.Fatalf("metric %s %v not found", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s %v not found", name, labels)
-	return 0
+	return v
 }
 
 func fmtErr(f string, a ...any) error { return fmt.Errorf(f, a...) }
