@@ -73,9 +73,13 @@ subscribe:
 	case <-time.After(10 * time.Second):
 		t.Fatal("downlink command did not arrive locally")
 	}
-	if st := s.status("cloud"); st.Downlink != 1 || st.Sent != 3 {
-		t.Fatalf("status %+v", st)
-	}
+	// The downlink counter moves after the local publish returns: poll, don't race it.
+	waitFor(t, 5*time.Second, func() error {
+		if st := s.status("cloud"); st.Downlink != 1 || st.Sent != 3 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }
 
 // TestMQTTLoopPrevention: a downlink message whose local topic matches a forward rule of the
