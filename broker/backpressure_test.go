@@ -178,12 +178,22 @@ func TestBackpressureNoDrops(t *testing.T) {
 func TestBackpressureInflightNoDrops(t *testing.T) {
 	const pubs, per, size = 4, 1500, 200
 	cfg := localConfig()
-	cfg.MaxInflight = 16
+	// 64: the marks (48 / 16) leave more headroom above high water than the four
+	// publishers can add between their checks.
+	cfg.MaxInflight = 64
 	cfg.BackpressureWait = 5 * time.Second
 	b := startBroker(t, Options{Config: cfg}, &countCapturer{})
 	sub := newSlowSubscriber(t, addr(b, 0), "bpq1/x", true, 1)
 	publishAll(t, addr(b, 0), "bpq1/x", pubs, per, size, 1)
-	eventually(t, 60*time.Second, "all messages delivered", func() bool { return sub.distinct() >= pubs*per })
+	eventually(t, 60*time.Second, "all messages delivered", func() bool {
+		if sub.distinct() >= pubs*per {
+			return true
+		}
+		if st := b.Status(); st.MessagesDropped > 0 {
+			t.Fatalf("dropped %d messages (waits %d, timeouts %d)", st.MessagesDropped, st.BackpressureWaits, st.BackpressureTimeouts)
+		}
+		return false
+	})
 	st := b.Status()
 	t.Logf("waits %d, timeouts %d, dropped %d", st.BackpressureWaits, st.BackpressureTimeouts, st.MessagesDropped)
 	if st.MessagesDropped != 0 {
