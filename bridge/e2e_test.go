@@ -187,21 +187,7 @@ func TestE2ELinkFlaps(t *testing.T) {
 	p.Set(true)
 	stop := make(chan struct{})
 	flapped := make(chan int)
-	go func() {
-		flaps := 0
-		defer func() { flapped <- flaps }()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			p.Set(false)
-			time.Sleep(100 * time.Millisecond)
-			p.Set(true)
-			flaps++
-		}
-	}()
+	go func() { flapped <- flapOnProgress(p, sub, n, stop) }()
 	x.waitDepth(120*time.Second, 0)
 	close(stop)
 	flaps := <-flapped

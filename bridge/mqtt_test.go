@@ -176,20 +176,7 @@ forward:
 	publishN(t, local, "sensors/a", 0, n)
 	p.Set(true)
 	stop := make(chan struct{})
-	flaps := 0
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(150 * time.Millisecond):
-			}
-			p.Set(false)
-			time.Sleep(50 * time.Millisecond)
-			p.Set(true)
-			flaps++
-		}
-	}()
+	go flapOnProgress(p, sub, n, stop)
 	waitFor(t, 90*time.Second, func() error {
 		if st := s.status("cloud"); st.Depth != 0 {
 			return fmt.Errorf("depth %d", st.Depth)
