@@ -2,23 +2,15 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/edged-dev/edged/internal/testutil"
 )
 
 func aclConfig(t testing.TB) Config {
@@ -158,67 +150,33 @@ func TestAnonymousRefusedOffLoopback(t *testing.T) {
 
 // --- TLS ---
 
+// testPKI is a throwaway CA (testutil.TestCA) with a server certificate for 127.0.0.1.
 type testPKI struct {
+	ca                    *testutil.TestCA
 	dir                   string
 	caPool                *x509.CertPool
 	serverCert, serverKey string
 	caFile                string
-	ca                    *x509.Certificate
-	caKey                 *ecdsa.PrivateKey
 }
 
 func newPKI(t *testing.T) *testPKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edged test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	p.ca, _ = x509.ParseCertificate(der)
-	p.caKey = key
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(p.ca)
-	p.caFile = p.write(t, "ca.crt", "CERTIFICATE", der)
-	p.serverCert, p.serverKey = p.issue(t, "server", true)
+	p := &testPKI{ca: testutil.NewTestCA(t), dir: t.TempDir(), caPool: x509.NewCertPool()}
+	p.caPool.AddCert(p.ca.Cert)
+	p.caFile = p.ca.WriteCA(t, p.dir)
+	p.serverCert, p.serverKey = p.ca.WriteServerCert(t, p.dir, "server", "127.0.0.1")
 	return p
 }
 
-func (p *testPKI) write(t *testing.T, name, typ string, der []byte) string {
-	f := filepath.Join(p.dir, name)
-	must(t, os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-	return f
-}
-
-func (p *testPKI) issue(t *testing.T, cn string, server bool) (certFile, keyFile string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	must(t, err)
-	kb, err := x509.MarshalECPrivateKey(key)
-	must(t, err)
-	return p.write(t, cn+".crt", "CERTIFICATE", der), p.write(t, cn+".key", "EC PRIVATE KEY", kb)
+// issue writes a client certificate with common name cn.
+func (p *testPKI) issue(t *testing.T, cn string) (certFile, keyFile string) {
+	return p.ca.WriteClientCert(t, p.dir, cn)
 }
 
 func (p *testPKI) clientTLS(t *testing.T, cn string) *tls.Config {
 	cfg := &tls.Config{RootCAs: p.caPool, ServerName: "127.0.0.1"}
 	if cn != "" {
-		c, k := p.issue(t, cn, false)
+		c, k := p.issue(t, cn)
 		pair, err := tls.LoadX509KeyPair(c, k)
 		must(t, err)
 		cfg.Certificates = []tls.Certificate{pair}
