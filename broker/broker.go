@@ -235,6 +235,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, s.cfg.Type, s.cfg.Address, err))
 		}
+		l.closeClients = b.closeListenerClients
 		lns = append(lns, l)
 	}
 	for _, l := range lns {
@@ -256,6 +257,18 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// closeListenerClients replaces mochi's: Clients.GetByListener in mochi v2.7.9 takes the
+// clients read lock twice (it calls Len inside RLock), which deadlocks when a disconnecting
+// client's Delete is waiting for the write lock between the two: Close then hangs for ever
+// (seen in TestBackpressureNoDrops under load). GetAll takes the lock once.
+func (b *Broker) closeListenerClients(listenerID string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listenerID && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // Close stops the listeners, disconnects every client, lets pending captures finish (bounded)

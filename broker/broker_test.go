@@ -326,3 +326,30 @@ func TestStartBindError(t *testing.T) {
 	}
 	must(t, b2.Close())
 }
+
+// Close while clients disconnect on their own must not hang: mochi v2.7.9's
+// Clients.GetByListener re-enters its read lock and deadlocks against a concurrent Delete, so
+// the broker closes listener clients itself (closeListenerClients). The interleaving is a narrow
+// race this test does not reliably hit (it was seen once in a full -race run under load); it
+// guards the shutdown path with clients leaving at the same time.
+func TestCloseWhileClientsDisconnect(t *testing.T) {
+	for round := range 15 {
+		b := startBroker(t, Options{Config: localConfig()}, nil)
+		var clients []pahov3.Client
+		for i := range 20 {
+			clients = append(clients, mustV3(t, addr(b, 0), fmt.Sprintf("r%d-c%d", round, i), v3opts{clean: true}))
+		}
+		done := make(chan struct{})
+		go func() {
+			for _, c := range clients {
+				go c.Disconnect(0) // clean sessions: mochi deletes each client as it leaves
+			}
+		}()
+		go func() { _ = b.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Close hung while clients disconnected", round)
+		}
+	}
+}

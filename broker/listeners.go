@@ -38,6 +38,10 @@ type netListener struct {
 	ln   net.Listener
 	log  *slog.Logger
 
+	// closeClients disconnects this listener's clients on Close (Broker.closeListenerClients;
+	// see there why mochi's own is not used).
+	closeClients func(listenerID string)
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
@@ -180,6 +184,9 @@ func (l *netListener) serveWebsocket(establish listeners.EstablishFn) {
 // closes connections that have not completed CONNECT.
 func (l *netListener) Close(closeClients listeners.CloseFn) {
 	l.closeListener()
+	if l.closeClients != nil {
+		closeClients = l.closeClients
+	}
 	closeClients(l.id)
 	l.mu.Lock()
 	for c := range l.conns {
