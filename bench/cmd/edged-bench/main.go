@@ -18,6 +18,12 @@ import (
 	"time"
 )
 
+// Markers of the fleet soak's section in the results file.
+const (
+	fleetStart = "<!-- fleet:start -->"
+	fleetEnd   = "<!-- fleet:end -->"
+)
+
 type settings struct {
 	quick      bool
 	runs       int // runs of each fan-in figure
@@ -83,6 +89,16 @@ func main() {
 	}
 	os.Stdout.Write(doc.Bytes())
 	if *out != "" {
+		// The fleet soak (`make soak-fleet`) writes its own section; a bench run keeps it.
+		if old, err := os.ReadFile(*out); err == nil {
+			if i := bytes.Index(old, []byte(fleetStart)); i >= 0 {
+				if j := bytes.Index(old[i:], []byte(fleetEnd)); j >= 0 {
+					doc.WriteString("\n")
+					doc.Write(old[i : i+j+len(fleetEnd)])
+					doc.WriteString("\n")
+				}
+			}
+		}
 		if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "edged-bench:", err)
 			os.Exit(1)
