@@ -35,6 +35,7 @@ type settings struct {
 	ingestPubs int
 	backlog    int
 	bigBacklog int // memory at a large backlog (full run only; 0 skips)
+	piBacklog  int // messages through the Pi-class box
 	bsize      int // backlog payload bytes
 	pacedRate  int // msgs/s, all publishers together, of the latency-at-load rows
 	pacedN     int // messages of a paced run
@@ -45,14 +46,14 @@ func main() {
 	mosq := flag.String("mosquitto", "", "mosquitto binary (default: from PATH or /usr/sbin)")
 	out := flag.String("o", "", "also write the table to this file")
 	corpus := flag.String("corpus", "wire/testdata/corpus", "wire corpus for the CBOR/JSON figure")
-	only := flag.String("only", "", "comma-separated subset: fanin,backlog,wire")
+	only := flag.String("only", "", "comma-separated subset: fanin,backlog,pi,wire")
 	flag.Parse()
 
 	s := settings{runs: 3, bruns: 3, pubs: 4, perPub0: 250_000, perPub1: 50_000, size: 100,
-		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, bsize: 200, pacedRate: 10_000, pacedN: 50_000}
+		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, piBacklog: 1_000_000, bsize: 200, pacedRate: 10_000, pacedN: 50_000}
 	if q := os.Getenv("BENCH_QUICK"); q != "" && q != "0" {
 		s = settings{quick: true, runs: 1, bruns: 1, pubs: 4, perPub0: 25_000, perPub1: 10_000, size: 100,
-			ingestPubs: 8, backlog: 100_000, bsize: 200, pacedRate: 10_000, pacedN: 10_000}
+			ingestPubs: 8, backlog: 100_000, piBacklog: 100_000, bsize: 200, pacedRate: 10_000, pacedN: 10_000}
 	}
 	if *mosq == "" {
 		*mosq = lookMosquitto()
@@ -72,6 +73,9 @@ func main() {
 	}
 	if want("backlog") {
 		sections = append(sections, b.backlogSection())
+	}
+	if want("pi") {
+		sections = append(sections, b.piSection())
 	}
 	if want("wire") {
 		sections = append(sections, wireSection(*corpus))

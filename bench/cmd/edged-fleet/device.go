@@ -32,7 +32,7 @@ func device(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	o := paho.NewClientOptions().AddBroker("tcp://"+*addr).SetClientID(fmt.Sprintf("dev%d", *gw)).
+	o := paho.NewClientOptions().AddBroker("tcp://" + *addr).SetClientID(fmt.Sprintf("dev%d", *gw)).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetMaxReconnectInterval(time.Second).SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
 	c := paho.NewClient(o)

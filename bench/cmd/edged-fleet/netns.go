@@ -29,7 +29,9 @@ func run(name string, args ...string) error {
 }
 
 // inNS runs a command inside a named namespace.
-func inNS(ns string, args ...string) error { return run("ip", append([]string{"netns", "exec", ns}, args...)...) }
+func inNS(ns string, args ...string) error {
+	return run("ip", append([]string{"netns", "exec", ns}, args...)...)
+}
 
 // removeStale deletes namespaces left by an earlier, interrupted run.
 func removeStale() {

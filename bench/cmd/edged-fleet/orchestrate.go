@@ -284,7 +284,7 @@ func startMosquitto(dir string) (*mosqCloud, error) {
 		return nil, err
 	}
 	// The subscriber is attached before any gateway starts, so a fast drain cannot beat it.
-	o := paho.NewClientOptions().AddBroker("tcp://"+cloudIP+":1883").SetClientID("fleet-collector").
+	o := paho.NewClientOptions().AddBroker("tcp://" + cloudIP + ":1883").SetClientID("fleet-collector").
 		SetCleanSession(false).SetAutoReconnect(true).SetOrderMatters(false)
 	c.sub = paho.NewClient(o)
 	if t := c.sub.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
@@ -564,7 +564,7 @@ func report(o *options, gws []*gateway, arr []arrival, netem bool, dur time.Dura
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Fleet soak: %d gateways -> %s, %v, %d msgs/s per gateway\n\n", o.gateways, map[string]string{
-		"nats": "3-node NATS JetStream cluster (R3 stream, node n2 killed and restarted at half time)",
+		"nats":      "3-node NATS JetStream cluster (R3 stream, node n2 killed and restarted at half time)",
 		"mosquitto": "one mosquitto broker"}[o.cloud], dur, o.rate)
 	fmt.Fprintf(&b, "`make soak-fleet FLEET_ARGS='-gateways %d -duration %v -cloud %s'`, %s. Each gateway in its own network namespace; every link cut at random (`ip link set down/up`, %s).\n\n",
 		o.gateways, dur, o.cloud, time.Now().UTC().Format("2006-01-02"), map[bool]string{true: "plus 1 % packet loss with netem", false: "netem not available in this kernel, so no packet-loss phase"}[netem])
