@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -95,7 +94,7 @@ var natsNameRE = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 // Validate implements ConnectorConfig.
 func (c *NATSConfig) Validate() error {
 	c.defaults()
-	errs := []error{c.Base.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
+	errs := []error{c.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
 	if len(c.URLs) == 0 {
 		errs = append(errs, confkit.Errorf("urls", "at least one server URL is required (e.g. [nats://10.0.0.1:4222])"))
 	}
@@ -158,14 +157,12 @@ type natsConn struct {
 	cfg  *NATSConfig
 	env  Env
 	opts []nats.Option
-	tls  *tls.Config
 
-	mu    sync.Mutex
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	done  chan struct{}
-	subs  []jetstream.ConsumeContext
-	wgSub sync.WaitGroup
+	mu   sync.Mutex
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	done chan struct{}
+	subs []jetstream.ConsumeContext
 }
 
 func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
