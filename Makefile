@@ -20,6 +20,11 @@ run: build ## start edged on its embedded defaults (broker 127.0.0.1:1883, data 
 vet: ## go vet
 	$(GO) vet ./...
 
+# golangci-lint is pinned as a tool in deploy/lint.mod (its own module, so its dependencies stay
+# out of edged's go.mod); the first run builds it (a few minutes), later runs use the cache.
+lint: ## golangci-lint with .golangci.yml
+	$(GO) tool -modfile=deploy/lint.mod golangci-lint run ./...
+
 # deploy/arm's tests need the release artefacts (dist/, .debs): test-cross builds them and runs
 # those tests (test-deploy), so the race pass leaves the package out instead of skipping it.
 test: vet ## every test: vet, race-enabled unit + integration tests, cross-arch suites under qemu, deploy tests

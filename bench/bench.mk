@@ -37,3 +37,25 @@ bench-readme: ## put bench/RESULTS.md into README.md between <!-- bench:start --
 soak: ## long durability runs: storage kill -9 crash test, 500 cycles (SOAK_CYCLES=N); bridge link-flap tests x20 (FLAP_COUNT=N)
 	EDGED_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -run TestCrash -count=1 -timeout 60m ./storage/
 	$(GO) test -run 'LinkFlaps' -count=$(FLAP_COUNT) -timeout 60m ./bridge/
+
+# The fleet soak needs root (network namespaces, veth, a bridge), nats-server and mosquitto.
+# Its tables go to bench/FLEET.md and into bench/RESULTS.md between the fleet markers (a later
+# `make bench` keeps that section).
+FLEET_BIN  := bin/edged-fleet
+FLEET_ARGS ?=
+FLEET_MD   := bench/FLEET.md
+
+.PHONY: soak-fleet
+soak-fleet: build ## fleet soak (root): 20 gateways in network namespaces, links cut at random, vs a 3-node JetStream cluster, then vs mosquitto, 10 min each (FLEET_ARGS='-gateways N -duration D')
+	$(GO) build -trimpath -o $(FLEET_BIN) ./bench/cmd/edged-fleet
+	./$(FLEET_BIN) -edged $(BIN) -cloud nats -o $(FLEET_MD).nats $(FLEET_ARGS)
+	./$(FLEET_BIN) -edged $(BIN) -cloud mosquitto -o $(FLEET_MD).mosquitto $(FLEET_ARGS)
+	@{ echo '<!-- fleet:start -->'; echo '## Many gateways: fleet soak'; echo; cat $(FLEET_MD).nats; echo; cat $(FLEET_MD).mosquitto; echo '<!-- fleet:end -->'; } > $(FLEET_MD)
+	@rm -f $(FLEET_MD).nats $(FLEET_MD).mosquitto
+	@touch $(BENCH_RESULTS)
+	@awk -v res='$(FLEET_MD)' ' \
+		/^<!-- fleet:start -->/ { skip = 1; next } \
+		/^<!-- fleet:end -->/   { skip = 0; next } \
+		!skip { print } \
+		END { print ""; while ((getline l < res) > 0) print l }' $(BENCH_RESULTS) > $(BENCH_RESULTS).tmp && mv $(BENCH_RESULTS).tmp $(BENCH_RESULTS)
+	@echo "$(BENCH_RESULTS): fleet section replaced from $(FLEET_MD)"

@@ -18,6 +18,12 @@ import (
 	"time"
 )
 
+// Markers of the fleet soak's section in the results file.
+const (
+	fleetStart = "<!-- fleet:start -->"
+	fleetEnd   = "<!-- fleet:end -->"
+)
+
 type settings struct {
 	quick      bool
 	runs       int // runs of each fan-in figure
@@ -29,6 +35,7 @@ type settings struct {
 	ingestPubs int
 	backlog    int
 	bigBacklog int // memory at a large backlog (full run only; 0 skips)
+	piBacklog  int // messages through the Pi-class box
 	bsize      int // backlog payload bytes
 	pacedRate  int // msgs/s, all publishers together, of the latency-at-load rows
 	pacedN     int // messages of a paced run
@@ -39,14 +46,14 @@ func main() {
 	mosq := flag.String("mosquitto", "", "mosquitto binary (default: from PATH or /usr/sbin)")
 	out := flag.String("o", "", "also write the table to this file")
 	corpus := flag.String("corpus", "wire/testdata/corpus", "wire corpus for the CBOR/JSON figure")
-	only := flag.String("only", "", "comma-separated subset: fanin,backlog,wire")
+	only := flag.String("only", "", "comma-separated subset: fanin,backlog,pi,wire")
 	flag.Parse()
 
 	s := settings{runs: 3, bruns: 3, pubs: 4, perPub0: 250_000, perPub1: 50_000, size: 100,
-		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, bsize: 200, pacedRate: 10_000, pacedN: 50_000}
+		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, piBacklog: 1_000_000, bsize: 200, pacedRate: 10_000, pacedN: 50_000}
 	if q := os.Getenv("BENCH_QUICK"); q != "" && q != "0" {
 		s = settings{quick: true, runs: 1, bruns: 1, pubs: 4, perPub0: 25_000, perPub1: 10_000, size: 100,
-			ingestPubs: 8, backlog: 100_000, bsize: 200, pacedRate: 10_000, pacedN: 10_000}
+			ingestPubs: 8, backlog: 100_000, piBacklog: 100_000, bsize: 200, pacedRate: 10_000, pacedN: 10_000}
 	}
 	if *mosq == "" {
 		*mosq = lookMosquitto()
@@ -67,6 +74,9 @@ func main() {
 	if want("backlog") {
 		sections = append(sections, b.backlogSection())
 	}
+	if want("pi") {
+		sections = append(sections, b.piSection())
+	}
 	if want("wire") {
 		sections = append(sections, wireSection(*corpus))
 	}
@@ -83,6 +93,16 @@ func main() {
 	}
 	os.Stdout.Write(doc.Bytes())
 	if *out != "" {
+		// The fleet soak (`make soak-fleet`) writes its own section; a bench run keeps it.
+		if old, err := os.ReadFile(*out); err == nil {
+			if i := bytes.Index(old, []byte(fleetStart)); i >= 0 {
+				if j := bytes.Index(old[i:], []byte(fleetEnd)); j >= 0 {
+					doc.WriteString("\n")
+					doc.Write(old[i : i+j+len(fleetEnd)])
+					doc.WriteString("\n")
+				}
+			}
+		}
 		if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "edged-bench:", err)
 			os.Exit(1)

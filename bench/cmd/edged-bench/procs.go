@@ -103,7 +103,7 @@ func (p *proc) stop() {
 }
 
 // mosquittoConf is what every mosquitto in the benchmark runs with, before the variant's lines.
-func startMosquitto(bin, name, extra string) (*proc, error) {
+func startMosquitto(bin, name, extra string, in ...*box) (*proc, error) {
 	dir, err := os.MkdirTemp("", "edged-bench-mosq-")
 	if err != nil {
 		return nil, err
@@ -114,7 +114,7 @@ func startMosquitto(bin, name, extra string) (*proc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := start(name, dir, []string{bin, "-c", path}, nil)
+	p, err := start(name, dir, boxed(in, []string{bin, "-c", path}), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func startMosquitto(bin, name, extra string) (*proc, error) {
 }
 
 // startEdged runs `edged run -c` on a config with {listen} {admin} {data_dir} placeholders.
-func startEdged(bin, name, cfg string) (*proc, error) {
+func startEdged(bin, name, cfg string, in ...*box) (*proc, error) {
 	dir, err := os.MkdirTemp("", "edged-bench-edged-")
 	if err != nil {
 		return nil, err
@@ -139,7 +139,7 @@ func startEdged(bin, name, cfg string) (*proc, error) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := start(name, dir, []string{bin, "run", "-c", path}, nil)
+	p, err := start(name, dir, boxed(in, []string{bin, "run", "-c", path}), nil)
 	if err != nil {
 		return nil, err
 	}
