@@ -132,7 +132,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	if err == nil {
 		log.Info("edged ready", "version", version, "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir,
 			"listeners", listenerAddrs(d.broker), "admin", cfg.Admin.Address, "connectors", len(cfg.Bridge.Connectors),
-			"took", time.Since(d.started).Round(time.Millisecond))
+			"took", took(d.started))
 		<-ctx.Done()
 		log.Info("stopping", "reason", context.Cause(ctx))
 	} else if sig := (*signalError)(nil); errors.As(context.Cause(ctx), &sig) {
@@ -161,7 +161,8 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	return []part{{
 		name: "storage",
 		start: func(context.Context) (err error) {
-			log.Info("opening store", "dir", cfg.DataDir, "size_on_disk", humanize.IBytes(uint64(dirSize(cfg.DataDir))))
+			size := dirSize(cfg.DataDir)
+			log.Info("opening store", "dir", cfg.DataDir, "size_on_disk", humanize.IBytes(uint64(size)), "bytes", size)
 			d.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, Logger: log.With("component", "storage"), Registerer: reg})
 			if err != nil {
 				return fmt.Errorf("open storage: %w", err)
@@ -273,6 +274,10 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	}}
 }
 
+// took is the time since t0 as text ("1.2ms", "3.4s"): log shippers and journald readers get
+// the same figure.
+func took(t0 time.Time) string { return time.Since(t0).Round(100 * time.Microsecond).String() }
+
 // dirSize is the bytes of regular files under dir (0 if it does not exist yet): how much a
 // slow SD card has to read back on open.
 func dirSize(dir string) int64 {
@@ -348,7 +353,7 @@ func (l *lifecycle) start(ctx context.Context, parts []part) error {
 		if err := p.start(ctx); err != nil {
 			return fmt.Errorf("start %s: %w", p.name, err)
 		}
-		l.log.Info("started", "part", p.name, "took", time.Since(t0).Round(time.Millisecond))
+		l.log.Info("started", "part", p.name, "took", took(t0))
 		l.mu.Lock()
 		l.started = append(l.started, p)
 		l.mu.Unlock()
@@ -381,7 +386,7 @@ func (l *lifecycle) stop(deadline time.Duration) error {
 				errs = append(errs, fmt.Errorf("stop %s: %w", p.name, err))
 				continue
 			}
-			l.log.Info("stopped", "part", p.name, "took", time.Since(t0).Round(time.Millisecond))
+			l.log.Info("stopped", "part", p.name, "took", took(t0))
 		}
 		done <- errors.Join(errs...)
 	}()

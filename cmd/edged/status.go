@@ -46,7 +46,9 @@ type outboxDoc struct {
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 }
 
-func (o outboxDoc) age() time.Duration { return time.Duration(o.OldestAgeSeconds * float64(time.Second)) }
+func (o outboxDoc) age() time.Duration {
+	return time.Duration(o.OldestAgeSeconds * float64(time.Second))
+}
 
 // diskLowFloor is free space under which badger's compactions and value log rotation start to
 // fail whatever the outbox limits say.
@@ -93,7 +95,11 @@ func verdict(d *statusDoc) []string {
 	var why []string
 	for _, c := range d.Connectors {
 		if c.State != bridge.StateConnected {
-			r := fmt.Sprintf("connector %s %s", c.Name, strings.ReplaceAll(c.State, "_", " "))
+			state := strings.ReplaceAll(c.State, "_", " ")
+			if c.State == bridge.StateOpen {
+				state = "circuit breaker open" // not "open" as in a healthy serial port
+			}
+			r := fmt.Sprintf("connector %s %s", c.Name, state)
 			if c.LastError != "" {
 				r += " (" + shorten(c.LastError, 80) + ")"
 			}
