@@ -168,10 +168,7 @@ func TestZshCompletion(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(script, "#compdef edged\n") || !strings.Contains(script, "'-json[print the raw JSON status document]'") {
 		t.Fatalf("completion zsh: exit %d:\n%s", code, script)
 	}
-	zsh, err := exec.LookPath("zsh")
-	if err != nil {
-		t.Skip("zsh not installed: the script's syntax is not checked (apt-get install zsh)")
-	}
+	zsh := testutil.RequireCommand(t, "zsh")
 	f := filepath.Join(t.TempDir(), "_edged")
 	_ = os.WriteFile(f, []byte(script), 0o600)
 	if out, err := exec.Command(zsh, "-n", f).CombinedOutput(); err != nil {
@@ -191,10 +188,7 @@ func TestManPage(t *testing.T) {
 			t.Errorf("man page lacks command %s", name)
 		}
 	}
-	groff, err := exec.LookPath("groff")
-	if err != nil {
-		t.Skip("groff not installed: rendering not checked (apt-get install groff-base)")
-	}
+	groff := testutil.RequireCommand(t, "groff")
 	cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
 	cmd.Stdin = strings.NewReader(page)
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
