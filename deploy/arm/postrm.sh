@@ -4,7 +4,7 @@
 set -e
 # remove: mask, so that nothing starts the removed service; purge: forget its state. As
 # debhelper does; deb-systemd-helper may be gone already when init-system-helpers was removed.
-if [ -x /usr/bin/deb-systemd-helper ]; then
+if command -v deb-systemd-helper >/dev/null 2>&1; then
 	case "$1" in
 	remove) deb-systemd-helper mask edged.service >/dev/null || true ;;
 	purge)
