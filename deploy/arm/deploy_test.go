@@ -375,7 +375,7 @@ func TestDebLintian(t *testing.T) {
 	d := dist(t)
 	lintian := testutil.RequireCommand(t, "lintian")
 	pkg := filepath.Join(d, fmt.Sprintf("edged_%s_amd64.deb", os.Getenv("EDGED_DEB_VERSION")))
-	out, err := exec.Command(lintian, "--fail-on", "error,warning,info,pedantic", "--info", pkg).CombinedOutput()
+	out, err := exec.Command(lintian, "--info", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", pkg).CombinedOutput()
 	t.Logf("lintian %s:\n%s", filepath.Base(pkg), out)
 	if err != nil {
 		t.Fatalf("lintian: %v", err)
