@@ -29,6 +29,7 @@ type statusDoc struct {
 	GatewayID     string                   `json:"gateway_id"`
 	StartedAt     time.Time                `json:"started_at"`
 	UptimeSeconds int64                    `json:"uptime_seconds"`
+	DataDirBytes  *int64                   `json:"data_dir_bytes"`
 	Broker        *broker.Status           `json:"broker"`
 	Storage       *storageDoc              `json:"storage"`
 	Connectors    []bridge.ConnectorStatus `json:"connectors"`
@@ -101,7 +102,7 @@ func verdict(d *statusDoc) []string {
 			}
 			r := fmt.Sprintf("connector %s %s", c.Name, state)
 			if c.LastError != "" {
-				r += " (" + shorten(c.LastError, 80) + ")"
+				r += " (" + shorten(c.LastError, 100) + ")"
 			}
 			why = append(why, r)
 		}
@@ -195,8 +196,8 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 
 	if s := d.Storage; s != nil {
 		fmt.Fprintln(w, "\nstorage")
-		printOutboxes(w, s.Outboxes)
-		printStore(w, &s.Stats)
+		printOutboxes(w, s.Outboxes, true)
+		printStore(w, &s.Stats, d.DataDirBytes, true)
 	}
 
 	fmt.Fprintln(w, "\nserial")
@@ -219,19 +220,28 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 	}
 }
 
-func printOutboxes(w io.Writer, obs []outboxDoc) {
+// printOutboxes prints the outbox table; limits only from a running daemon (a stopped one's
+// store does not know which connectors are configured, nor their limits).
+func printOutboxes(w io.Writer, obs []outboxDoc, live bool) {
 	if len(obs) == 0 {
 		fmt.Fprintln(w, "  no outboxes (no connector has stored anything)")
 		return
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "  OUTBOX\tDEPTH\tSIZE\tOLDEST\tDEAD LETTERS\tDROPPED max_bytes/max_messages/ttl\tREJECTED\tLIMITS")
+	header := "  OUTBOX\tDEPTH\tSIZE\tOLDEST\tDEAD LETTERS\tDROPPED max_bytes/max_messages/ttl\tREJECTED"
+	if live {
+		header += "\tLIMITS"
+	}
+	fmt.Fprintln(tw, header)
 	for _, o := range obs {
-		limits := fmt.Sprintf("%s, %s msgs, %s, %s", humanize.IBytes(uint64(o.Limits.MaxBytes)), humanize.Comma(o.Limits.MaxMessages), age(o.Limits.TTL), o.Limits.WhenFull)
-		if !o.Configured {
-			limits = "not configured (left from an old config)"
+		limits := ""
+		if live {
+			limits = fmt.Sprintf("\t%s, %s msgs, %s, %s", humanize.IBytes(uint64(o.Limits.MaxBytes)), humanize.Comma(o.Limits.MaxMessages), age(o.Limits.TTL), o.Limits.WhenFull)
+			if !o.Configured {
+				limits = "\tnot configured (left from an old config)"
+			}
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s (%s)\t%s/%s/%s\t%s\t%s\n", o.Name, humanize.Comma(o.Depth), humanize.IBytes(uint64(max(o.Bytes, 0))),
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s (%s)\t%s/%s/%s\t%s%s\n", o.Name, humanize.Comma(o.Depth), humanize.IBytes(uint64(max(o.Bytes, 0))),
 			oldest(o.Depth, o.age()), humanize.Comma(o.DLQDepth), humanize.IBytes(uint64(max(o.DLQBytes, 0))),
 			humanize.Comma(int64(o.Drops[storage.ReasonMaxBytes])), humanize.Comma(int64(o.Drops[storage.ReasonMaxMessages])), humanize.Comma(int64(o.Drops[storage.ReasonTTL])),
 			humanize.Comma(int64(o.Rejected)), limits)
@@ -239,14 +249,20 @@ func printOutboxes(w io.Writer, obs []outboxDoc) {
 	tw.Flush()
 }
 
-func printStore(w io.Writer, s *storage.Stats) {
+// printStore: onDisk is the data dir's size when known (nil: badger's estimate alone); live
+// says the figures are the daemon's (bytes written since it started).
+func printStore(w io.Writer, s *storage.Stats, onDisk *int64, live bool) {
 	free := "unknown"
 	if s.DiskFree >= 0 {
 		free = humanize.IBytes(uint64(s.DiskFree))
 	}
-	fmt.Fprintf(w, "  store %s on disk (index %s, value log %s), disk free %s", humanize.IBytes(uint64(max(s.LSMBytes+s.VlogBytes, 0))),
-		humanize.IBytes(uint64(max(s.LSMBytes, 0))), humanize.IBytes(uint64(max(s.VlogBytes, 0))), free)
-	if s.BytesWritten > 0 {
+	if onDisk != nil {
+		fmt.Fprintf(w, "  store %s on disk", humanize.IBytes(uint64(max(*onDisk, 0))))
+	} else {
+		fmt.Fprintf(w, "  store %s on disk (badger's estimate)", humanize.IBytes(uint64(max(s.LSMBytes+s.VlogBytes, 0))))
+	}
+	fmt.Fprintf(w, ", disk free %s", free)
+	if live && s.BytesWritten > 0 {
 		fmt.Fprintf(w, ", %s written since start", humanize.IBytes(s.BytesWritten))
 	}
 	fmt.Fprintln(w)
@@ -393,7 +409,8 @@ func outboxStats(dir string, raw bool, e *env) error {
 		fmt.Fprintf(e.stdout, "degraded: %s\n", strings.Join(why, "; "))
 	}
 	fmt.Fprintf(e.stdout, "store %s\n", dir)
-	printOutboxes(e.stdout, doc.Outboxes)
-	printStore(e.stdout, &doc.Stats)
+	printOutboxes(e.stdout, doc.Outboxes, false)
+	size := dirSize(dir)
+	printStore(e.stdout, &doc.Stats, &size, false)
 	return nil
 }
