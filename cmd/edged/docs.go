@@ -116,9 +116,10 @@ complete -o default -F _edged edged
 `)
 }
 
-// zshQuote makes s safe inside a single-quoted _arguments/_describe spec.
+// zshQuote makes a description safe inside a single-quoted _arguments/_describe spec: both
+// split only at the first colon after the name or the closing bracket, so colons stay.
 func zshQuote(s string) string {
-	return strings.NewReplacer(`'`, `'\''`, `[`, `\[`, `]`, `\]`, `:`, `\:`).Replace(s)
+	return strings.NewReplacer(`'`, `'\''`, `[`, `\[`, `]`, `\]`).Replace(s)
 }
 
 func writeZsh(w io.Writer) {
