@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# commit and build date for `edged version`; the date is the commit's, so a rebuild of the same
+# commit is byte-identical. Without git, edged falls back to the VCS stamp Go embeds.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 BIN := bin/edged
 export CGO_ENABLED := 0
 

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -15,193 +18,223 @@ import (
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/hardware"
-	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/config"
-	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
 )
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// noArgs refuses positional arguments of a command that takes none.
+func noArgs(name string, args []string) error {
+	if len(args) > 0 {
+		return usageError("unexpected argument %q (see edged %s -h)", args[0], name)
+	}
+	return nil
+}
+
+func setupCheck(fs *flag.FlagSet, e *env) func([]string) error {
 	cfgPath := fs.String("c", "", "config file to validate")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	return func(args []string) error {
+		if err := noArgs("check", args); err != nil {
+			return err
+		}
+		if *cfgPath == "" {
+			return usageError("-c FILE is required")
+		}
+		if _, err := config.Load(*cfgPath); err != nil {
+			// config errors are FILE:LINE: key: problem lines, printed as they are.
+			fmt.Fprintln(e.stderr, err)
+			return reported(exitUsage)
+		}
+		fmt.Fprintf(e.stdout, "%s: ok\n", *cfgPath)
+		return nil
 	}
-	if *cfgPath == "" {
-		fmt.Fprintln(stderr, "edged check: -c FILE is required")
-		return exitUsage
-	}
-	if _, err := config.Load(*cfgPath); err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
-	}
-	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
-	return exitOK
 }
 
-func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("passwd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func setupPasswd(fs *flag.FlagSet, e *env) func([]string) error {
 	cost := fs.Int("cost", bcrypt.DefaultCost, "bcrypt cost (10 costs ~60 ms per login on a Pi 4)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	var pw []byte
-	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(stderr, "password: ")
-		p1, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(stderr)
+	return func(args []string) error {
+		if err := noArgs("passwd", args); err != nil {
+			return err
+		}
+		var pw []byte
+		if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			fmt.Fprint(e.stderr, "password: ")
+			p1, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(e.stderr)
+			if err != nil {
+				return fmt.Errorf("read password: %w", err)
+			}
+			fmt.Fprint(e.stderr, "again: ")
+			p2, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(e.stderr)
+			if err != nil || string(p1) != string(p2) {
+				return errors.New("passwords do not match")
+			}
+			pw = p1
+		} else {
+			line, err := bufio.NewReader(e.stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read password: %w", err)
+			}
+			pw = []byte(strings.TrimRight(line, "\r\n"))
+		}
+		if len(pw) == 0 {
+			return usageError("empty password")
+		}
+		h, err := bcrypt.GenerateFromPassword(pw, *cost)
 		if err != nil {
-			fmt.Fprintf(stderr, "edged passwd: read password: %v\n", err)
-			return exitFailure
+			return withCode(exitUsage, err)
 		}
-		fmt.Fprint(stderr, "again: ")
-		p2, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(stderr)
-		if err != nil || string(p1) != string(p2) {
-			fmt.Fprintln(stderr, "edged passwd: passwords do not match")
-			return exitFailure
-		}
-		pw = p1
-	} else {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			fmt.Fprintf(stderr, "edged passwd: read password: %v\n", err)
-			return exitFailure
-		}
-		pw = []byte(strings.TrimRight(line, "\r\n"))
-	}
-	if len(pw) == 0 {
-		fmt.Fprintln(stderr, "edged passwd: empty password")
-		return exitUsage
-	}
-	h, err := bcrypt.GenerateFromPassword(pw, *cost)
-	if err != nil {
-		fmt.Fprintf(stderr, "edged passwd: %v\n", err)
-		return exitUsage
-	}
-	fmt.Fprintln(stdout, string(h))
-	return exitOK
-}
-
-func cmdPorts(stdout, stderr io.Writer) int {
-	if err := hardware.PrintPorts(stdout); err != nil {
-		fmt.Fprintf(stderr, "edged ports: %v\n", err)
-		return exitFailure
-	}
-	return exitOK
-}
-
-func cmdConnectors(stdout io.Writer) int {
-	for _, t := range bridge.Types() {
-		fmt.Fprintf(stdout, "%-12s %s\n", t.Name, t.Description)
-	}
-	return exitOK
-}
-
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "", "config file (to find the admin address)")
-	addr := fs.String("admin", "", "admin address (default from config, else 127.0.0.1:9100)")
-	raw := fs.Bool("json", false, "print the raw JSON document")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	a := *addr
-	if a == "" {
-		cfg, code := loadConfig(*cfgPath, stderr)
-		if cfg == nil {
-			return code
-		}
-		a = cfg.Admin.Address
-		if a == "" {
-			fmt.Fprintf(stderr, "edged status: %v\n", errNoAdmin)
-			return exitFailure
-		}
-	}
-	body, err := admin.Get("http://" + a + "/api/v1/status")
-	if err != nil {
-		fmt.Fprintf(stderr, "edged status: is edged running? %v\n", err)
-		return exitFailure
-	}
-	if *raw {
-		_, _ = stdout.Write(body)
-		return exitOK
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(body, &doc); err != nil {
-		fmt.Fprintf(stderr, "edged status: bad answer from %s: %v\n", a, err)
-		return exitFailure
-	}
-	printStatus(stdout, doc)
-	return exitOK
-}
-
-// printStatus renders the status document for a person: one section a part, key: value.
-func printStatus(w io.Writer, doc map[string]any) {
-	fmt.Fprintf(w, "edged %v  gateway %v  up %vs\n", doc["version"], doc["gateway_id"], doc["uptime_seconds"])
-	for _, sec := range []string{"broker", "storage", "connectors", "serial"} {
-		v, ok := doc[sec]
-		if !ok || v == nil {
-			continue
-		}
-		b, _ := json.MarshalIndent(v, "  ", "  ")
-		fmt.Fprintf(w, "%s:\n  %s\n", sec, b)
+		fmt.Fprintln(e.stdout, string(h))
+		return nil
 	}
 }
 
-func cmdOutbox(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("outbox", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "", "config file (to find data_dir)")
-	dataDir := fs.String("data-dir", "", "data directory (default from config, else ./data)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	dir := *dataDir
-	if dir == "" {
-		cfg, code := loadConfig(*cfgPath, stderr)
-		if cfg == nil {
-			return code
+func setupPorts(_ *flag.FlagSet, e *env) func([]string) error {
+	return func(args []string) error {
+		if err := noArgs("ports", args); err != nil {
+			return err
 		}
-		dir = cfg.DataDir
+		return hardware.PrintPorts(e.stdout)
 	}
-	wire.MaxPayload = 8 << 20 // read whatever any configuration could have stored
-	return storage.OutboxCLI(fs.Args(), dir, stdout, stderr)
 }
 
-func cmdCBOR(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "decode" {
-		fmt.Fprintln(stderr, "usage: edged cbor decode [HEX | -f FILE | - (stdin)]")
-		return exitUsage
+func setupConnectors(_ *flag.FlagSet, e *env) func([]string) error {
+	return func(args []string) error {
+		if err := noArgs("connectors", args); err != nil {
+			return err
+		}
+		for _, t := range bridge.Types() {
+			fmt.Fprintf(e.stdout, "%-12s %s\n", t.Name, t.Description)
+		}
+		return nil
 	}
-	fs := flag.NewFlagSet("cbor decode", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+}
+
+func setupCBOR(fs *flag.FlagSet, e *env) func([]string) error {
 	file := fs.String("f", "", "read CBOR (raw or hex text) from FILE")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitUsage
+	return func(args []string) error {
+		if len(args) == 0 || args[0] != "decode" {
+			return usageError("usage: edged cbor decode [HEX | -f FILE | - (stdin)]")
+		}
+		// Flags may also follow the word decode: `edged cbor decode -f FILE`.
+		sub := flag.NewFlagSet("edged cbor decode", flag.ContinueOnError)
+		sub.SetOutput(e.stderr)
+		sub.StringVar(file, "f", *file, "read CBOR (raw or hex text) from FILE")
+		if err := sub.Parse(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(e.stdout, "usage: edged cbor decode [HEX | -f FILE | - (stdin)]")
+				return nil
+			}
+			return &exitError{code: exitUsage, err: err, reported: true}
+		}
+		var in []byte
+		var err error
+		switch {
+		case *file != "":
+			in, err = os.ReadFile(*file)
+			in = wire.ParseHexOrRaw(in)
+		case sub.NArg() > 0 && sub.Arg(0) != "-":
+			// An argument can only be hex text: say so rather than decode the text as CBOR.
+			in, err = parseHexArg(strings.Join(sub.Args(), " "))
+			if err != nil {
+				return withCode(exitUsage, err)
+			}
+		default:
+			in, err = io.ReadAll(io.LimitReader(e.stdin, 16<<20))
+			in = wire.ParseHexOrRaw(in)
+		}
+		if err != nil {
+			return err
+		}
+		out, err := wire.Diagnose(in)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, out)
+		return nil
 	}
-	var in []byte
-	var err error
-	switch {
-	case *file != "":
-		in, err = os.ReadFile(*file)
-	case fs.NArg() > 0 && fs.Arg(0) != "-":
-		in = []byte(strings.Join(fs.Args(), ""))
-	default:
-		in, err = io.ReadAll(io.LimitReader(stdin, 16<<20))
+}
+
+// parseHexArg reads hex text as ParseHexOrRaw accepts it (whitespace, 0x prefixes) but fails
+// on anything else instead of falling back to raw bytes.
+func parseHexArg(s string) ([]byte, error) {
+	var digits strings.Builder
+	for _, f := range strings.Fields(s) {
+		f = strings.TrimPrefix(strings.TrimPrefix(f, "0x"), "0X")
+		digits.WriteString(f)
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "edged cbor decode: %v\n", err)
-		return exitFailure
+	b, err := hex.DecodeString(digits.String())
+	if err != nil || len(b) == 0 {
+		if err == nil {
+			err = errors.New("empty")
+		}
+		return nil, fmt.Errorf("not hex: %q: %v", s, err)
 	}
-	out, err := wire.Diagnose(wire.ParseHexOrRaw(in))
-	if err != nil {
-		fmt.Fprintf(stderr, "edged cbor decode: %v\n", err)
-		return exitFailure
+	return b, nil
+}
+
+// versionInfo is what `edged version` prints.
+type versionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	Date      string `json:"build_date"`
+	Modified  bool   `json:"modified,omitempty"` // built from a tree with uncommitted changes
+	GoVersion string `json:"go_version"`
+	Platform  string `json:"platform"` // GOOS/GOARCH[/GOARM]
+}
+
+// buildInfo takes commit and date from -ldflags when set, else from the VCS stamp that
+// `go build` embeds in a git checkout.
+func buildInfo() versionInfo {
+	v := versionInfo{Version: version, Commit: commit, Date: date, GoVersion: runtime.Version(),
+		Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if v.Commit == "" {
+					v.Commit = s.Value
+				}
+			case "vcs.time":
+				if v.Date == "" {
+					v.Date = s.Value
+				}
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
+			case "GOARM":
+				v.Platform += "/v" + s.Value
+			}
+		}
 	}
-	fmt.Fprintln(stdout, out)
-	return exitOK
+	if v.Commit == "" {
+		v.Commit = "unknown"
+	}
+	if v.Date == "" {
+		v.Date = "unknown"
+	}
+	return v
+}
+
+func setupVersion(fs *flag.FlagSet, e *env) func([]string) error {
+	asJSON := fs.Bool("json", false, "print a JSON object")
+	return func(args []string) error {
+		if err := noArgs("version", args); err != nil {
+			return err
+		}
+		v := buildInfo()
+		if *asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		mod := ""
+		if v.Modified {
+			mod = " (modified)"
+		}
+		fmt.Fprintf(e.stdout, "edged %s\n", v.Version)
+		for _, kv := range [][2]string{{"commit", v.Commit + mod}, {"built", v.Date}, {"go", v.GoVersion}, {"platform", v.Platform}} {
+			fmt.Fprintf(e.stdout, "  %-9s %s\n", kv[0], kv[1])
+		}
+		return nil
+	}
 }

@@ -6,14 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -31,85 +33,77 @@ import (
 // it rather than wait on a wedged peer.
 const shutdownDeadline = 8 * time.Second
 
-func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
+// loadConfig returns the embedded defaults for an empty path; a bad file is a usage error
+// (exit 2: restarting will not help).
+func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
-		return config.Default(), exitOK
+		return config.Default(), nil
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return nil, exitUsage
+		return nil, withCode(exitUsage, err)
 	}
-	return cfg, exitOK
+	return cfg, nil
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// Packages narrow the logger they are given (broker adds component=mochi to our
+	// component=broker): the innermost value wins instead of a line with the key twice.
+	return slog.New(newUniqueAttrs(h))
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func setupRun(fs *flag.FlagSet, e *env) func([]string) error {
 	cfgPath := fs.String("c", "", "config file (default: embedded defaults)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	cfg, code := loadConfig(*cfgPath, stderr)
-	if cfg == nil {
-		return code
-	}
-	log := newLogger(cfg, stderr)
-	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
-		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	forced := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		// First signal: graceful stop. Second: the operator means it. A copy of the first
-		// signal arriving within a second is not a second request: `timeout`, shells and
-		// process-group kills deliver the same SIGTERM twice.
-		var first time.Time
-		select {
-		case s := <-sigs:
-			log.Info("stopping", "signal", s.String())
-			first = time.Now()
-			cancel()
-		case <-forced:
-			return
+	return func(args []string) error {
+		if err := noArgs("run", args); err != nil {
+			return err
 		}
-		for {
-			select {
-			case s := <-sigs:
-				if time.Since(first) < time.Second {
-					continue
-				}
-				log.Error("second signal, forcing exit", "signal", s.String())
-				os.Exit(exitForced)
-			case <-forced:
-				return
+		cfg, err := loadConfig(*cfgPath)
+		if err != nil {
+			return err
+		}
+		log := newLogger(cfg, e.stderr)
+		if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
+			debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+		}
+		err = runUntilSignal(cfg, log)
+		if err != nil {
+			log.Error("edged failed", "err", err)
+			var ee *exitError
+			if !errors.As(err, &ee) {
+				ee = &exitError{code: exitFailure, err: err}
 			}
+			ee.reported = true
+			return ee
 		}
-	}()
-	defer close(forced)
-
-	err := runDaemon(ctx, cfg, log)
-	if err != nil {
-		log.Error("edged failed", "err", err)
-		return exitFailure
+		log.Info("stopped cleanly")
+		return nil
 	}
-	log.Info("stopped cleanly")
-	return exitOK
+}
+
+// runUntilSignal runs the daemon until SIGINT/SIGTERM. A second, different signal more than a
+// second after the first abandons the graceful stop: runUntilSignal returns exit 3 at once and
+// main exits, whatever part was still stopping.
+func runUntilSignal(cfg *config.Config, log *slog.Logger) error {
+	ctx, forced, stop := trapSignals(context.Background(), log)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- runDaemon(ctx, cfg, log) }()
+	select {
+	case err := <-done:
+		return err
+	case <-forced:
+		return &exitError{code: exitForced, err: errors.New("second signal: forced exit")}
+	}
 }
 
 // daemon holds the running parts for the status document.
@@ -122,7 +116,9 @@ type daemon struct {
 	hw      *hardware.Manager
 }
 
-func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
+// runDaemon starts the parts in order, waits for ctx, stops them in reverse. A failed start
+// stops what started, the same way, and returns the start error.
+func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	d := &daemon{cfg: cfg, started: time.Now()}
 	// Whatever the broker accepts must fit an envelope, or a device would resend a message
 	// that can never be stored. Set before anything encodes or decodes.
@@ -132,106 +128,175 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Start order: storage -> broker (state restored) -> bridge -> listeners -> hardware ->
-	// admin. Stop order is the reverse for inputs: hardware and listeners first so nothing new
-	// arrives, then forwarders, storage last.
-	d.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, Logger: log.With("component", "storage"), Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("open storage: %w", err)
+	lc := &lifecycle{log: log}
+	err := lc.start(ctx, d.parts(reg, log))
+	if err == nil {
+		log.Info("edged ready", "version", version, "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir,
+			"listeners", listenerAddrs(d.broker), "admin", cfg.Admin.Address, "connectors", len(cfg.Bridge.Connectors),
+			"took", took(d.started))
+		<-ctx.Done()
+		log.Info("stopping", "reason", context.Cause(ctx))
+	} else if sig := (*signalError)(nil); errors.As(context.Cause(ctx), &sig) {
+		// Stopped by the operator during start-up: a clean stop, not a failure.
+		log.Info("stopping during start-up", "reason", sig, "start_err", err)
+		err = nil
 	}
-	defer func() {
-		if cerr := d.db.Close(); cerr != nil {
-			log.Error("close storage", "err", cerr)
-		}
-	}()
+	if serr := lc.stop(shutdownDeadline); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
 
-	d.broker, err = broker.New(broker.Options{Config: cfg.Broker, State: d.db.State(), Logger: log.With("component", "broker"), Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("broker: %w", err)
-	}
-	d.bridge, err = bridge.New(bridge.Options{
-		Connectors: cfg.Bridge.Connectors, GatewayID: cfg.GatewayID, DB: d.db, Defaults: cfg.Storage,
-		Local: d.broker, Logger: log.With("component", "bridge"), Registerer: reg,
-	})
-	if err != nil {
-		_ = d.broker.Close()
-		return fmt.Errorf("bridge: %w", err)
-	}
-	d.broker.SetCapturer(d.bridge)
-
-	bridgeCtx, stopBridge := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); d.bridge.Run(bridgeCtx) }()
-	stopAll := func() {
-		stopBridge()
-		wg.Wait()
-	}
-
-	if err := d.broker.Start(ctx); err != nil {
-		_ = d.broker.Close()
-		stopAll()
-		return err // broker errors name the broker and the listener
-	}
-
-	d.hw, err = hardware.New(cfg.Hardware, d.broker, log.With("component", "hardware"), reg)
-	if err != nil {
-		_ = d.broker.Close()
-		stopAll()
-		return fmt.Errorf("hardware: %w", err)
-	}
-	hwCtx, stopHW := context.WithCancel(context.Background())
-	hwDone := make(chan struct{})
-	go func() { defer close(hwDone); d.hw.Run(hwCtx) }()
-
-	var adm *admin.Server
-	if cfg.Admin.Address != "" {
-		adm, err = admin.Start(admin.Options{
-			Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
-		})
-		if err != nil {
-			stopHW()
-			<-hwDone
-			_ = d.broker.Close()
-			stopAll()
+// parts is edged's start order. Stop runs in reverse: admin and serial first, then the MQTT
+// listeners (no new input; the broker drains pending captures into the outboxes), then the
+// forwarders, storage last.
+func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
+	cfg := d.cfg
+	var (
+		stopBridge, stopHW context.CancelFunc
+		bridgeDone, hwDone chan struct{}
+		adm                *admin.Server
+		stopWD             context.CancelFunc
+		wdDone             chan struct{}
+	)
+	return []part{{
+		name: "storage",
+		start: func(context.Context) (err error) {
+			size := dirSize(cfg.DataDir)
+			log.Info("opening store", "dir", cfg.DataDir, "size_on_disk", humanize.IBytes(uint64(size)), "bytes", size)
+			d.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, Logger: log.With("component", "storage"), Registerer: reg})
+			if err != nil {
+				return fmt.Errorf("open storage: %w", err)
+			}
+			return nil
+		},
+		stop: func() error { return d.db.Close() },
+	}, {
+		// The broker exists before the bridge (the bridge publishes downlink through it) but
+		// serves only once the bridge captures what it accepts ("mqtt" below).
+		name: "broker",
+		start: func(context.Context) (err error) {
+			d.broker, err = broker.New(broker.Options{Config: cfg.Broker, State: d.db.State(), Logger: log.With("component", "broker"), Registerer: reg})
+			if err != nil {
+				return fmt.Errorf("broker: %w", err)
+			}
+			return nil
+		},
+		stop: func() error { return d.broker.Close() }, // idempotent: a no-op after "mqtt" stopped
+	}, {
+		name: "bridge",
+		start: func(context.Context) (err error) {
+			d.bridge, err = bridge.New(bridge.Options{
+				Connectors: cfg.Bridge.Connectors, GatewayID: cfg.GatewayID, DB: d.db, Defaults: cfg.Storage,
+				Local: d.broker, Logger: log.With("component", "bridge"), Registerer: reg,
+			})
+			if err != nil {
+				return fmt.Errorf("bridge: %w", err)
+			}
+			d.broker.SetCapturer(d.bridge)
+			for _, c := range d.bridge.Status() {
+				log.Info("connector", "name", c.Name, "type", c.Type, "backlog", c.Depth, "dead_letters", c.DeadLetterDepth)
+			}
+			var bctx context.Context
+			bctx, stopBridge = context.WithCancel(context.Background())
+			bridgeDone = make(chan struct{})
+			go func() { defer close(bridgeDone); d.bridge.Run(bctx) }()
+			return nil
+		},
+		stop: func() error { stopBridge(); <-bridgeDone; return nil },
+	}, {
+		// Start restores sessions, subscriptions, inflight and retained messages, then binds.
+		name: "mqtt",
+		start: func(ctx context.Context) error {
+			if err := d.broker.Start(ctx); err != nil {
+				return err // broker errors name the broker and the listener
+			}
+			st := d.broker.Status()
+			log.Info("broker restored", "sessions", st.Sessions, "subscriptions", st.Subscriptions, "retained", st.Retained)
+			return nil
+		},
+		stop: func() error { return d.broker.Close() },
+	}, {
+		name: "serial",
+		start: func(context.Context) (err error) {
+			d.hw, err = hardware.New(cfg.Hardware, d.broker, log.With("component", "hardware"), reg)
+			if err != nil {
+				return fmt.Errorf("hardware: %w", err)
+			}
+			for _, p := range d.hw.Status() {
+				log.Info("serial port", "name", p.Name, "path", p.Path)
+			}
+			var hctx context.Context
+			hctx, stopHW = context.WithCancel(context.Background())
+			hwDone = make(chan struct{})
+			go func() { defer close(hwDone); d.hw.Run(hctx) }()
+			return nil
+		},
+		stop: func() error { stopHW(); <-hwDone; return nil },
+	}, {
+		name: "admin",
+		start: func(context.Context) (err error) {
+			if cfg.Admin.Address == "" {
+				return nil
+			}
+			adm, err = admin.Start(admin.Options{
+				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
+			})
+			if err == nil {
+				log.Info("admin API", "address", cfg.Admin.Address)
+			}
 			return err
-		}
-	}
-	log.Info("edged started", "version", version, "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir,
-		"listeners", listenerAddrs(d.broker), "admin", cfg.Admin.Address, "connectors", len(cfg.Bridge.Connectors))
-	_ = sdnotify.Ready("serving")
-	wdCtx, stopWD := context.WithCancel(ctx)
-	wdDone := make(chan struct{})
-	go func() {
-		defer close(wdDone)
-		_ = sdnotify.Watchdog(wdCtx, func() bool { return d.healthy() == nil })
-	}()
+		},
+		stop: func() error {
+			if adm == nil {
+				return nil
+			}
+			return adm.Close()
+		},
+	}, {
+		name: "systemd",
+		start: func(context.Context) error {
+			_ = sdnotify.Ready("serving")
+			var wctx context.Context
+			wctx, stopWD = context.WithCancel(context.Background())
+			wdDone = make(chan struct{})
+			go func() {
+				defer close(wdDone)
+				_ = sdnotify.Watchdog(wctx, func() bool { return d.healthy() == nil })
+			}()
+			return nil
+		},
+		stop: func() error {
+			_ = sdnotify.Stopping()
+			stopWD()
+			<-wdDone
+			return nil
+		},
+	}}
+}
 
-	<-ctx.Done()
-	_ = sdnotify.Stopping()
-	stopWD()
-	<-wdDone
+// took is the time since t0 as text ("1.2ms", "3.4s"): log shippers and journald readers get
+// the same figure.
+func took(t0 time.Time) string { return time.Since(t0).Round(100 * time.Microsecond).String() }
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		stopHW()
-		<-hwDone
-		if err := d.broker.Close(); err != nil {
-			log.Error("close broker", "err", err)
+// dirSize is the disk space of the regular files under dir (0 if it does not exist yet): how
+// much a slow SD card holds for the store. Allocated blocks, not file sizes: badger's value
+// log and memtable files are preallocated sparse files far larger than their data.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if fi, err := de.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					n += st.Blocks * 512 // st_blocks is in 512-byte units whatever the block size
+				} else {
+					n += fi.Size()
+				}
+			}
 		}
-		stopAll()
-		if adm != nil {
-			_ = adm.Close()
-		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(shutdownDeadline):
-		log.Error("shutdown overran its deadline, forcing exit", "deadline", shutdownDeadline)
-		os.Exit(exitForced)
-	}
-	return nil
+		return nil
+	})
+	return n
 }
 
 func listenerAddrs(b *broker.Broker) []string {
@@ -262,9 +327,86 @@ func (d *daemon) status() any {
 		"uptime_seconds": int64(time.Since(d.started).Seconds()),
 		"broker":         d.broker.Status(),
 		"storage":        d.db.Stats(),
+		// What the data dir holds on disk now; badger's own estimate (storage.lsm_bytes,
+		// vlog_bytes) is refreshed only every minute and reads 0 after a fresh start.
+		"data_dir_bytes": dirSize(d.cfg.DataDir),
 		"connectors":     d.bridge.Status(),
 		"serial":         d.hw.Status(),
 	}
 }
 
 var errNoAdmin = errors.New("the admin API is disabled (admin.address is empty)")
+
+// part is one piece of the running daemon. start brings it up (ctx is cancelled by a stop
+// signal during start-up); stop takes it down and is called only if start succeeded.
+type part struct {
+	name  string
+	start func(ctx context.Context) error
+	stop  func() error
+}
+
+// lifecycle starts parts in order and stops the started ones in reverse, on a normal stop
+// and after a failed start alike.
+type lifecycle struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	started []part
+}
+
+func (l *lifecycle) start(ctx context.Context, parts []part) error {
+	for _, p := range parts {
+		if ctx.Err() != nil {
+			return fmt.Errorf("start %s: %w", p.name, context.Cause(ctx))
+		}
+		t0 := time.Now()
+		if err := p.start(ctx); err != nil {
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		l.log.Info("started", "part", p.name, "took", took(t0))
+		l.mu.Lock()
+		l.started = append(l.started, p)
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+// stop stops the started parts in reverse. Past deadline it returns an exit-3 error naming the
+// part that hangs; that part's goroutine is abandoned to the process exit that follows.
+func (l *lifecycle) stop(deadline time.Duration) error {
+	l.mu.Lock()
+	parts := l.started
+	l.started = nil
+	l.mu.Unlock()
+	var (
+		mu      sync.Mutex
+		current string
+	)
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for i := len(parts) - 1; i >= 0; i-- {
+			p := parts[i]
+			mu.Lock()
+			current = p.name
+			mu.Unlock()
+			t0 := time.Now()
+			if err := p.stop(); err != nil {
+				l.log.Error("stop failed", "part", p.name, "err", err)
+				errs = append(errs, fmt.Errorf("stop %s: %w", p.name, err))
+				continue
+			}
+			l.log.Info("stopped", "part", p.name, "took", took(t0))
+		}
+		done <- errors.Join(errs...)
+	}()
+	t := time.NewTimer(deadline)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		mu.Lock()
+		defer mu.Unlock()
+		return &exitError{code: exitForced, err: fmt.Errorf("shutdown overran its %v deadline while stopping %s", deadline, current)}
+	}
+}

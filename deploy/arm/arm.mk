@@ -36,10 +36,29 @@ build-amd64: ## static linux/amd64 binary in dist/
 dist: build-arm64 build-armv7 build-armv6 build-amd64 ## every release binary in dist/ plus dist/SHA256SUMS
 	cd $(DIST) && sha256sum edged-linux-* > SHA256SUMS && cat SHA256SUMS
 
+# The man page and the completions come from the binary's own command table (`edged man`,
+# `edged completion`), built for this machine, so they cannot drift from the CLI. gzip -n: no
+# name or time stamp, so the same commit gives the same package. Debian names a changelog
+# changelog.Debian.gz when the version has a revision (a hyphen), changelog.gz when native.
+PKG           := $(DIST)/pkg
+DEB_CHANGELOG := $(if $(findstring -,$(DEB_VERSION)),changelog.Debian.gz,changelog.gz)
+CHANGELOG_DATE = $(shell date -R -u $(if $(BUILD_DATE),-d '$(BUILD_DATE)'))
+
+.PHONY: pkg-files
+pkg-files:
+	@mkdir -p $(PKG)
+	$(GOBUILD) -o $(PKG)/edged-host ./cmd/edged
+	$(PKG)/edged-host man | gzip -9n > $(PKG)/edged.8.gz
+	$(PKG)/edged-host completion bash > $(PKG)/edged.bash
+	$(PKG)/edged-host completion zsh > $(PKG)/_edged
+	sed -e 's|@VERSION@|$(DEB_VERSION)|g' -e 's|@SHORTCOMMIT@|$(or $(shell echo '$(COMMIT)' | cut -c1-12),unknown)|g' -e 's|@DATE@|$(CHANGELOG_DATE)|' \
+		deploy/arm/changelog.in | gzip -9n > $(PKG)/changelog.gz
+
 # One nfpm run per architecture; nfpm reads ${EDGED_*} from the environment (deploy/arm/nfpm.yaml).
 define deb_rule
-$(DIST)/edged_$(DEB_VERSION)_$(1).deb: $(DIST)/edged-linux-$(2) deploy/arm/nfpm.yaml deploy/arm/edged.service deploy/arm/edged.yaml deploy/arm/postinst.sh deploy/arm/prerm.sh deploy/arm/postrm.sh
+$(DIST)/edged_$(DEB_VERSION)_$(1).deb: $(DIST)/edged-linux-$(2) pkg-files deploy/arm/nfpm.yaml deploy/arm/edged.service deploy/arm/edged.yaml deploy/arm/edged.example.yaml deploy/arm/copyright deploy/arm/changelog.in deploy/arm/lintian-overrides deploy/arm/postinst.sh deploy/arm/prerm.sh deploy/arm/postrm.sh
 	EDGED_DEB_ARCH=$(1) EDGED_BINARY=$(DIST)/edged-linux-$(2) EDGED_DEB_VERSION=$(DEB_VERSION) \
+		EDGED_PKG=$(PKG) EDGED_CHANGELOG=$(DEB_CHANGELOG) \
 		$(NFPM) package --config deploy/arm/nfpm.yaml --packager deb --target $$@
 endef
 $(eval $(call deb_rule,arm64,arm64))
@@ -65,6 +84,12 @@ binfmt: ## register qemu-aarch64/qemu-arm with binfmt_misc (root; needs binfmt-s
 	update-binfmts --enable qemu-aarch64
 	update-binfmts --enable qemu-arm
 
+# Outside CI, a machine without qemu or without the binfmt registration skips the cross suites
+# (loudly, with the command that fixes it) and still runs the deploy tests; under CI=true it
+# fails, or registers binfmt itself when root.
+binfmt_ok = grep -qs '^enabled' $(BINFMT_DIR)/qemu-aarch64 && grep -qs '^enabled' $(BINFMT_DIR)/qemu-arm
+cross_ok  = command -v $(QEMU_ARM64) >/dev/null && command -v $(QEMU_ARM) >/dev/null && $(binfmt_ok)
+
 check-qemu:
 	@for q in $(QEMU_ARM64) $(QEMU_ARM); do \
 	  if ! command -v $$q >/dev/null; then \
@@ -72,19 +97,26 @@ check-qemu:
 	    echo "test-cross: $$q not found: apt-get install qemu-user-static binfmt-support; SKIPPING the cross-arch suites" >&2; \
 	  fi; \
 	done
-	@if command -v $(QEMU_ARM64) >/dev/null && ! { grep -qs '^enabled' $(BINFMT_DIR)/qemu-aarch64 && grep -qs '^enabled' $(BINFMT_DIR)/qemu-arm; }; then \
+	@if command -v $(QEMU_ARM64) >/dev/null && ! { $(binfmt_ok); }; then \
 	  if $(ci_on) && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory binfmt; \
-	  else echo "test-cross: ARM binaries are not registered with binfmt_misc: the storage crash test cannot re-execute itself. Run: sudo make binfmt" >&2; exit 1; fi; \
+	  elif $(ci_on); then echo "test-cross: ARM binaries are not registered with binfmt_misc and CI is not root: run sudo make binfmt first" >&2; exit 1; \
+	  else \
+	    echo "" >&2; \
+	    echo "test-cross: SKIPPING the cross-arch suites (arm64, armv7): ARM binaries are not registered with" >&2; \
+	    echo "test-cross: binfmt_misc, so the storage crash test cannot re-execute itself under qemu. To run them:" >&2; \
+	    echo "test-cross:     sudo make binfmt" >&2; \
+	    echo "" >&2; \
+	  fi; \
 	fi
 
 # -trimpath keeps the package cache shared with the release builds above.
 test-cross-arm64: check-qemu
-	@if command -v $(QEMU_ARM64) >/dev/null; then set -x; \
+	@if $(cross_ok); then set -x; \
 	  GOOS=linux GOARCH=arm64 EDGED_TEST_SCALE=$(CROSS_SCALE) \
 	    $(GO) test -trimpath -count=1 -timeout 10m -exec $(QEMU_ARM64) $(CROSS_PKGS); fi
 
 test-cross-armv7: check-qemu
-	@if command -v $(QEMU_ARM) >/dev/null; then set -x; \
+	@if $(cross_ok); then set -x; \
 	  GOOS=linux GOARCH=arm GOARM=7 EDGED_TEST_SCALE=$(CROSS_SCALE) \
 	    $(GO) test -trimpath -count=1 -timeout 10m -exec $(QEMU_ARM) $(CROSS_PKGS); fi
 

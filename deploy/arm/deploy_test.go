@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -256,10 +257,14 @@ func edgedBin(t *testing.T) string {
 func TestExampleConfigChecks(t *testing.T) {
 	bin := edgedBin(t)
 	example := filepath.Join(repo(t), "deploy", "arm", "edged.yaml")
-	out, err := exec.Command(bin, "check", "-c", example).CombinedOutput()
-	if err != nil {
-		t.Fatalf("edged check rejects the shipped example: %v\n%s", err, out)
+	for _, f := range []string{example, filepath.Join(repo(t), "deploy", "arm", "edged.example.yaml")} {
+		out, err := exec.Command(bin, "check", "-c", f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("edged check rejects the shipped %s: %v\n%s", filepath.Base(f), err, out)
+		}
 	}
+	var out []byte
+	var err error
 
 	// And check really checks: a typo in the example is reported with its line, exit 2.
 	b, _ := os.ReadFile(example)
@@ -284,6 +289,32 @@ func TestExampleConfigChecks(t *testing.T) {
 	}
 }
 
+// The installed config is safe to start unedited (postinst starts the service when it passes
+// edged check): loopback listeners only, no connectors, no serial ports.
+func TestInstalledConfigIsSafe(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repo(t), "deploy", "arm", "edged.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			live = append(live, l)
+		}
+	}
+	cfg := strings.Join(live, "\n")
+	for _, bad := range []string{"0.0.0.0", "connectors:", "serial:", "password", "[::]"} {
+		if strings.Contains(cfg, bad) {
+			t.Errorf("installed config contains %q outside comments:\n%s", bad, cfg)
+		}
+	}
+	for _, addr := range regexp.MustCompile(`address: *"?([^,}"]+)`).FindAllStringSubmatch(cfg, -1) {
+		if !strings.HasPrefix(addr[1], "127.0.0.1:") {
+			t.Errorf("non-loopback address %q in the installed config", addr[1])
+		}
+	}
+}
+
 func TestDebPackages(t *testing.T) {
 	d := dist(t)
 	dpkg := testutil.RequireCommand(t, "dpkg-deb")
@@ -304,7 +335,9 @@ func TestDebPackages(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dpkg-deb --contents: %v\n%s", err, contents)
 			}
-			for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/edged", "./lib/systemd/system/edged.service", "./etc/edged/edged.yaml"} {
+			for _, want := range []string{"-rwxr-xr-x root/root", "./usr/bin/edged", "./lib/systemd/system/edged.service", "./etc/edged/edged.yaml",
+				"./usr/share/man/man8/edged.8.gz", "./usr/share/bash-completion/completions/edged", "./usr/share/zsh/vendor-completions/_edged",
+				"./usr/share/doc/edged/copyright", "./usr/share/doc/edged/changelog", "./usr/share/doc/edged/examples/edged.yaml"} {
 				if !strings.Contains(string(contents), want) {
 					t.Errorf("--contents lacks %q:\n%s", want, contents)
 				}
@@ -318,7 +351,7 @@ func TestDebPackages(t *testing.T) {
 				t.Errorf("conffiles = %q, want /etc/edged/edged.yaml", conf)
 			}
 			post, _ := os.ReadFile(filepath.Join(ctl, "postinst"))
-			for _, want := range []string{"useradd --system", "edged", "dialout", "dpkg-statoverride"} {
+			for _, want := range []string{"useradd --system", "edged", "dialout", "dpkg-statoverride", "edged check -c /etc/edged/edged.yaml"} {
 				if !strings.Contains(string(post), want) {
 					t.Errorf("postinst lacks %q", want)
 				}
@@ -333,6 +366,89 @@ func TestDebPackages(t *testing.T) {
 				t.Errorf("packaged binary is not %s: %s", wantArch, out)
 			}
 		})
+	}
+}
+
+// The amd64 package passes lintian (tags that do not apply are overridden in
+// deploy/arm/lintian-overrides, each with its reason). Under CI a missing lintian fails.
+func TestDebLintian(t *testing.T) {
+	d := dist(t)
+	lintian := testutil.RequireCommand(t, "lintian")
+	pkg := filepath.Join(d, fmt.Sprintf("edged_%s_amd64.deb", os.Getenv("EDGED_DEB_VERSION")))
+	out, err := exec.Command(lintian, "--info", "--display-info", "--pedantic", "--fail-on", "error,warning,info,pedantic", pkg).CombinedOutput()
+	t.Logf("lintian %s:\n%s", filepath.Base(pkg), out)
+	if err != nil {
+		t.Fatalf("lintian: %v", err)
+	}
+}
+
+// The packaged man page and completions are what the packaged binary generates, and the
+// copyright file names every Go module linked into it.
+func TestDebDocsMatchBinary(t *testing.T) {
+	d := dist(t)
+	dpkg := testutil.RequireCommand(t, "dpkg-deb")
+	pkg := filepath.Join(d, fmt.Sprintf("edged_%s_amd64.deb", os.Getenv("EDGED_DEB_VERSION")))
+	x := t.TempDir()
+	if out, err := exec.Command(dpkg, "-x", pkg, x).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	bin := filepath.Join(x, "usr/bin/edged")
+	gen := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil {
+			t.Fatalf("edged %v: %v", args, err)
+		}
+		return string(out)
+	}
+	gunzip := func(path string) string {
+		t.Helper()
+		out, err := exec.Command("gzip", "-dc", path).Output()
+		if err != nil {
+			t.Fatalf("gunzip %s: %v", path, err)
+		}
+		return string(out)
+	}
+	if got := gunzip(filepath.Join(x, "usr/share/man/man8/edged.8.gz")); got != gen("man") {
+		t.Error("packaged man page differs from `edged man` of the packaged binary")
+	}
+	for path, shell := range map[string]string{"usr/share/bash-completion/completions/edged": "bash", "usr/share/zsh/vendor-completions/_edged": "zsh"} {
+		b, err := os.ReadFile(filepath.Join(x, path))
+		if err != nil || string(b) != gen("completion", shell) {
+			t.Errorf("%s differs from `edged completion %s` (%v)", path, shell, err)
+		}
+	}
+	copyright, err := os.ReadFile(filepath.Join(x, "usr/share/doc/edged/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(copyright), "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/") {
+		t.Error("copyright is not machine-readable (DEP-5)")
+	}
+	var patterns []string
+	for _, l := range strings.Split(string(copyright), "\n") {
+		if f, ok := strings.CutPrefix(l, "Files: "); ok {
+			patterns = append(patterns, strings.Fields(f)...)
+		}
+	}
+	mods, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	for _, l := range strings.Split(string(mods), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "dep" {
+			continue
+		}
+		covered := false
+		for _, p := range patterns {
+			if p != "*" && strings.HasPrefix(f[1]+"/", strings.TrimSuffix(p, "*")) {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Errorf("module %s is linked into edged but has no Files: stanza in deploy/arm/copyright", f[1])
+		}
 	}
 }
 

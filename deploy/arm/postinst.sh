@@ -26,15 +26,37 @@ if [ "$1" = configure ]; then
 	done
 fi
 
-if [ -d /run/systemd/system ]; then
-	systemctl daemon-reload >/dev/null || true
-	# First install: enable, but don't start a broker on the LAN before the config is edited.
-	# Upgrade: restart a running service on the new binary.
+# Service state through deb-systemd-helper/-invoke (init-system-helpers), as debhelper does:
+# they record the state for purge and honour policy-rc.d in image builds and chroots.
+start=no
+if [ "$1" = configure ]; then
+	deb-systemd-helper unmask edged.service >/dev/null || true
 	if [ -z "$2" ]; then
-		systemctl enable edged.service >/dev/null || true
-		echo "edged: edit /etc/edged/edged.yaml, check it with 'edged check -c /etc/edged/edged.yaml', then 'systemctl start edged'"
+		# First install: enable and start edged only on a config that passes its own check.
+		# The shipped config does (loopback-only broker, no connectors, no serial port); a
+		# config left from an earlier install that does not is not started on every boot.
+		if edged check -c /etc/edged/edged.yaml >/dev/null 2>&1; then
+			deb-systemd-helper enable edged.service >/dev/null || true
+			start=yes
+			echo "edged: enabled on /etc/edged/edged.yaml (MQTT on 127.0.0.1:1883 only). After editing it: sudo edged check -c /etc/edged/edged.yaml && sudo systemctl restart edged"
+		else
+			deb-systemd-helper update-state edged.service >/dev/null || true
+			echo "edged: /etc/edged/edged.yaml does not pass 'edged check': the service is NOT enabled. Fix it (sudo edged check -c /etc/edged/edged.yaml), then: sudo systemctl enable --now edged"
+		fi
+	elif deb-systemd-helper --quiet was-enabled edged.service; then
+		deb-systemd-helper enable edged.service >/dev/null || true
 	else
-		systemctl try-restart edged.service >/dev/null || true
+		deb-systemd-helper update-state edged.service >/dev/null || true
+	fi
+fi
+
+if [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload >/dev/null || true
+	if [ "$start" = yes ]; then
+		deb-systemd-invoke start edged.service >/dev/null || true
+	elif [ -n "$2" ]; then
+		# Upgrade: restart a running service on the new binary; a stopped one stays stopped.
+		deb-systemd-invoke try-restart edged.service >/dev/null || true
 	fi
 fi
 exit 0

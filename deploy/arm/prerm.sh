@@ -3,7 +3,6 @@
 # postinst restarts it on the new binary).
 set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-	systemctl stop edged.service >/dev/null || true
-	systemctl disable edged.service >/dev/null || true
+	deb-systemd-invoke stop edged.service >/dev/null || true
 fi
 exit 0

@@ -1,0 +1,416 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/edged-dev/edged/bridge"
+	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware"
+	"github.com/edged-dev/edged/internal/admin"
+	"github.com/edged-dev/edged/storage"
+	"github.com/edged-dev/edged/wire"
+)
+
+// statusDoc is the part of /api/v1/status the human report reads; -json passes the whole
+// document through, so fields added to it reach scripts without a change here.
+type statusDoc struct {
+	Version       string                   `json:"version"`
+	GatewayID     string                   `json:"gateway_id"`
+	StartedAt     time.Time                `json:"started_at"`
+	UptimeSeconds int64                    `json:"uptime_seconds"`
+	DataDirBytes  *int64                   `json:"data_dir_bytes"`
+	Broker        *broker.Status           `json:"broker"`
+	Storage       *storageDoc              `json:"storage"`
+	Connectors    []bridge.ConnectorStatus `json:"connectors"`
+	Serial        []hardware.PortStatus    `json:"serial"`
+}
+
+// storageDoc is storage.Stats as it travels in JSON (the outboxes' age in seconds).
+type storageDoc struct {
+	storage.Stats
+	Outboxes []outboxDoc `json:"outboxes"`
+}
+
+type outboxDoc struct {
+	storage.OutboxStats
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+func (o outboxDoc) age() time.Duration {
+	return time.Duration(o.OldestAgeSeconds * float64(time.Second))
+}
+
+// diskLowFloor is free space under which badger's compactions and value log rotation start to
+// fail whatever the outbox limits say.
+const diskLowFloor = 64 << 20
+
+func setupStatus(fs *flag.FlagSet, e *env) func([]string) error {
+	cfgPath := fs.String("c", "", "config file (to find the admin address)")
+	addr := fs.String("admin", "", "admin address (default from config, else 127.0.0.1:9100)")
+	raw := fs.Bool("json", false, "print the raw JSON status document")
+	return func(args []string) error {
+		if err := noArgs("status", args); err != nil {
+			return err
+		}
+		a := *addr
+		if a == "" {
+			cfg, err := loadConfig(*cfgPath)
+			if err != nil {
+				return err
+			}
+			a = cfg.Admin.Address
+			if a == "" {
+				return errNoAdmin
+			}
+		}
+		body, err := admin.Get("http://" + a + "/api/v1/status")
+		if err != nil {
+			return fmt.Errorf("is edged running? %w", err)
+		}
+		if *raw {
+			_, err = e.stdout.Write(body)
+			return err
+		}
+		var doc statusDoc
+		if err := json.Unmarshal(body, &doc); err != nil {
+			return fmt.Errorf("bad answer from %s: %w", a, err)
+		}
+		printStatus(e.stdout, &doc, time.Now())
+		return nil
+	}
+}
+
+// verdict is the health line: nil reasons mean ok.
+func verdict(d *statusDoc) []string {
+	var why []string
+	for _, c := range d.Connectors {
+		if c.State != bridge.StateConnected {
+			state := strings.ReplaceAll(c.State, "_", " ")
+			if c.State == bridge.StateOpen {
+				state = "circuit breaker open" // not "open" as in a healthy serial port
+			}
+			r := fmt.Sprintf("connector %s %s", c.Name, state)
+			if c.LastError != "" {
+				r += " (" + shorten(c.LastError, 100) + ")"
+			}
+			why = append(why, r)
+		}
+	}
+	for _, p := range d.Serial {
+		if p.State != hardware.StateOpen {
+			why = append(why, fmt.Sprintf("serial %s %s", p.Name, p.State))
+		}
+	}
+	if d.Storage != nil {
+		why = append(why, storageProblems(d.Storage)...)
+	}
+	return why
+}
+
+// storageProblems: dead letters waiting for an operator, a store found corrupt, a disk that
+// cannot hold what the outboxes may still grow by.
+func storageProblems(s *storageDoc) []string {
+	var why []string
+	var growth int64
+	for _, o := range s.Outboxes {
+		if o.DLQDepth > 0 {
+			why = append(why, fmt.Sprintf("%s dead letter%s in %s (edged outbox dlq list %s)", humanize.Comma(o.DLQDepth), plural(o.DLQDepth), o.Name, o.Name))
+		}
+		if o.Configured && int64(o.Limits.MaxBytes) > o.Bytes {
+			growth += int64(o.Limits.MaxBytes) - o.Bytes
+		}
+	}
+	if s.CorruptRecoveries > 0 {
+		why = append(why, "the store was corrupt and was moved aside to "+s.MovedAside)
+	}
+	if s.DiskFree >= 0 && (s.DiskFree < diskLowFloor || s.DiskFree < growth) {
+		why = append(why, fmt.Sprintf("disk low: %s free, outboxes may grow by %s", humanize.IBytes(uint64(s.DiskFree)), humanize.IBytes(uint64(growth))))
+	}
+	return why
+}
+
+func printStatus(w io.Writer, d *statusDoc, now time.Time) {
+	if why := verdict(d); len(why) == 0 {
+		fmt.Fprintln(w, "ok")
+	} else {
+		fmt.Fprintf(w, "degraded: %s\n", strings.Join(why, "; "))
+	}
+	up := time.Duration(d.UptimeSeconds) * time.Second
+	fmt.Fprintf(w, "edged %s, gateway %s, up %s", d.Version, d.GatewayID, age(up))
+	if !d.StartedAt.IsZero() {
+		fmt.Fprintf(w, " (since %s)", d.StartedAt.UTC().Format("2006-01-02 15:04:05 UTC"))
+	}
+	fmt.Fprintln(w)
+
+	if b := d.Broker; b != nil {
+		fmt.Fprintln(w, "\nbroker")
+		tw := newTable(w)
+		fmt.Fprintln(tw, "  LISTENER\tCONFIGURED\tBOUND")
+		for _, l := range b.Listeners {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", l.Type, l.Address, orDash(l.Bound))
+		}
+		tw.Flush()
+		if len(b.Listeners) == 0 {
+			fmt.Fprintln(w, "  no listeners configured")
+		}
+		fmt.Fprintf(w, "  clients %s connected, %s sessions, %s subscriptions, %s retained, %s in flight\n",
+			humanize.Comma(b.ClientsConnected), humanize.Comma(b.Sessions), humanize.Comma(b.Subscriptions), humanize.Comma(b.Retained), humanize.Comma(b.Inflight))
+		fmt.Fprintf(w, "  messages %s received (%s), %s sent (%s), %s dropped, %s capture failures\n",
+			humanize.Comma(b.MessagesReceived), humanize.IBytes(uint64(max(b.BytesReceived, 0))), humanize.Comma(b.MessagesSent),
+			humanize.IBytes(uint64(max(b.BytesSent, 0))), humanize.Comma(b.MessagesDropped), humanize.Comma(b.CaptureFailures))
+		if b.BackpressureWaits > 0 || b.BackpressureTimeouts > 0 {
+			fmt.Fprintf(w, "  backpressure %s waits, %s timed out\n", humanize.Comma(b.BackpressureWaits), humanize.Comma(b.BackpressureTimeouts))
+		}
+	}
+
+	fmt.Fprintln(w, "\nconnectors")
+	if len(d.Connectors) == 0 {
+		fmt.Fprintln(w, "  no connectors configured")
+	} else {
+		tw := newTable(w)
+		fmt.Fprintln(tw, "  NAME\tTYPE\tSTATE\tFOR\tBACKLOG\tSIZE\tOLDEST\tDEAD\tSENT/S\tSENT\tFAILED\tRECONNECTS\tDOWNLINK")
+		for _, c := range d.Connectors {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Type, c.State, since(c.Since, now),
+				humanize.Comma(c.Depth), humanize.IBytes(uint64(max(c.Bytes, 0))), oldest(c.Depth, time.Duration(c.OldestAgeSeconds*float64(time.Second))),
+				humanize.Comma(c.DeadLetterDepth), rate(c.SentRate), humanize.Comma(int64(c.Sent)), humanize.Comma(int64(c.Failed)),
+				humanize.Comma(int64(c.Reconnects)), humanize.Comma(int64(c.Downlink)))
+		}
+		tw.Flush()
+		for _, c := range d.Connectors {
+			if c.LastError != "" {
+				fmt.Fprintf(w, "  %s: last error %s: %s\n", c.Name, since(c.LastErrorAt, now)+" ago", c.LastError)
+			}
+		}
+	}
+
+	if s := d.Storage; s != nil {
+		fmt.Fprintln(w, "\nstorage")
+		printOutboxes(w, s.Outboxes, true)
+		printStore(w, &s.Stats, d.DataDirBytes, true)
+	}
+
+	fmt.Fprintln(w, "\nserial")
+	if len(d.Serial) == 0 {
+		fmt.Fprintln(w, "  no serial ports configured")
+	} else {
+		tw := newTable(w)
+		fmt.Fprintln(tw, "  NAME\tPATH\tSTATE\tFOR\tFRAMES IN\tFRAMES OUT\tIN\tOUT\tINVALID\tDROPPED\tQUEUED\tREOPENS")
+		for _, p := range d.Serial {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Path, p.State, since(p.Since, now),
+				humanize.Comma(int64(p.FramesIn)), humanize.Comma(int64(p.FramesOut)), humanize.IBytes(p.BytesIn), humanize.IBytes(p.BytesOut),
+				humanize.Comma(int64(p.Invalid)), humanize.Comma(int64(p.Dropped)), p.Queued, humanize.Comma(int64(p.Reopens)))
+		}
+		tw.Flush()
+		for _, p := range d.Serial {
+			if p.LastError != "" {
+				fmt.Fprintf(w, "  %s: last error: %s\n", p.Name, p.LastError)
+			}
+		}
+	}
+}
+
+// printOutboxes prints the outbox table; limits only from a running daemon (a stopped one's
+// store does not know which connectors are configured, nor their limits).
+func printOutboxes(w io.Writer, obs []outboxDoc, live bool) {
+	if len(obs) == 0 {
+		fmt.Fprintln(w, "  no outboxes (no connector has stored anything)")
+		return
+	}
+	tw := newTable(w)
+	header := "  OUTBOX\tDEPTH\tSIZE\tOLDEST\tDEAD LETTERS\tDROPPED max_bytes/max_messages/ttl\tREJECTED"
+	if live {
+		header += "\tLIMITS"
+	}
+	fmt.Fprintln(tw, header)
+	for _, o := range obs {
+		limits := ""
+		if live {
+			limits = fmt.Sprintf("\t%s, %s msgs, %s, %s", humanize.IBytes(uint64(o.Limits.MaxBytes)), humanize.Comma(o.Limits.MaxMessages), age(o.Limits.TTL), o.Limits.WhenFull)
+			if !o.Configured {
+				limits = "\tnot configured (left from an old config)"
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s (%s)\t%s/%s/%s\t%s%s\n", o.Name, humanize.Comma(o.Depth), humanize.IBytes(uint64(max(o.Bytes, 0))),
+			oldest(o.Depth, o.age()), humanize.Comma(o.DLQDepth), humanize.IBytes(uint64(max(o.DLQBytes, 0))),
+			humanize.Comma(int64(o.Drops[storage.ReasonMaxBytes])), humanize.Comma(int64(o.Drops[storage.ReasonMaxMessages])), humanize.Comma(int64(o.Drops[storage.ReasonTTL])),
+			humanize.Comma(int64(o.Rejected)), limits)
+	}
+	tw.Flush()
+}
+
+// printStore: onDisk is the data dir's size when known (nil: badger's estimate alone); live
+// says the figures are the daemon's (bytes written since it started).
+func printStore(w io.Writer, s *storage.Stats, onDisk *int64, live bool) {
+	free := "unknown"
+	if s.DiskFree >= 0 {
+		free = humanize.IBytes(uint64(s.DiskFree))
+	}
+	if onDisk != nil {
+		fmt.Fprintf(w, "  store %s on disk", humanize.IBytes(uint64(max(*onDisk, 0))))
+	} else {
+		fmt.Fprintf(w, "  store %s on disk (badger's estimate)", humanize.IBytes(uint64(max(s.LSMBytes+s.VlogBytes, 0))))
+	}
+	fmt.Fprintf(w, ", disk free %s", free)
+	if live && s.BytesWritten > 0 {
+		fmt.Fprintf(w, ", %s written since start", humanize.IBytes(s.BytesWritten))
+	}
+	fmt.Fprintln(w)
+	if s.Commits > 0 {
+		fmt.Fprintf(w, "  %s commits carrying %s operations\n", humanize.Comma(int64(s.Commits)), humanize.Comma(int64(s.CommittedOps)))
+	}
+	if s.MovedAside != "" {
+		fmt.Fprintf(w, "  a corrupt store was moved aside to %s\n", s.MovedAside)
+	}
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 2, 8, 2, ' ', 0) }
+
+// age renders a duration the way a person reads it: 850ms, 42s, 3m12s, 5h4m, 2d3h.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+	}
+}
+
+func since(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return age(now.Sub(t))
+}
+
+func oldest(depth int64, d time.Duration) string {
+	if depth == 0 {
+		return "-"
+	}
+	return age(d)
+}
+
+// rate rounds a messages-per-second figure to what the eye needs.
+func rate(r float64) string {
+	switch {
+	case r <= 0 || math.IsNaN(r):
+		return "0"
+	case r < 10:
+		return fmt.Sprintf("%.1f", r)
+	default:
+		return humanize.Comma(int64(math.Round(r)))
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func plural(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// setupOutbox: `outbox stats` is printed here from storage's data (DB.Stats); the dead-letter
+// commands are storage.OutboxCLI's.
+func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
+	cfgPath := fs.String("c", "", "config file (to find data_dir)")
+	dataDir := fs.String("data-dir", "", "data directory (default from config, else ./data)")
+	return func(args []string) error {
+		dir := *dataDir
+		if dir == "" {
+			cfg, err := loadConfig(*cfgPath)
+			if err != nil {
+				return err
+			}
+			dir = cfg.DataDir
+		}
+		wire.MaxPayload = 8 << 20 // read whatever any configuration could have stored
+		if len(args) > 0 && args[0] == "stats" {
+			sfs := flag.NewFlagSet("edged outbox stats", flag.ContinueOnError)
+			sfs.SetOutput(e.stderr)
+			raw := sfs.Bool("json", false, "print the raw JSON statistics")
+			if err := sfs.Parse(args[1:]); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					sfs.SetOutput(e.stdout)
+					fmt.Fprintln(e.stdout, "usage: edged outbox [-c FILE | -data-dir DIR] stats [-json]")
+					sfs.PrintDefaults()
+					return nil
+				}
+				return &exitError{code: exitUsage, err: err, reported: true}
+			}
+			if err := noArgs("outbox stats", sfs.Args()); err != nil {
+				return err
+			}
+			return outboxStats(dir, *raw, e)
+		}
+		return reported(storage.OutboxCLI(args, dir, e.stdout, e.stderr))
+	}
+}
+
+func outboxStats(dir string, raw bool, e *env) error {
+	db, err := storage.Open(storage.Options{Dir: dir, NoRecover: true,
+		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if errors.Is(err, storage.ErrLocked) {
+		return fmt.Errorf("%w\n(the outbox commands work on a stopped edged; while it runs, use `edged status`)", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	s := db.Stats()
+	if raw {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	// Through JSON, as the status report gets it, so both print the same figures.
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	var doc storageDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	if why := storageProblems(&doc); len(why) == 0 {
+		fmt.Fprintln(e.stdout, "ok")
+	} else {
+		fmt.Fprintf(e.stdout, "degraded: %s\n", strings.Join(why, "; "))
+	}
+	fmt.Fprintf(e.stdout, "store %s\n", dir)
+	printOutboxes(e.stdout, doc.Outboxes, false)
+	size := dirSize(dir)
+	printStore(e.stdout, &doc.Stats, &size, false)
+	return nil
+}
