@@ -109,19 +109,29 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	a := *addr
-	if a == "" {
+	a, token := *addr, ""
+	if a == "" || *cfgPath != "" {
 		cfg, code := loadConfig(*cfgPath, stderr)
 		if cfg == nil {
 			return code
 		}
-		a = cfg.Admin.Address
+		if a == "" {
+			a = cfg.Admin.Address
+		}
 		if a == "" {
 			fmt.Fprintf(stderr, "edged status: %v\n", errNoAdmin)
 			return exitFailure
 		}
+		if cfg.Admin.TokenFile != "" {
+			t, err := admin.LoadToken(cfg.Admin.TokenFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "edged status: %v\n", err)
+				return exitFailure
+			}
+			token = t
+		}
 	}
-	body, err := admin.Get("http://" + a + "/api/v1/status")
+	body, err := admin.Get("http://"+a+"/api/v1/status", token)
 	if err != nil {
 		fmt.Fprintf(stderr, "edged status: is edged running? %v\n", err)
 		return exitFailure
@@ -142,7 +152,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 // printStatus renders the status document for a person: one section a part, key: value.
 func printStatus(w io.Writer, doc map[string]any) {
 	fmt.Fprintf(w, "edged %v  gateway %v  up %vs\n", doc["version"], doc["gateway_id"], doc["uptime_seconds"])
-	for _, sec := range []string{"broker", "storage", "connectors", "serial"} {
+	for _, sec := range []string{"health", "broker", "storage", "connectors", "serial", "clients"} {
 		v, ok := doc[sec]
 		if !ok || v == nil {
 			continue

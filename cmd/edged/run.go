@@ -120,6 +120,8 @@ type daemon struct {
 	broker  *broker.Broker
 	bridge  *bridge.Bridge
 	hw      *hardware.Manager
+	clients *broker.ClientTable // dashboard: connected clients
+	hist    *admin.History      // dashboard: depth sparklines, bytes written per hour
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
@@ -158,6 +160,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 		return fmt.Errorf("bridge: %w", err)
 	}
 	d.broker.SetCapturer(d.bridge)
+	if d.clients, err = d.broker.NewClientTable(); err != nil {
+		_ = d.broker.Close()
+		return err
+	}
+	d.hist = admin.NewHistory(d.db.Stats, 30*time.Second, 120) // one hour
 
 	bridgeCtx, stopBridge := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -188,6 +195,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (err e
 	if cfg.Admin.Address != "" {
 		adm, err = admin.Start(admin.Options{
 			Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
+			TokenFile: cfg.Admin.TokenFile, Registerer: reg, Outboxes: d.db, Clients: d.clients, Tap: d.broker, History: d.hist,
 		})
 		if err != nil {
 			stopHW()
@@ -255,15 +263,22 @@ func (d *daemon) healthy() error {
 
 // status is the /api/v1/status document.
 func (d *daemon) status() any {
+	st, conns, ports := d.db.Stats(), d.bridge.Status(), d.hw.Status()
 	return map[string]any{
 		"version":        version,
 		"gateway_id":     d.cfg.GatewayID,
 		"started_at":     d.started.UTC().Format(time.RFC3339),
 		"uptime_seconds": int64(time.Since(d.started).Seconds()),
 		"broker":         d.broker.Status(),
-		"storage":        d.db.Stats(),
-		"connectors":     d.bridge.Status(),
-		"serial":         d.hw.Status(),
+		"storage":        st,
+		"connectors":     conns,
+		"serial":         ports,
+		// For the dashboard; computed from the figures above, so the views never disagree.
+		"health":    admin.Verdict(conns, ports, st),
+		"endpoints": admin.Endpoints(d.cfg.Bridge.Connectors),
+		"clients":   d.clients.List(),
+		"process":   admin.Process(),
+		"history":   d.hist.Snapshot(st.BytesWritten),
 	}
 }
 
