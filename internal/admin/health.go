@@ -86,7 +86,7 @@ func Endpoints(cs []bridge.ConnectorConfig) map[string]string {
 	return out
 }
 
-func endpointOf(c bridge.ConnectorConfig) string {
+func endpointOf(c any) string {
 	v := reflect.ValueOf(c)
 	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
 		if v.IsNil() {

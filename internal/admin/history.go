@@ -91,7 +91,10 @@ func (h *History) Snapshot(current uint64) *HistorySnapshot {
 	if h == nil {
 		return nil
 	}
-	now := time.Now()
+	return h.snapshotAt(time.Now(), current)
+}
+
+func (h *History) snapshotAt(now time.Time, current uint64) *HistorySnapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := &HistorySnapshot{
