@@ -19,7 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
@@ -451,3 +453,23 @@ func TestLiveRateLimited(t *testing.T) {
 }
 
 type urlConfig struct{ URL string }
+
+func TestVerdict(t *testing.T) {
+	ok := Verdict([]bridge.ConnectorStatus{{Name: "c", State: bridge.StateConnected}},
+		[]hardware.PortStatus{{Name: "p", State: hardware.StateOpen}}, storage.Stats{DiskFree: 10 << 30})
+	if ok.Verdict != VerdictOK || len(ok.Reasons) != 0 {
+		t.Fatalf("healthy gateway: %+v", ok)
+	}
+	h := Verdict([]bridge.ConnectorStatus{{Name: "c", State: bridge.StateOpen, DeadLetterDepth: 2, OldestAgeSeconds: 3600}},
+		[]hardware.PortStatus{{Name: "p", State: hardware.StateWaiting}}, storage.Stats{DiskFree: 100 << 20})
+	if h.Verdict != VerdictDegraded || len(h.Reasons) != 5 {
+		t.Fatalf("degraded gateway: %+v", h)
+	}
+	f := Verdict(nil, nil, storage.Stats{DiskFree: 10 << 20})
+	if f.Verdict != VerdictFailing || !strings.Contains(f.Reasons[0], "refused") {
+		t.Fatalf("full disk: %+v", f)
+	}
+	if u := Verdict(nil, nil, storage.Stats{DiskFree: -1}); u.Verdict != VerdictOK {
+		t.Fatalf("unknown disk space: %+v", u)
+	}
+}

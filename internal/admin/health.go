@@ -52,7 +52,13 @@ func Verdict(conns []bridge.ConnectorStatus, ports []hardware.PortStatus, st sto
 		worse(VerdictDegraded, "the store was found corrupt at start and moved aside")
 	}
 	for _, c := range conns {
-		if c.State != bridge.StateConnected {
+		switch c.State {
+		case bridge.StateConnected:
+		case bridge.StateOpen:
+			worse(VerdictDegraded, "connector %s: uplink failing, circuit breaker open (messages are kept)", c.Name)
+		case bridge.StateBackingOff, bridge.StateConnecting:
+			worse(VerdictDegraded, "connector %s: not connected, retrying (messages are kept)", c.Name)
+		default:
 			worse(VerdictDegraded, "connector %s is %s", c.Name, c.State)
 		}
 		if c.OldestAgeSeconds > oldestWarning {

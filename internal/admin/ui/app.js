@@ -160,8 +160,9 @@
     if (!series || series.length < 2) return el('div', { class: 'muted l' }, 'depth history: collecting…');
     const max = Math.max(1, ...series), w = 120, hgt = 40;
     const pts = series.map((y, i) => (i * w / (series.length - 1)).toFixed(1) + ',' + (hgt - 2 - y * (hgt - 4) / max).toFixed(1)).join(' ');
-    return el('svg', { class: 'spark', viewBox: '0 0 ' + w + ' ' + hgt, preserveAspectRatio: 'none', role: 'img',
-      'aria-label': 'depth over the last hour, max ' + max }, el('polyline', { points: pts }));
+    return el('div', {}, el('svg', { class: 'spark', viewBox: '0 0 ' + w + ' ' + hgt, preserveAspectRatio: 'none', role: 'img',
+      'aria-label': 'queue depth over the last hour, max ' + max }, el('polyline', { points: pts })),
+      el('div', { class: 'muted l' }, 'queue depth, last ' + fmtDur(Date.now() / 1000 - (((doc.history || {}).times || [])[0] || Date.now() / 1000)) + ' (max ' + max + ')'));
   }
 
   function renderConnectors() {
