@@ -473,3 +473,40 @@ func TestVerdict(t *testing.T) {
 		t.Fatalf("unknown disk space: %+v", u)
 	}
 }
+
+// Close ends open live streams (http.Server.Shutdown alone would wait for them) and stops the
+// history sampler.
+func TestCloseEndsLiveStreams(t *testing.T) {
+	b, err := broker.New(broker.Options{Config: broker.Config{Listeners: []broker.Listener{{Type: broker.ListenerTCP, Address: "127.0.0.1:0"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	hist := NewHistory(func() storage.Stats { return storage.Stats{} }, time.Hour, 2)
+	s, err := Start(Options{Address: "127.0.0.1:0", Tap: b, History: hist, Status: func() any { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + s.Addr() + "/api/v1/live?filter=%23")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
+	// Shutdown returns its context's error if a stream kept it waiting past its deadline.
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the live stream outlived Close")
+	}
+}
