@@ -126,6 +126,8 @@ hardware:
 
 	// Login: the API answers 401 until the token is entered.
 	run(t, ctx, chromedp.Navigate(base+"/#overview"), chromedp.WaitVisible("#login"),
+		chromedp.SendKeys("#token", "wrong-token-0123456789"), chromedp.Click(`#loginform button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`//p[@id="loginerr"][contains(., "not accepted")]`),
 		chromedp.SendKeys("#token", dashToken), chromedp.Click(`#loginform button`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#verdict [data-k="verdict"]`))
 

@@ -95,9 +95,6 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, c who) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, "event: hello\ndata: {\"filter\":%q,\"rate\":%d}\n\n", filter, liveRate)
-	fl.Flush()
-
 	refill := time.NewTicker(time.Second / liveRate)
 	defer refill.Stop()
 	stats := time.NewTicker(liveStats)
@@ -109,6 +106,9 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, c who) {
 		}
 		fl.Flush()
 		return true
+	}
+	if !send("hello", map[string]any{"filter": filter, "rate": liveRate}) {
+		return
 	}
 	for {
 		select {

@@ -72,7 +72,12 @@
   }
   async function api(path, opts) {
     const r = await fetch(path, Object.assign({ cache: 'no-store' }, opts, { headers: headers(opts && opts.headers) }));
-    if (r.status === 401) { showLogin(''); throw new Error('unauthorized'); }
+    if (r.status === 401) {
+      const had = sessionStorage.getItem(TOKEN_KEY);
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin(had ? 'That token was not accepted.' : '');
+      throw new Error('unauthorized');
+    }
     const body = await r.text();
     if (!r.ok) throw new Error(body.trim() || r.statusText);
     return body ? JSON.parse(body) : null;
