@@ -114,6 +114,8 @@ type daemon struct {
 	broker  *broker.Broker
 	bridge  *bridge.Bridge
 	hw      *hardware.Manager
+	clients *broker.ClientTable // dashboard: connected clients
+	hist    *admin.History      // dashboard: depth sparklines, bytes written per hour
 }
 
 // runDaemon starts the parts in order, waits for ctx, stops them in reverse. A failed start
@@ -194,6 +196,10 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 				return fmt.Errorf("bridge: %w", err)
 			}
 			d.broker.SetCapturer(d.bridge)
+			if d.clients, err = d.broker.NewClientTable(); err != nil {
+				return err
+			}
+			d.hist = admin.NewHistory(d.db.Stats, 30*time.Second, 120) // one hour of depth samples
 			for _, c := range d.bridge.Status() {
 				log.Info("connector", "name", c.Name, "type", c.Type, "backlog", c.Depth, "dead_letters", c.DeadLetterDepth)
 			}
@@ -241,6 +247,7 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 			}
 			adm, err = admin.Start(admin.Options{
 				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
+				TokenFile: cfg.Admin.TokenFile, Registerer: reg, Outboxes: d.db, Clients: d.clients, Tap: d.broker, History: d.hist,
 			})
 			if err == nil {
 				log.Info("admin API", "address", cfg.Admin.Address)
@@ -320,18 +327,26 @@ func (d *daemon) healthy() error {
 
 // status is the /api/v1/status document.
 func (d *daemon) status() any {
+	st, conns, ports := d.db.Stats(), d.bridge.Status(), d.hw.Status()
 	return map[string]any{
 		"version":        version,
 		"gateway_id":     d.cfg.GatewayID,
 		"started_at":     d.started.UTC().Format(time.RFC3339),
 		"uptime_seconds": int64(time.Since(d.started).Seconds()),
 		"broker":         d.broker.Status(),
-		"storage":        d.db.Stats(),
+		"storage":        st,
 		// What the data dir holds on disk now; badger's own estimate (storage.lsm_bytes,
 		// vlog_bytes) is refreshed only every minute and reads 0 after a fresh start.
 		"data_dir_bytes": dirSize(d.cfg.DataDir),
-		"connectors":     d.bridge.Status(),
-		"serial":         d.hw.Status(),
+		"connectors":     conns,
+		"serial":         ports,
+		// For the dashboard and `edged status`; computed from the figures above, so the
+		// views never disagree.
+		"health":    admin.Verdict(conns, ports, st),
+		"endpoints": admin.Endpoints(d.cfg.Bridge.Connectors),
+		"clients":   d.clients.List(),
+		"process":   admin.Process(),
+		"history":   d.hist.Snapshot(st.BytesWritten),
 	}
 }
 

@@ -34,6 +34,7 @@ type statusDoc struct {
 	Storage       *storageDoc              `json:"storage"`
 	Connectors    []bridge.ConnectorStatus `json:"connectors"`
 	Serial        []hardware.PortStatus    `json:"serial"`
+	Health        *admin.Health            `json:"health"`
 }
 
 // storageDoc is storage.Stats as it travels in JSON (the outboxes' age in seconds).
@@ -51,10 +52,6 @@ func (o outboxDoc) age() time.Duration {
 	return time.Duration(o.OldestAgeSeconds * float64(time.Second))
 }
 
-// diskLowFloor is free space under which badger's compactions and value log rotation start to
-// fail whatever the outbox limits say.
-const diskLowFloor = 64 << 20
-
 func setupStatus(fs *flag.FlagSet, e *env) func([]string) error {
 	cfgPath := fs.String("c", "", "config file (to find the admin address)")
 	addr := fs.String("admin", "", "admin address (default from config, else 127.0.0.1:9100)")
@@ -63,18 +60,27 @@ func setupStatus(fs *flag.FlagSet, e *env) func([]string) error {
 		if err := noArgs("status", args); err != nil {
 			return err
 		}
-		a := *addr
-		if a == "" {
+		a, token := *addr, ""
+		if a == "" || *cfgPath != "" {
 			cfg, err := loadConfig(*cfgPath)
 			if err != nil {
 				return err
 			}
-			a = cfg.Admin.Address
+			if a == "" {
+				a = cfg.Admin.Address
+			}
 			if a == "" {
 				return errNoAdmin
 			}
+			// With a token file the admin API wants the token; edged status reads it the
+			// same way the daemon does and never prints it.
+			if cfg.Admin.TokenFile != "" {
+				if token, err = admin.LoadToken(cfg.Admin.TokenFile); err != nil {
+					return err
+				}
+			}
 		}
-		body, err := admin.Get("http://" + a + "/api/v1/status")
+		body, err := admin.Get("http://"+a+"/api/v1/status", token)
 		if err != nil {
 			return fmt.Errorf("is edged running? %w", err)
 		}
@@ -91,60 +97,15 @@ func setupStatus(fs *flag.FlagSet, e *env) func([]string) error {
 	}
 }
 
-// verdict is the health line: nil reasons mean ok.
-func verdict(d *statusDoc) []string {
-	var why []string
-	for _, c := range d.Connectors {
-		if c.State != bridge.StateConnected {
-			state := strings.ReplaceAll(c.State, "_", " ")
-			if c.State == bridge.StateOpen {
-				state = "circuit breaker open" // not "open" as in a healthy serial port
-			}
-			r := fmt.Sprintf("connector %s %s", c.Name, state)
-			if c.LastError != "" {
-				r += " (" + shorten(c.LastError, 100) + ")"
-			}
-			why = append(why, r)
-		}
-	}
-	for _, p := range d.Serial {
-		if p.State != hardware.StateOpen {
-			why = append(why, fmt.Sprintf("serial %s %s", p.Name, p.State))
-		}
-	}
-	if d.Storage != nil {
-		why = append(why, storageProblems(d.Storage)...)
-	}
-	return why
-}
-
-// storageProblems: dead letters waiting for an operator, a store found corrupt, a disk that
-// cannot hold what the outboxes may still grow by.
-func storageProblems(s *storageDoc) []string {
-	var why []string
-	var growth int64
-	for _, o := range s.Outboxes {
-		if o.DLQDepth > 0 {
-			why = append(why, fmt.Sprintf("%s dead letter%s in %s (edged outbox dlq list %s)", humanize.Comma(o.DLQDepth), plural(o.DLQDepth), o.Name, o.Name))
-		}
-		if o.Configured && int64(o.Limits.MaxBytes) > o.Bytes {
-			growth += int64(o.Limits.MaxBytes) - o.Bytes
-		}
-	}
-	if s.CorruptRecoveries > 0 {
-		why = append(why, "the store was corrupt and was moved aside to "+s.MovedAside)
-	}
-	if s.DiskFree >= 0 && (s.DiskFree < diskLowFloor || s.DiskFree < growth) {
-		why = append(why, fmt.Sprintf("disk low: %s free, outboxes may grow by %s", humanize.IBytes(uint64(s.DiskFree)), humanize.IBytes(uint64(growth))))
-	}
-	return why
-}
-
 func printStatus(w io.Writer, d *statusDoc, now time.Time) {
-	if why := verdict(d); len(why) == 0 {
-		fmt.Fprintln(w, "ok")
-	} else {
-		fmt.Fprintf(w, "degraded: %s\n", strings.Join(why, "; "))
+	// The verdict is the daemon's own (admin.Verdict), the same one the dashboard shows.
+	switch h := d.Health; {
+	case h == nil:
+		fmt.Fprintln(w, "health: not reported by this edged")
+	case len(h.Reasons) == 0:
+		fmt.Fprintln(w, h.Verdict)
+	default:
+		fmt.Fprintf(w, "%s: %s\n", h.Verdict, strings.Join(h.Reasons, "; "))
 	}
 	up := time.Duration(d.UptimeSeconds) * time.Second
 	fmt.Fprintf(w, "edged %s, gateway %s, up %s", d.Version, d.GatewayID, age(up))
@@ -334,13 +295,6 @@ func plural(n int64) string {
 	return "s"
 }
 
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
 // setupOutbox: `outbox stats` is printed here from storage's data (DB.Stats); the dead-letter
 // commands are storage.OutboxCLI's.
 func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
@@ -403,10 +357,11 @@ func outboxStats(dir string, raw bool, e *env) error {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return err
 	}
-	if why := storageProblems(&doc); len(why) == 0 {
-		fmt.Fprintln(e.stdout, "ok")
+	// The daemon's verdict rules, on the store alone.
+	if h := admin.Verdict(nil, nil, s); len(h.Reasons) == 0 {
+		fmt.Fprintln(e.stdout, h.Verdict)
 	} else {
-		fmt.Fprintf(e.stdout, "degraded: %s\n", strings.Join(why, "; "))
+		fmt.Fprintf(e.stdout, "%s: %s\n", h.Verdict, strings.Join(h.Reasons, "; "))
 	}
 	fmt.Fprintf(e.stdout, "store %s\n", dir)
 	printOutboxes(e.stdout, doc.Outboxes, false)

@@ -19,6 +19,7 @@ import (
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/hardware"
+	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/confkit"
 	"github.com/edged-dev/edged/storage"
 )
@@ -61,8 +62,12 @@ type Log struct {
 // Admin configures the admin HTTP server.
 type Admin struct {
 	// Address to listen on, default 127.0.0.1:9100. "" disables the admin API (and
-	// `edged status`). It has no authentication: keep it on loopback.
+	// `edged status`). An address other than loopback requires token_file.
 	Address string `yaml:"address"`
+	// TokenFile holds a bearer token (one line, at least 16 characters; read at start).
+	// With it every endpoint but /healthz, the dashboard included, requires
+	// `Authorization: Bearer <token>`; `edged status -c FILE` sends it.
+	TokenFile string `yaml:"token_file"`
 }
 
 // Bridge is the `bridge:` section. Each connector is decoded by the config type its `type`
@@ -264,6 +269,10 @@ func (c *Config) validate() error {
 	if c.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
 			errs = append(errs, confkit.Errorf("admin.address", "%q is not host:port", c.Admin.Address))
+		} else if c.Admin.TokenFile == "" && !admin.IsLoopback(c.Admin.Address) {
+			errs = append(errs, confkit.Errorf("admin.address", "%q is reachable from the network and admin.token_file is not set: "+
+				"set token_file to a file holding a secret token (e.g. `head -c 32 /dev/urandom | base64 > /etc/edged/admin.token`), "+
+				"or bind the admin API to 127.0.0.1", c.Admin.Address))
 		}
 	}
 	errs = append(errs,

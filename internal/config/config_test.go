@@ -7,6 +7,24 @@ import (
 	"testing"
 )
 
+// A network-reachable admin API is accepted with a token file; loopback needs none.
+func TestAdminTokenFile(t *testing.T) {
+	for _, doc := range []string{
+		"admin: {address: 0.0.0.0:9100, token_file: /etc/edged/admin.token}\n",
+		"admin: {address: \"[::1]:9100\"}\n",
+		"admin: {address: localhost:9100}\n",
+		"admin: {address: \"\"}\n",
+	} {
+		cfg, err := Parse("f", []byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if strings.Contains(doc, "token_file") && cfg.Admin.TokenFile != "/etc/edged/admin.token" {
+			t.Fatalf("token_file not decoded: %+v", cfg.Admin)
+		}
+	}
+}
+
 func TestEmptyFileIsDefaults(t *testing.T) {
 	cfg, err := Parse("e.yaml", nil)
 	if err != nil {
@@ -33,6 +51,10 @@ func TestProblemsLocated(t *testing.T) {
 		{"unknown connector type", "bridge:\n  connectors:\n    - {name: c, type: pigeon}\n", []string{"f:3: bridge.connectors[0].type: unknown connector type \"pigeon\""}},
 		{"unknown bridge key", "bridge:\n  conectors: []\n", []string{"f:2: bridge.conectors: unknown key"}},
 		{"admin address", "admin: {address: nope}\n", []string{"f:1: admin.address: \"nope\" is not host:port"}},
+		{"admin on the network without a token", "log: {level: info}\nadmin:\n  address: 0.0.0.0:9100\n",
+			[]string{"f:3: admin.address: \"0.0.0.0:9100\" is reachable from the network and admin.token_file is not set: set token_file"}},
+		{"admin on all interfaces without a token", "admin: {address: \":9100\"}\n",
+			[]string{"f:1: admin.address: \":9100\" is reachable from the network"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("f", []byte(c.doc))
