@@ -69,7 +69,8 @@ type Common struct {
 // Rule is one forward or subscribe entry.
 type Rule struct {
 	// From is an MQTT topic filter (+ and # allowed): a local filter for forward, a remote filter
-	// for subscribe.
+	// for subscribe. {gateway_id} is replaced by the gateway id (e.g. "{gateway_id}/cmd/#");
+	// any other placeholder is an error.
 	From string `yaml:"from"`
 	// To is the destination topic template. Placeholders: {topic} the whole source topic, {1},
 	// {2}.. the levels matched by the wildcards of From in order ('#' is the remainder joined

@@ -30,7 +30,7 @@ func TestRuleMatchExpand(t *testing.T) {
 		{"a/b", "c", "a/bc", "", false},
 	}
 	for _, tt := range tests {
-		r, err := compileRule(Rule{From: tt.from, To: tt.to}, true)
+		r, err := compileRule(Rule{From: tt.from, To: tt.to}, true, "gw1")
 		if err != nil {
 			t.Fatalf("%s -> %s: %v", tt.from, tt.to, err)
 		}

@@ -2,6 +2,7 @@ package redact
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -160,6 +161,16 @@ func (s *Scrubber) Add(secrets ...string) {
 	if s == nil {
 		return
 	}
+	s.mu.RLock()
+	known := true
+	for _, v := range secrets {
+		v = strings.TrimSpace(v)
+		known = known && (len(v) < MinSecretLen || contains(s.secrets, v))
+	}
+	s.mu.RUnlock()
+	if known {
+		return // the common case: a token file re-read on every request
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, v := range secrets {
@@ -184,16 +195,21 @@ func contains(ss []string, v string) bool {
 	return false
 }
 
-// AddURL registers the credentials written into raw: the userinfo password and the values of
-// secret query parameters.
-func (s *Scrubber) AddURL(raw string) {
+// AddURL registers the credentials written into raw (see URLSecrets).
+func (s *Scrubber) AddURL(raw string) { s.Add(URLSecrets(raw)...) }
+
+// URLSecrets lists the credentials written into a URL: the userinfo password, the HTTP Basic
+// credential Go derives from the userinfo (a server may echo request headers into an error
+// body), and the values of secret query parameters (raw and decoded).
+func URLSecrets(raw string) []string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return
+		return nil
 	}
+	var out []string
 	if u.User != nil {
 		if p, ok := u.User.Password(); ok {
-			s.Add(p)
+			out = append(out, p, base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+p)))
 		}
 	}
 	for _, q := range []string{u.RawQuery, u.RawFragment, u.Fragment} {
@@ -202,12 +218,13 @@ func (s *Scrubber) AddURL(raw string) {
 			if !ok || !IsSecretParam(k) {
 				continue
 			}
-			s.Add(v)
-			if dv, err := url.QueryUnescape(v); err == nil {
-				s.Add(dv)
+			out = append(out, v)
+			if dv, err := url.QueryUnescape(v); err == nil && dv != v {
+				out = append(out, dv)
 			}
 		}
 	}
+	return out
 }
 
 // String masks every known secret in text, and any URL credentials by pattern.
