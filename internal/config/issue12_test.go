@@ -209,4 +209,3 @@ bridge:
 		`f:10: bridge.connectors[0].forward[0].from: "{client_id}/x": unknown placeholder {client_id}`,
 	)
 }
-
