@@ -71,8 +71,10 @@ func (c *WebSocketConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Secrets implements SecretHolder: URL credentials and header values.
-func (c *WebSocketConfig) Secrets() []string { return urlAndHeaderSecrets(c.URL, c.Headers) }
+// Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
+func (c *WebSocketConfig) Secrets() []string {
+	return append(urlAndHeaderSecrets(c.URL, c.Headers), redact.URLSecrets(c.Auth.TokenURL)...)
+}
 
 // Endpoint implements Endpointer.
 func (c *WebSocketConfig) Endpoint() string { return redact.URL(c.URL) }
