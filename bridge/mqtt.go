@@ -407,7 +407,12 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetKeepAlive(m.cfg.KeepAlive).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
 		SetTLSConfig(m.tls).SetProtocolVersion(4).SetAutoAckDisabled(true).
-		SetConnectionLostHandler(func(paho3.Client, error) { drop() })
+		SetConnectionLostHandler(func(paho3.Client, error) { drop() }).
+		// A resumed session's messages (the redelivery of an unacknowledged one above all)
+		// arrive right after CONNACK, before the SUBSCRIBE below is answered: paho drops
+		// messages that match no route without acknowledging them, so every message goes to
+		// this default handler instead of per-subscription routes.
+		SetDefaultPublishHandler(func(_ paho3.Client, pm paho3.Message) { m.deliver3(pm, drop) })
 	if m.username != "" {
 		o.SetUsername(m.username)
 	}
@@ -429,9 +434,7 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 	m.c3, m.done, m.win = c, done, m.cfg.Window
 	m.mu.Unlock()
 	for _, r := range m.cfg.Subscribe {
-		st := c.Subscribe(ResolveFilter(r.From, m.env.GatewayID), r.QoS, func(_ paho3.Client, pm paho3.Message) {
-			m.deliver3(pm, drop)
-		})
+		st := c.Subscribe(ResolveFilter(r.From, m.env.GatewayID), r.QoS, nil)
 		select {
 		case <-st.Done():
 			if err := st.Error(); err != nil {
