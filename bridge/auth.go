@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 )
 
 // AuthConfig is how the http and websocket connectors authenticate.
@@ -86,14 +87,17 @@ type authorizer struct {
 	cfg    AuthConfig
 	client *http.Client
 	secret []byte // hmac key or client secret
+	scrub  *redact.Scrubber
 
 	mu      sync.Mutex
 	token   string
 	expires time.Time
 }
 
-func newAuthorizer(cfg AuthConfig, client *http.Client) (*authorizer, error) {
-	a := &authorizer{cfg: cfg, client: client}
+// newAuthorizer reads the secret files; their contents are added to scrub so they are masked
+// wherever the connector's text goes.
+func newAuthorizer(cfg AuthConfig, client *http.Client, scrub *redact.Scrubber) (*authorizer, error) {
+	a := &authorizer{cfg: cfg, client: client, scrub: scrub}
 	switch cfg.Type {
 	case "hmac":
 		s, err := readSecret(cfg.SecretFile)
@@ -108,10 +112,13 @@ func newAuthorizer(cfg AuthConfig, client *http.Client) (*authorizer, error) {
 		}
 		a.secret = []byte(s)
 	case "bearer":
-		if _, err := readSecret(cfg.TokenFile); err != nil {
+		s, err := readSecret(cfg.TokenFile)
+		if err != nil {
 			return nil, fmt.Errorf("auth token_file: %w", err)
 		}
+		scrub.Add(s)
 	}
+	scrub.Add(string(a.secret))
 	return a, nil
 }
 
@@ -134,7 +141,13 @@ func (a *authorizer) invalidate() {
 func (a *authorizer) bearer(ctx context.Context) (string, error) {
 	switch a.cfg.Type {
 	case "bearer":
-		return readSecret(a.cfg.TokenFile)
+		// Re-read on every request so a rotated file needs no restart; a new token is
+		// masked from then on.
+		s, err := readSecret(a.cfg.TokenFile)
+		if err == nil {
+			a.scrub.Add(s)
+		}
+		return s, err
 	case "token":
 	default:
 		return "", nil

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
 )
@@ -77,6 +78,10 @@ func New(o Options) (*Bridge, error) {
 	for i, cfg := range o.Connectors {
 		c := cfg.Common()
 		if err := cfg.Validate(); err != nil {
+			// Validation messages redact URLs themselves; this also masks any other secret.
+			if sh, ok := cfg.(SecretHolder); ok {
+				err = redact.NewScrubber(sh.Secrets()...).Error(err)
+			}
 			return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, err)
 		}
 		t, ok := LookupType(c.Type)
@@ -94,16 +99,26 @@ func New(o Options) (*Bridge, error) {
 
 func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, error) {
 	c := cfg.Common()
-	f := &forwarder{b: b, cfg: c, typ: t.Name, log: b.log.With("connector", c.Name), m: b.m}
+	// Every text of this connector (log lines, status, dead-letter reasons) passes the scrubber
+	// of its secrets; the connector adds the ones it reads from files.
+	scrub := redact.NewScrubber()
+	if sh, ok := cfg.(SecretHolder); ok {
+		scrub.Add(sh.Secrets()...)
+	}
+	log := slog.New(redact.Handler(b.log.Handler(), scrub)).With("connector", c.Name)
+	f := &forwarder{b: b, cfg: c, typ: t.Name, log: log, m: b.m, scrub: scrub}
+	if ep, ok := cfg.(Endpointer); ok {
+		f.endpoint = ep.Endpoint()
+	}
 	for j, r := range c.Forward {
-		cr, err := compileRule(r, true)
+		cr, err := compileRule(r, true, b.opts.GatewayID)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: connector %q: forward[%d]: %w", c.Name, j, err)
 		}
 		f.forward = append(f.forward, cr)
 	}
 	for j, r := range c.Subscribe {
-		cr, err := compileRule(r, false)
+		cr, err := compileRule(r, false, b.opts.GatewayID)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: connector %q: subscribe[%d]: %w", c.Name, j, err)
 		}
@@ -127,10 +142,10 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}
 	f.ob = ob
-	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver}
+	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub}
 	conn, err := t.New(cfg, env)
 	if err != nil {
-		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, err)
+		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, scrub.Error(err))
 	}
 	f.conn = conn
 	f.initStatus()

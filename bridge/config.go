@@ -69,7 +69,8 @@ type Common struct {
 // Rule is one forward or subscribe entry.
 type Rule struct {
 	// From is an MQTT topic filter (+ and # allowed): a local filter for forward, a remote filter
-	// for subscribe.
+	// for subscribe. {gateway_id} is replaced by the gateway id (e.g. "{gateway_id}/cmd/#");
+	// any other placeholder is an error.
 	From string `yaml:"from"`
 	// To is the destination topic template. Placeholders: {topic} the whole source topic, {1},
 	// {2}.. the levels matched by the wildcards of From in order ('#' is the remainder joined
@@ -207,14 +208,9 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	if len(c.Forward) == 0 && len(c.Subscribe) == 0 {
 		errs = append(errs, confkit.Errorf("forward", "a connector needs at least one forward or subscribe entry"))
 	}
-	for i, r := range c.Forward {
-		errs = append(errs, r.validate(fmt.Sprintf("forward[%d]", i), true)...)
-	}
+	errs = append(errs, c.ValidateRules())
 	if len(c.Subscribe) > 0 && !canSubscribe {
 		errs = append(errs, confkit.Errorf("subscribe", "connector type %q cannot subscribe", c.Type))
-	}
-	for i, r := range c.Subscribe {
-		errs = append(errs, r.validate(fmt.Sprintf("subscribe[%d]", i), false)...)
 	}
 	if c.Batch.MaxMessages < 0 {
 		errs = append(errs, confkit.Errorf("batch.max_messages", "%d: must be >= 1", c.Batch.MaxMessages))
@@ -259,6 +255,19 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	case "", "drop_oldest", "reject":
 	default:
 		errs = append(errs, confkit.Errorf("outbox.when_full", "%q: want drop_oldest or reject", c.Outbox.WhenFull))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateRules checks only the forward and subscribe entries; the config loader uses it for a
+// connector whose type is unknown, whose other keys cannot be checked. Keys as in Validate.
+func (c *Common) ValidateRules() error {
+	var errs []error
+	for i, r := range c.Forward {
+		errs = append(errs, r.validate(fmt.Sprintf("forward[%d]", i), true)...)
+	}
+	for i, r := range c.Subscribe {
+		errs = append(errs, r.validate(fmt.Sprintf("subscribe[%d]", i), false)...)
 	}
 	return errors.Join(errs...)
 }

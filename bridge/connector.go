@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
+	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/wire"
 )
 
@@ -64,6 +66,69 @@ type Env struct {
 	// connector's subscribe rules and publishes it locally. A non-nil error means it was not
 	// delivered (the connector should not acknowledge it, or answer with an error code).
 	Deliver func(ctx context.Context, in *Inbound) error
+	// Scrub masks the connector's secrets in text. It already knows those its config
+	// declares (SecretHolder); a connector adds what it reads at run time (password and
+	// secret files) and wraps every error it returns with Scrub.Error, because errors of
+	// the standard library embed whole URLs. The Logger already scrubs with it. Never nil
+	// when the bridge builds the connector.
+	Scrub *redact.Scrubber
+}
+
+// SecretHolder is implemented by connector configs that hold credentials (URL userinfo and
+// query tokens, passwords, header values); the bridge masks them in every log line, status
+// field, dead-letter reason and error string of that connector.
+type SecretHolder interface {
+	Secrets() []string
+}
+
+// Endpointer is implemented by connector configs with one remote address; Endpoint is shown in
+// status and must already be redacted (redact.URL).
+type Endpointer interface {
+	Endpoint() string
+}
+
+// scrubberOf returns env's scrubber (a fresh one for a connector built outside a Bridge) with
+// cfg's secrets added.
+func scrubberOf(env *Env, cfg SecretHolder) *redact.Scrubber {
+	if env.Scrub == nil {
+		env.Scrub = redact.NewScrubber()
+	}
+	env.Scrub.Add(cfg.Secrets()...)
+	return env.Scrub
+}
+
+// RedirectError is a 3xx answer. Connectors never follow redirects: Go's client would re-send
+// a 301/302 POST as a body-less GET (a 200 to that would confirm messages never delivered) and
+// a 307/308 with the body, the signature and the configured headers to whatever host the
+// Location names. A redirect is a retriable failure (the messages stay queued, the forwarder
+// backs off) counted under failure reason "redirect"; the fix is the configured url.
+type RedirectError struct {
+	Status int
+	// Location is the redirect target, redacted.
+	Location string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("http %d: redirected to %s; fix the url", e.Status, e.Location)
+}
+
+// noRedirect is every connector http.Client's CheckRedirect: the 3xx response itself comes
+// back to the caller.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redirectError returns a *RedirectError for a 3xx response, nil otherwise.
+func redirectError(resp *http.Response) error {
+	if resp == nil || resp.StatusCode < 300 || resp.StatusCode > 399 {
+		return nil
+	}
+	loc := resp.Header.Get("Location")
+	if u, err := resp.Location(); err == nil {
+		loc = u.String()
+	}
+	if loc == "" {
+		loc = "(no Location header)"
+	}
+	return &RedirectError{Status: resp.StatusCode, Location: redact.URL(loc)}
 }
 
 // Inbound is a downlink message as received from the remote.

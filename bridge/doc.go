@@ -53,6 +53,8 @@
 // message. MQTT 3.1.1 uses paho.mqtt.golang (no user properties: choose format cbor or json
 // if the remote must deduplicate). Sessions are persistent by default (clean_start false,
 // session_expiry 24h) and the subscribe filters are subscribed again on every connect.
+// Incoming QoS 2 is exactly once per session (packet ids held from PUBLISH to PUBREL); 3.1.1
+// acknowledges a downlink message only after it was published locally (paho manual ack).
 //
 // # http connector
 //
@@ -68,6 +70,13 @@
 // HTTP date), 5xx, 401 (after one token refresh), 408 and network errors are retried. Any
 // other status (400, 403, 404, 413, 422, ...) moves every message of the request to the dead
 // letters; use batch.max_messages 1 if one bad message must not take its batch with it.
+// A 3xx is never followed (RedirectError): retried, counted as failure reason "redirect".
+//
+// # Secrets
+//
+// Connector configs declare their credentials (SecretHolder); the bridge masks them, and the
+// secrets a connector reads from files, with one internal/redact Scrubber per connector in its
+// logger, status (last_error, endpoint), dead-letter reasons and returned errors.
 //
 // # HMAC signature
 //

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/storage"
 )
 
@@ -35,6 +36,8 @@ type ConnectorStatus struct {
 	Name  string `json:"name"`
 	Type  string `json:"type"`
 	State string `json:"state"`
+	// Endpoint is the remote address, credentials masked.
+	Endpoint string `json:"endpoint,omitempty"`
 	// Since is when the connector entered State.
 	Since       time.Time `json:"since"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -71,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m := &metrics{
 		sent:           cv("sent_total", "Messages confirmed by the remote.", "connector"),
-		failed:         cv("failed_total", "Failed attempts by reason (connect, send, rejected, stall).", "connector", "reason"),
+		failed:         cv("failed_total", "Failed attempts by reason (connect, send, rejected, stall, redirect).", "connector", "reason"),
 		deadLetters:    cv("dead_letters_total", "Messages the remote rejected permanently, moved to dead letters.", "connector"),
 		stalls:         cv("stalls_total", "Times the remote stopped confirming for stall_timeout.", "connector"),
 		reconnects:     cv("reconnects_total", "Successful connects after the first.", "connector"),
@@ -102,6 +105,8 @@ type forwarder struct {
 	m         *metrics
 	ob        *storage.Outbox
 	conn      Connector
+	scrub     *redact.Scrubber // masks this connector's secrets in status, logs, dead-letter reasons
+	endpoint  string
 	forward   []*rule
 	subscribe []*rule
 
@@ -126,7 +131,7 @@ func (f *forwarder) initStatus() {
 	f.state, f.since, f.window = StateStopped, time.Now(), f.cfg.Window
 	f.rateT = time.Now()
 	f.m.state.WithLabelValues(f.cfg.Name, StateStopped).Set(1)
-	for _, lbl := range []string{"connect", "send", "rejected", "stall"} {
+	for _, lbl := range []string{"connect", "send", "rejected", "stall", "redirect"} {
 		f.m.failed.WithLabelValues(f.cfg.Name, lbl)
 	}
 	f.m.sent.WithLabelValues(f.cfg.Name)
@@ -153,6 +158,11 @@ func (f *forwarder) setState(s string) {
 // fail records a failed attempt; logs the first failure of a streak and every 10th after
 // (nats shouldReportConnectErr), so a flapping link does not flood the log.
 func (f *forwarder) fail(reason string, err error) {
+	var re *RedirectError
+	if errors.As(err, &re) {
+		reason = "redirect"
+	}
+	err = f.scrub.Error(err)
 	f.failed.Add(1)
 	f.m.failed.WithLabelValues(f.cfg.Name, reason).Inc()
 	f.mu.Lock()
@@ -185,7 +195,7 @@ func (f *forwarder) status() ConnectorStatus {
 		f.rateT, f.rateN = now, sent
 	}
 	s := ConnectorStatus{
-		Name: f.cfg.Name, Type: f.typ, State: f.state, Since: f.since, LastError: f.lastErr, LastErrorAt: f.lastErrAt,
+		Name: f.cfg.Name, Type: f.typ, State: f.state, Endpoint: f.endpoint, Since: f.since, LastError: f.lastErr, LastErrorAt: f.lastErrAt,
 		Window: f.window, SentRate: f.rate,
 	}
 	f.mu.Unlock()
@@ -491,6 +501,7 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 				firstErr = r
 				break
 			}
+			r = f.scrub.Error(r)
 			if err := f.ob.DeadLetter(m.Seq, r.Error()); err != nil {
 				return done, fmt.Errorf("dead-letter %d: %w", m.Seq, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -195,13 +196,23 @@ type cloudSub struct {
 
 func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
 	t.Helper()
+	return subscribeCloudAuth(t, addr, "", "", filter)
+}
+
+// subscribeCloudAuth is subscribeCloud with a username and password ("" = none).
+func subscribeCloudAuth(t testing.TB, addr, user, pass, filter string) *cloudSub {
+	t.Helper()
+	var pw []byte
+	if pass != "" {
+		pw = []byte(pass)
+	}
 	cs := &cloudSub{seen: map[string]struct{}{}}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", time.Now().UnixNano()),
-		CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
+		Username: user, Password: pw, CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
 			m := cloudMsg{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...)}
 			for _, u := range p.Properties.User {
 				if u.Key == bridge.IDProp {
@@ -293,4 +304,17 @@ func envSeq(m cloudMsg) (int, string) {
 func waitFor(t testing.TB, total time.Duration, fn func() error) {
 	t.Helper()
 	testutil.WaitFor(t, total, 20*time.Millisecond, fn)
+}
+
+// decodeInto strictly decodes a connector's YAML into cfg (no Validate).
+func decodeInto(src string, cfg bridge.ConnectorConfig) error {
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	return dec.Decode(cfg)
+}
+
+// runCmd runs a command and returns its combined output.
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 )
 
 func init() {
@@ -31,7 +32,10 @@ func init() {
 // A retried request holds exactly the same messages as the failed one.
 type HTTPConfig struct {
 	Base `yaml:",inline"`
-	// URL to POST to (http:// or https://).
+	// URL to POST to (http:// or https://). Credentials in it are used as given and masked in
+	// every log, status and error: userinfo (https://user:pass@host) is sent as HTTP Basic auth
+	// and is allowed only with auth type none; query parameters (?access_token=...) are sent
+	// unchanged. Redirects are never followed (a 3xx is a retried failure: fix the url).
 	URL string `yaml:"url"`
 	// Auth: none, bearer, token or hmac.
 	Auth AuthConfig `yaml:"auth"`
@@ -55,7 +59,9 @@ func (c *HTTPConfig) Validate() error {
 	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, false)}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, confkit.Errorf("url", "%q: want an http:// or https:// URL", c.URL))
+		errs = append(errs, confkit.Errorf("url", "%q: want an http:// or https:// URL", redact.URL(c.URL)))
+	} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
+		errs = append(errs, confkit.Errorf("url", "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(c.URL), c.Auth.Type))
 	}
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
@@ -65,11 +71,30 @@ func (c *HTTPConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
+func (c *HTTPConfig) Secrets() []string {
+	return append(urlAndHeaderSecrets(c.URL, c.Headers), redact.URLSecrets(c.Auth.TokenURL)...)
+}
+
+// Endpoint implements Endpointer.
+func (c *HTTPConfig) Endpoint() string { return redact.URL(c.URL) }
+
+// urlAndHeaderSecrets lists the credentials of a URL (userinfo password, secret query values)
+// and every configured header value (headers carry API keys).
+func urlAndHeaderSecrets(raw string, headers map[string]string) []string {
+	out := redact.URLSecrets(raw)
+	for _, v := range headers {
+		out = append(out, v)
+	}
+	return out
+}
+
 type httpConn struct {
 	cfg    *HTTPConfig
 	env    Env
 	client *http.Client
 	auth   *authorizer
+	scrub  *redact.Scrubber
 }
 
 func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
@@ -90,16 +115,17 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
-	a, err := newAuthorizer(cfg.Auth, client)
+	client := &http.Client{Transport: tr, Timeout: cfg.Timeout, CheckRedirect: noRedirect}
+	scrub := scrubberOf(&env, cfg)
+	a, err := newAuthorizer(cfg.Auth, client, scrub)
 	if err != nil {
-		return nil, fmt.Errorf("http: %w", err)
+		return nil, fmt.Errorf("http: %w", scrub.Error(err))
 	}
-	return &httpConn{cfg: cfg, env: env, client: client, auth: a}, nil
+	return &httpConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub}, nil
 }
 
 // Connect fetches a token for auth type token; otherwise there is nothing to dial ahead.
-func (h *httpConn) Connect(ctx context.Context) error { return h.auth.prepare(ctx) }
+func (h *httpConn) Connect(ctx context.Context) error { return h.scrub.Error(h.auth.prepare(ctx)) }
 
 // Close drops idle connections.
 func (h *httpConn) Close() error {
@@ -139,17 +165,19 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 		}
 		return nil
 	}
-	status, retryAfter, respBody, err := h.post(ctx, msgs, body, batched)
+	status, retryAfter, respBody, redir, err := h.post(ctx, msgs, body, batched)
 	if err == nil && status == http.StatusUnauthorized && (h.cfg.Auth.Type == "token" || h.cfg.Auth.Type == "bearer") {
 		h.auth.invalidate()
-		status, retryAfter, respBody, err = h.post(ctx, msgs, body, batched)
+		status, retryAfter, respBody, redir, err = h.post(ctx, msgs, body, batched)
 	}
 	if err != nil {
-		return err
+		return h.scrub.Error(err)
 	}
 	var res error
 	switch {
 	case status >= 200 && status < 300:
+	case redir != nil:
+		res = redir
 	case status == http.StatusTooManyRequests:
 		res = &RetryAfterError{After: retryAfter, Err: fmt.Errorf("http %d: %s", status, snippet(respBody))}
 	case status == http.StatusUnauthorized, status == http.StatusRequestTimeout, status >= 500, status < 400:
@@ -160,16 +188,19 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	default:
 		res = Permanent(fmt.Errorf("http %d: %s", status, snippet(respBody)))
 	}
+	// A response body may echo the request (URL, headers): mask before anyone prints it.
+	res = h.scrub.Error(res)
 	for i := range msgs {
 		result(i, res)
 	}
 	return nil
 }
 
-func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batched bool) (int, time.Duration, []byte, error) {
+// post sends one request; redir is a *RedirectError for a 3xx answer (never followed).
+func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batched bool) (status int, retryAfter time.Duration, rb []byte, redir, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, nil, err
 	}
 	for k, v := range h.cfg.Headers {
 		req.Header.Set(k, v)
@@ -186,19 +217,19 @@ func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batch
 		req.Header.Set("X-Edged-Gateway", h.env.GatewayID)
 	}
 	if err := h.auth.apply(ctx, req, body); err != nil {
-		return 0, 0, nil, fmt.Errorf("auth: %w", err)
+		return 0, 0, nil, nil, fmt.Errorf("auth: %w", err)
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		if c := context.Cause(ctx); c != nil {
-			return 0, 0, nil, fmt.Errorf("post: %w", c)
+			return 0, 0, nil, nil, fmt.Errorf("post: %w", c)
 		}
-		return 0, 0, nil, fmt.Errorf("post: %w", err)
+		return 0, 0, nil, nil, fmt.Errorf("post: %w", err)
 	}
 	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	rb, _ = io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), rb, nil
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), rb, redirectError(resp), nil
 }
 
 // parseRetryAfter reads delta-seconds or an HTTP date; capped at one hour.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edged-dev/edged/bridge/internal/mqtt5"
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 )
 
 func init() {
@@ -39,6 +40,10 @@ type MQTTConfig struct {
 	Base `yaml:",inline"`
 	// URL of the remote broker: tcp:// or mqtt:// (plain), ssl:// or mqtts:// (TLS), ws:// or
 	// wss:// (MQTT over WebSocket, path included). Port defaults: 1883, 8883, 80, 443.
+	// Userinfo (tcp://user:pass@host) is the CONNECT username and password, allowed only when
+	// username, password and password_file are empty. A query string is allowed only for ws://
+	// and wss:// (sent on the handshake, e.g. ?token=...). Credentials are masked in every log,
+	// status and error.
 	URL string `yaml:"url"`
 	// Protocol is the MQTT version: "5" (default) or "3.1.1". With 5 every message carries its
 	// envelope id as user property `id`, PUBACK reason codes >= 0x80 dead-letter the message and
@@ -85,15 +90,21 @@ func (c *MQTTConfig) Validate() error {
 	case c.URL == "":
 		errs = append(errs, confkit.Errorf("url", "required (e.g. tcp://broker:1883)"))
 	case err != nil:
-		errs = append(errs, confkit.Errorf("url", "%v", err))
+		errs = append(errs, confkit.Errorf("url", "%q: not a URL", redact.URL(c.URL)))
 	default:
 		switch u.Scheme {
 		case "tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss":
 		default:
-			errs = append(errs, confkit.Errorf("url", "%q: scheme must be tcp, mqtt, ssl, mqtts, ws or wss", c.URL))
+			errs = append(errs, confkit.Errorf("url", "%q: scheme must be tcp, mqtt, ssl, mqtts, ws or wss", redact.URL(c.URL)))
 		}
 		if u.Hostname() == "" {
-			errs = append(errs, confkit.Errorf("url", "%q: no host", c.URL))
+			errs = append(errs, confkit.Errorf("url", "%q: no host", redact.URL(c.URL)))
+		}
+		if u.User != nil && (c.Username != "" || c.Password != "" || c.PasswordFile != "") {
+			errs = append(errs, confkit.Errorf("url", "%q: credentials in the url and in username/password/password_file; give them once", redact.URL(c.URL)))
+		}
+		if (u.RawQuery != "" || u.ForceQuery) && u.Scheme != "ws" && u.Scheme != "wss" {
+			errs = append(errs, confkit.Errorf("url", "%q: a query string is only sent for ws:// and wss:// (the MQTT CONNECT carries credentials: use username/password)", redact.URL(c.URL)))
 		}
 	}
 	switch c.Protocol {
@@ -120,12 +131,22 @@ func (c *MQTTConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Secrets implements SecretHolder: the password and URL credentials.
+func (c *MQTTConfig) Secrets() []string { return append(urlAndHeaderSecrets(c.URL, nil), c.Password) }
+
+// Endpoint implements Endpointer.
+func (c *MQTTConfig) Endpoint() string { return redact.URL(c.URL) }
+
 type mqttConn struct {
 	cfg      *MQTTConfig
 	env      Env
 	clientID string
+	username string
 	password string
+	url      string // cfg.URL without userinfo (that goes into CONNECT, not a handshake)
 	tls      *tls.Config
+	scrub    *redact.Scrubber
+	qos2     *mqtt5.QoS2Set // incoming QoS 2 ids, kept across connections of one session
 
 	mu   sync.Mutex
 	c5   *mqtt5.Client
@@ -140,9 +161,18 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 		return nil, fmt.Errorf("mqtt: config is %T", cc)
 	}
 	cfg.defaults()
-	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, password: cfg.Password}
+	scrub := scrubberOf(&env, cfg)
+	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, username: cfg.Username, password: cfg.Password,
+		url: cfg.URL, scrub: scrub, qos2: mqtt5.NewQoS2Set()}
 	if m.clientID == "" {
 		m.clientID = "edged-" + env.GatewayID + "-" + cfg.Name
+	}
+	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
+		// Validate refused userinfo next to username/password keys.
+		m.username = u.User.Username()
+		m.password, _ = u.User.Password()
+		u.User = nil
+		m.url = u.String()
 	}
 	if cfg.PasswordFile != "" {
 		p, err := readSecret(cfg.PasswordFile)
@@ -151,6 +181,7 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 		}
 		m.password = p
 	}
+	scrub.Add(m.password)
 	t, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
@@ -160,7 +191,7 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 }
 
 func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
-	u, err := url.Parse(m.cfg.URL)
+	u, err := url.Parse(m.url)
 	if err != nil {
 		return nil, err
 	}
@@ -184,9 +215,12 @@ func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
 		td := &tls.Dialer{NetDialer: d, Config: m.tls}
 		return td.DialContext(ctx, "tcp", port("8883"))
 	case "ws", "wss":
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: d.DialContext}}
-		ws, _, err := websocket.Dial(ctx, m.cfg.URL, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: d.DialContext}, CheckRedirect: noRedirect}
+		ws, resp, err := websocket.Dial(ctx, m.url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
 		if err != nil {
+			if rerr := redirectError(resp); rerr != nil {
+				return nil, rerr
+			}
 			return nil, err
 		}
 		ws.SetReadLimit(-1)
@@ -196,22 +230,24 @@ func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
 }
 
 // Connect implements Connector.
-func (m *mqttConn) Connect(ctx context.Context) error {
+func (m *mqttConn) Connect(ctx context.Context) error { return m.scrub.Error(m.connect(ctx)) }
+
+func (m *mqttConn) connect(ctx context.Context) error {
 	if m.cfg.Protocol == "3.1.1" {
 		return m.connect3(ctx)
 	}
 	conn, err := m.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", m.cfg.URL, err)
+		return fmt.Errorf("dial %s: %w", redact.URL(m.cfg.URL), err)
 	}
 	var pw []byte
 	if m.password != "" {
 		pw = []byte(m.password)
 	}
 	c, err := mqtt5.Connect(ctx, conn, mqtt5.Options{
-		ClientID: m.clientID, Username: m.cfg.Username, Password: pw, CleanStart: m.cfg.CleanStart,
+		ClientID: m.clientID, Username: m.username, Password: pw, CleanStart: m.cfg.CleanStart,
 		SessionExpiry: uint32(m.cfg.SessionExpiry / time.Second), KeepAlive: m.cfg.KeepAlive,
-		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5,
+		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5, QoS2: m.qos2,
 	})
 	if err != nil {
 		return err
@@ -223,7 +259,7 @@ func (m *mqttConn) Connect(ctx context.Context) error {
 	if len(m.cfg.Subscribe) > 0 {
 		subs := make([]packets.SubOptions, len(m.cfg.Subscribe))
 		for i, r := range m.cfg.Subscribe {
-			subs[i] = packets.SubOptions{Topic: r.From, QoS: r.QoS}
+			subs[i] = packets.SubOptions{Topic: ResolveFilter(r.From, m.env.GatewayID), QoS: r.QoS}
 		}
 		codes, err := c.Subscribe(ctx, subs)
 		if err != nil {
@@ -330,18 +366,18 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 				err = Permanent(err)
 			}
 			if err == nil || IsPermanent(err) {
-				result(i, err)
+				result(i, m.scrub.Error(err))
 			}
 			if remaining.Add(-1) == 0 {
 				close(all)
 			}
 		})
 		if err != nil {
-			return fmt.Errorf("publish: %w", err)
+			return m.scrub.Error(fmt.Errorf("publish: %w", err))
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("publish: %w", err)
+		return m.scrub.Error(fmt.Errorf("publish: %w", err))
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -357,20 +393,28 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 			return nil
 		default:
 		}
-		return fmt.Errorf("connection lost: %v", c.Err())
+		return m.scrub.Error(fmt.Errorf("connection lost: %v", c.Err()))
 	}
 }
 
 func (m *mqttConn) connect3(ctx context.Context) error {
 	done := make(chan struct{})
 	var once sync.Once
-	o := paho3.NewClientOptions().AddBroker(strings.Replace(m.cfg.URL, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
+	drop := func() { once.Do(func() { close(done) }) }
+	// Manual acks: paho's default acknowledges a downlink PUBLISH when the handler returns,
+	// whether or not the local publish worked, so a failed delivery was lost for good.
+	o := paho3.NewClientOptions().AddBroker(strings.Replace(m.url, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetKeepAlive(m.cfg.KeepAlive).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
-		SetTLSConfig(m.tls).SetProtocolVersion(4).
-		SetConnectionLostHandler(func(paho3.Client, error) { once.Do(func() { close(done) }) })
-	if m.cfg.Username != "" {
-		o.SetUsername(m.cfg.Username)
+		SetTLSConfig(m.tls).SetProtocolVersion(4).SetAutoAckDisabled(true).
+		SetConnectionLostHandler(func(paho3.Client, error) { drop() }).
+		// A resumed session's messages (the redelivery of an unacknowledged one above all)
+		// arrive right after CONNACK, before the SUBSCRIBE below is answered: paho drops
+		// messages that match no route without acknowledging them, so every message goes to
+		// this default handler instead of per-subscription routes.
+		SetDefaultPublishHandler(func(_ paho3.Client, pm paho3.Message) { m.deliver3(pm, drop) })
+	if m.username != "" {
+		o.SetUsername(m.username)
 	}
 	if m.password != "" {
 		o.SetPassword(m.password)
@@ -390,9 +434,7 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 	m.c3, m.done, m.win = c, done, m.cfg.Window
 	m.mu.Unlock()
 	for _, r := range m.cfg.Subscribe {
-		st := c.Subscribe(r.From, r.QoS, func(_ paho3.Client, pm paho3.Message) {
-			_ = m.env.Deliver(context.Background(), &Inbound{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained()})
-		})
+		st := c.Subscribe(ResolveFilter(r.From, m.env.GatewayID), r.QoS, nil)
 		select {
 		case <-st.Done():
 			if err := st.Error(); err != nil {
@@ -403,6 +445,26 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// deliver3 publishes one 3.1.1 downlink message locally and acknowledges it to the remote only
+// once that worked. On failure (counted by the bridge as downlink_failed) the message stays
+// unacknowledged and the link is dropped: MQTT 3.1.1 redelivers an unacknowledged message only
+// when the session resumes, so the forwarder reconnects (after its backoff) and the remote
+// sends it again. Holding the link open would leave it unacknowledged until the next outage.
+func (m *mqttConn) deliver3(pm paho3.Message, drop func()) {
+	err := m.env.Deliver(context.Background(), &Inbound{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained()})
+	if err == nil {
+		pm.Ack()
+		return
+	}
+	if pm.Qos() == 0 {
+		m.env.Logger.Warn("downlink QoS 0 message not delivered locally; dropped", "topic", pm.Topic(), "err", m.scrub.Error(err))
+		return
+	}
+	m.env.Logger.Warn("downlink not delivered locally; left unacknowledged and reconnecting so the remote redelivers",
+		"topic", pm.Topic(), "err", m.scrub.Error(err))
+	drop()
 }
 
 func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, error)) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 )
 
 func init() {
@@ -153,10 +154,23 @@ func (c *NATSConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Secrets implements SecretHolder: the password (URLs may not carry credentials).
+func (c *NATSConfig) Secrets() []string { return []string{c.Password} }
+
+// Endpoint implements Endpointer: the server list.
+func (c *NATSConfig) Endpoint() string {
+	out := make([]string, len(c.URLs))
+	for i, u := range c.URLs {
+		out[i] = redact.URL(u)
+	}
+	return strings.Join(out, ",")
+}
+
 type natsConn struct {
-	cfg  *NATSConfig
-	env  Env
-	opts []nats.Option
+	cfg   *NATSConfig
+	env   Env
+	opts  []nats.Option
+	scrub *redact.Scrubber
 
 	mu   sync.Mutex
 	nc   *nats.Conn
@@ -172,6 +186,7 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 	}
 	cfg.defaults()
 	n := &natsConn{cfg: cfg, env: env}
+	n.scrub = scrubberOf(&n.env, cfg)
 	// nats.go's own reconnect is off: the forwarder owns reconnects (backoff, breaker, status),
 	// as for every connector, and a fresh Connect walks the URL list.
 	n.opts = []nats.Option{nats.Name("edged-" + env.GatewayID + "-" + cfg.Name), nats.NoReconnect(),
@@ -186,6 +201,7 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 				return nil, fmt.Errorf("nats: password_file: %w", err)
 			}
 			pw = p
+			n.scrub.Add(p)
 		}
 		n.opts = append(n.opts, nats.UserInfo(cfg.Username, pw))
 	}
@@ -194,6 +210,7 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats: token_file: %w", err)
 		}
+		n.scrub.Add(tok)
 		n.opts = append(n.opts, nats.Token(tok))
 	}
 	if cfg.NKeySeedFile != "" {
@@ -222,7 +239,9 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 
 // Connect implements Connector: dial the first server that answers, then attach the downlink
 // consumers.
-func (n *natsConn) Connect(ctx context.Context) error {
+func (n *natsConn) Connect(ctx context.Context) error { return n.scrub.Error(n.connect(ctx)) }
+
+func (n *natsConn) connect(ctx context.Context) error {
 	done := make(chan struct{})
 	var once sync.Once
 	opts := append([]nats.Option{nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(done) }) })}, n.opts...)
@@ -409,6 +428,10 @@ func validHeaderKey(k string) bool {
 // Send implements Connector: publish every message asynchronously with its envelope id as
 // Nats-Msg-Id, pipelined up to the window, and report each PubAck in order of arrival.
 func (n *natsConn) Send(ctx context.Context, msgs []*Message, result func(int, error)) error {
+	return n.scrub.Error(n.send(ctx, msgs, func(i int, err error) { result(i, n.scrub.Error(err)) }))
+}
+
+func (n *natsConn) send(ctx context.Context, msgs []*Message, result func(int, error)) error {
 	n.mu.Lock()
 	js, done := n.js, n.done
 	n.mu.Unlock()
@@ -424,14 +447,26 @@ func (n *natsConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	if win <= 0 {
 		win = 256
 	}
+	// slots bounds the publishes awaiting a PubAck to the window (window 1: one at a time);
+	// failed tells the publishing loop to stop once a retriable failure ends the batch, so
+	// nothing more is published behind the message that will be resent.
+	slots := make(chan struct{}, win)
 	q := make(chan pend, win)
+	failed := make(chan struct{})
 	linkErr := make(chan error, 1)
 	waiter := make(chan struct{})
 	go func() {
 		defer close(waiter)
-		failed := false
+		stopped := false
+		stop := func() {
+			if !stopped {
+				stopped = true
+				close(failed)
+			}
+		}
 		for p := range q {
-			if failed {
+			if stopped {
+				<-slots
 				continue
 			}
 			select {
@@ -440,44 +475,48 @@ func (n *natsConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 			case err := <-p.f.Err():
 				if perr := n.classify(ctx, js, p.subj, err); IsPermanent(perr) {
 					result(p.i, perr)
-					continue
 				} else {
 					// Retriable: leave it without a result and stop here so the batch keeps
 					// its order; the forwarder resends from the first unconfirmed message.
 					linkErr <- perr
-					failed = true
+					stop()
 				}
 			case <-ctx.Done():
-				failed = true
+				stop()
 			case <-done:
-				failed = true
+				stop()
 			}
+			<-slots
 		}
 	}()
 	var err error
+publish:
 	for i, msg := range msgs {
 		m, encErr := n.message(msg)
 		if encErr != nil {
 			result(i, Permanent(fmt.Errorf("encode: %w", encErr)))
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		case <-failed:
+			break publish
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+			break publish
+		case <-done:
+			err = errors.New("connection lost")
+			break publish
+		}
 		// No retries inside the client: the forwarder resends from the first unconfirmed
-		// message, which keeps a failover's reordering within one window.
+		// message, which keeps a failover's reordering small.
 		f, perr := js.PublishMsgAsync(m, jetstream.WithMsgID(msg.Env.ID.String()), jetstream.WithRetryAttempts(0))
 		if perr != nil {
+			<-slots
 			err = fmt.Errorf("publish: %w", perr)
 			break
 		}
-		select {
-		case q <- pend{i, m.Subject, f}:
-		case <-ctx.Done():
-			err = context.Cause(ctx)
-		case <-done:
-			err = errors.New("connection lost")
-		}
-		if err != nil {
-			break
-		}
+		q <- pend{i, m.Subject, f} // never blocks: q has a place for every slot
 	}
 	close(q)
 	<-waiter

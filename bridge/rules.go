@@ -20,11 +20,48 @@ type part struct {
 	ph  int // 0 literal; -1 {topic}; -2 {client_id}; -3 {gateway_id}; n>0 {n}
 }
 
-// validFilter checks an MQTT topic filter.
+// ResolveFilter replaces the placeholders a rule's `from` may hold ({gateway_id}) by their
+// values. Both the subscription sent to a remote and the local matching use the result.
+func ResolveFilter(from, gatewayID string) string {
+	return strings.ReplaceAll(from, "{gateway_id}", gatewayID)
+}
+
+// checkFilterPlaceholders rejects any placeholder in a filter other than {gateway_id}: a
+// filter with an unknown or misspelt one would silently subscribe to its literal text.
+func checkFilterPlaceholders(f string) error {
+	rest := f
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			if strings.IndexByte(rest, '}') >= 0 {
+				return fmt.Errorf("%q: '}' without '{'", f)
+			}
+			return nil
+		}
+		if strings.IndexByte(rest[:i], '}') >= 0 {
+			return fmt.Errorf("%q: '}' without '{'", f)
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return fmt.Errorf("%q: unclosed '{'", f)
+		}
+		if name := rest[i+1 : i+j]; name != "gateway_id" {
+			return fmt.Errorf("%q: unknown placeholder {%s} in a filter (want {gateway_id})", f, name)
+		}
+		rest = rest[i+j+1:]
+	}
+}
+
+// validFilter checks an MQTT topic filter; {gateway_id} stands for a non-empty level part
+// (the gateway id is checked on its own: no '/', '+' or '#').
 func validFilter(f string) error {
 	if f == "" {
 		return fmt.Errorf("empty topic filter")
 	}
+	if err := checkFilterPlaceholders(f); err != nil {
+		return err
+	}
+	f = ResolveFilter(f, "gw")
 	lv := strings.Split(f, "/")
 	for i, l := range lv {
 		switch {
@@ -102,10 +139,12 @@ func compileTemplate(tpl string, nwild int, allowClient bool) ([]part, error) {
 	return out, nil
 }
 
-func compileRule(r Rule, allowClient bool) (*rule, error) {
+// compileRule resolves the placeholders of r.From with gatewayID and compiles r.To.
+func compileRule(r Rule, allowClient bool, gatewayID string) (*rule, error) {
 	if err := validFilter(r.From); err != nil {
 		return nil, err
 	}
+	r.From = ResolveFilter(r.From, gatewayID)
 	parts, err := compileTemplate(r.To, wildcards(r.From), allowClient)
 	if err != nil {
 		return nil, err

@@ -30,7 +30,7 @@ func TestRuleMatchExpand(t *testing.T) {
 		{"a/b", "c", "a/bc", "", false},
 	}
 	for _, tt := range tests {
-		r, err := compileRule(Rule{From: tt.from, To: tt.to}, true)
+		r, err := compileRule(Rule{From: tt.from, To: tt.to}, true, "gw1")
 		if err != nil {
 			t.Fatalf("%s -> %s: %v", tt.from, tt.to, err)
 		}
@@ -187,5 +187,23 @@ func TestHMACStringToSign(t *testing.T) {
 	// HMAC-SHA256("key", want)
 	if got := SignHMAC([]byte("key"), "POST", "/v1/m?x=1", "1700000000", "00ff", nil); len(got) != 64 {
 		t.Fatalf("signature %q", got)
+	}
+}
+
+// {gateway_id} in a rule's from is resolved when the rule is compiled (forward: the local
+// filter; subscribe: the remote subscription, see ResolveFilter).
+func TestRuleFromGatewayID(t *testing.T) {
+	r, err := compileRule(Rule{From: "{gateway_id}/cmd/#", To: "cmd/{1}"}, false, "gw9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps, ok := r.match("gw9/cmd/dev1/reboot"); !ok || r.expand("gw9/cmd/dev1/reboot", caps, "", "gw9") != "cmd/dev1/reboot" {
+		t.Fatalf("match %v %v", caps, ok)
+	}
+	if _, ok := r.match("{gateway_id}/cmd/x"); ok {
+		t.Fatal("the literal placeholder text matched")
+	}
+	if _, err := compileRule(Rule{From: "{gw}/cmd/#", To: "x"}, false, "gw9"); err == nil {
+		t.Fatal("unknown placeholder accepted")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/wire"
 )
 
@@ -30,7 +31,10 @@ func init() {
 // package documentation ("WebSocket protocol").
 type WebSocketConfig struct {
 	Base `yaml:",inline"`
-	// URL is ws:// or wss://.
+	// URL is ws:// or wss://. Credentials in it are used as given and masked in every log,
+	// status and error: userinfo is sent as HTTP Basic auth on the handshake and is allowed only
+	// with auth type none; query parameters (?token=...) are sent unchanged. Redirects of the
+	// handshake are never followed (a retried failure: fix the url).
 	URL string `yaml:"url"`
 	// Auth is applied to the opening handshake (a GET without body): none, bearer, token, hmac.
 	Auth AuthConfig `yaml:"auth"`
@@ -55,7 +59,9 @@ func (c *WebSocketConfig) Validate() error {
 	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		errs = append(errs, confkit.Errorf("url", "%q: want a ws:// or wss:// URL", c.URL))
+		errs = append(errs, confkit.Errorf("url", "%q: want a ws:// or wss:// URL", redact.URL(c.URL)))
+	} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
+		errs = append(errs, confkit.Errorf("url", "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(c.URL), c.Auth.Type))
 	}
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
@@ -64,6 +70,14 @@ func (c *WebSocketConfig) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
+func (c *WebSocketConfig) Secrets() []string {
+	return append(urlAndHeaderSecrets(c.URL, c.Headers), redact.URLSecrets(c.Auth.TokenURL)...)
+}
+
+// Endpoint implements Endpointer.
+func (c *WebSocketConfig) Endpoint() string { return redact.URL(c.URL) }
 
 // wsControl is an ack or reject frame from the server (and the ack edged sends for downlink).
 type wsControl struct {
@@ -77,6 +91,7 @@ type wsConn struct {
 	env    Env
 	client *http.Client
 	auth   *authorizer
+	scrub  *redact.Scrubber
 
 	mu     sync.Mutex
 	c      *websocket.Conn
@@ -96,16 +111,19 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
-	a, err := newAuthorizer(cfg.Auth, client)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}, CheckRedirect: noRedirect}
+	scrub := scrubberOf(&env, cfg)
+	a, err := newAuthorizer(cfg.Auth, client, scrub)
 	if err != nil {
-		return nil, fmt.Errorf("websocket: %w", err)
+		return nil, fmt.Errorf("websocket: %w", scrub.Error(err))
 	}
-	return &wsConn{cfg: cfg, env: env, client: client, auth: a}, nil
+	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub}, nil
 }
 
 // Connect dials and starts the reader and pinger.
-func (w *wsConn) Connect(ctx context.Context) error {
+func (w *wsConn) Connect(ctx context.Context) error { return w.scrub.Error(w.connect(ctx)) }
+
+func (w *wsConn) connect(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.cfg.URL, nil)
 	if err != nil {
 		return err
@@ -124,7 +142,10 @@ func (w *wsConn) Connect(ctx context.Context) error {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			w.auth.invalidate()
 		}
-		return fmt.Errorf("dial %s: %w", w.cfg.URL, err)
+		if rerr := redirectError(resp); rerr != nil {
+			return fmt.Errorf("dial %s: %w", redact.URL(w.cfg.URL), rerr)
+		}
+		return fmt.Errorf("dial %s: %w", redact.URL(w.cfg.URL), err)
 	}
 	c.SetReadLimit(16 << 20)
 	lctx, cancel := context.WithCancel(context.Background())
@@ -305,7 +326,7 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 		typ = websocket.MessageBinary
 	}
 	if err := c.Write(ctx, typ, frame); err != nil {
-		return fmt.Errorf("write frame: %w", err)
+		return w.scrub.Error(fmt.Errorf("write frame: %w", err))
 	}
 	idx := make(map[string]int, len(msgs))
 	for i, m := range msgs {
@@ -324,7 +345,7 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 			if i, ok := idx[cm.Reject]; ok && !resolved[i] {
 				resolved[i] = true
 				left--
-				result(i, Permanent(fmt.Errorf("rejected by remote: %s", cm.Error)))
+				result(i, w.scrub.Error(Permanent(fmt.Errorf("rejected by remote: %s", cm.Error))))
 			}
 			if i, ok := idx[cm.Ack]; ok {
 				for ; next <= i; next++ {

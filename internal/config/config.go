@@ -11,7 +11,9 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -74,6 +76,9 @@ type Admin struct {
 // registered (see `edged connectors`).
 type Bridge struct {
 	Connectors []bridge.ConnectorConfig `yaml:"-"`
+	// index[i] is the position of Connectors[i] in the file's list: entries that could not be
+	// decoded (an unknown type) are not in Connectors, and problems must name the right entry.
+	index []int
 }
 
 // Default is the configuration `edged run` uses without -c.
@@ -228,6 +233,17 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 		t, ok := lookupType(typ)
 		if !ok {
 			add(typLine, key+".type", fmt.Sprintf("unknown connector type %q (registered: %s)", typ, strings.Join(typeNames(), ", ")))
+			// The other keys belong to a type we do not know, but the keys every type shares
+			// (the rules above all) are still checked, so one run shows every problem.
+			var common bridge.Common
+			if err := c.Decode(&common); err == nil {
+				for _, e := range confkit.Flatten(confkit.Prefix(key, common.ValidateRules())) {
+					var ke *confkit.KeyError
+					if errors.As(e, &ke) {
+						add(lineOf(root, ke.Key), ke.Key, ke.Msg)
+					}
+				}
+			}
 			continue
 		}
 		cc := t.NewConfig()
@@ -242,6 +258,7 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 			continue
 		}
 		cfg.Bridge.Connectors = append(cfg.Bridge.Connectors, cc)
+		cfg.Bridge.index = append(cfg.Bridge.index, i)
 	}
 }
 
@@ -279,19 +296,43 @@ func (c *Config) validate() error {
 		confkit.Prefix("broker", c.Broker.Validate()),
 		confkit.Prefix("storage", c.Storage.Validate()),
 		confkit.Prefix("hardware", c.Hardware.Validate()),
-		confkit.Prefix("bridge.connectors", validateConnectors(c.Bridge.Connectors)),
+		confkit.Prefix("bridge.connectors", validateConnectors(c.Bridge.Connectors, c.Bridge.index)),
 	)
 	return errors.Join(errs...)
 }
 
-func validateConnectors(cs []bridge.ConnectorConfig) error {
+// validateConnectors validates each decoded connector; index maps a position in cs to its
+// entry in the file (nil: the same), so keys and messages name the entry the user wrote.
+func validateConnectors(cs []bridge.ConnectorConfig, index []int) error {
+	pos := func(i int) int {
+		if i < len(index) {
+			return index[i]
+		}
+		return i
+	}
 	var errs []error
 	for i, c := range cs {
-		errs = append(errs, confkit.Prefix(fmt.Sprintf("[%d]", i), c.Validate()))
+		errs = append(errs, confkit.Prefix(fmt.Sprintf("[%d]", pos(i)), c.Validate()))
 	}
-	errs = append(errs, bridge.ValidateAll(cs))
+	for _, e := range confkit.Flatten(bridge.ValidateAll(cs)) {
+		var ke *confkit.KeyError
+		if !errors.As(e, &ke) {
+			errs = append(errs, e)
+			continue
+		}
+		renum := func(s string) string {
+			return listIndex.ReplaceAllStringFunc(s, func(m string) string {
+				n, _ := strconv.Atoi(m[1 : len(m)-1])
+				return fmt.Sprintf("[%d]", pos(n))
+			})
+		}
+		errs = append(errs, &confkit.KeyError{Key: renum(ke.Key), Msg: renum(ke.Msg)})
+	}
 	return errors.Join(errs...)
 }
+
+// listIndex is a "[n]" of ValidateAll's keys and messages, which count decoded connectors.
+var listIndex = regexp.MustCompile(`\[\d+\]`)
 
 func lookupType(name string) (bridge.Type, bool) {
 	for _, t := range bridge.Types() {

@@ -95,6 +95,11 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: mqtt, url: tcp://127.0.0.1:1, forward: [{from: a/#, to: '{topic}'}]}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Add([]byte("storage: {max_bytes: 1GiB, ttl: 1h}\n"))
+	// Day/week durations, placeholders in filters, a connector after an unknown type.
+	f.Add([]byte("storage: {ttl: 7d}\nbroker: {session_expiry: 1w2d3h, backpressure_wait: -1.5d}\n"))
+	f.Add([]byte("storage: {ttl: 7 days}\n"))
+	f.Add([]byte("bridge:\n  connectors:\n    - {name: a, type: pigeon, forward: [{from: '{x}/#', to: b}]}\n    - {name: b, type: mqtt, url: 'tcp://u:p@h:1', subscribe: [{from: '{gateway_id}/cmd/#', to: 'cmd/{1}'}]}\n"))
+	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: http, url: 'https://h/x?access_token=t', timeout: 2w, forward: [{from: '{gateway_id', to: b}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := Parse("fuzz", b)
 		if err == nil && cfg == nil {

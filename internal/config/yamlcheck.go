@@ -7,8 +7,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/edged-dev/edged/internal/confkit"
 )
 
 // Problem is one located config error: "FILE:LINE: key: problem".
@@ -41,7 +44,26 @@ func (ps Problems) Error() string {
 	return strings.Join(s, "\n")
 }
 
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+var (
+	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	durationType    = reflect.TypeOf(time.Duration(0))
+)
+
+// fixDuration rewrites a duration scalar written with days or weeks ("7d", "2w", "1d12h") into
+// the form yaml.v3 decodes into a time.Duration ("168h0m0s"), so every duration field of every
+// section accepts them without each package changing its field types; a value that is no
+// duration at all is reported here, located, instead of as the decoder's raw type error.
+func fixDuration(n *yaml.Node, path string, add func(line int, key, msg string)) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		return
+	}
+	d, err := confkit.ParseDuration(n.Value)
+	if err != nil {
+		add(n.Line, path, err.Error())
+		d = 0 // reported once, here; the decoder must not report it again
+	}
+	n.Value, n.Tag, n.Style = d.String(), "!!str", 0
+}
 
 // yamlFields maps a struct's YAML keys to field types, following `,inline` embedding.
 func yamlFields(t reflect.Type, out map[string]reflect.Type) {
@@ -74,7 +96,8 @@ func yamlFields(t reflect.Type, out map[string]reflect.Type) {
 
 // strictCheck reports every mapping key of n that t has no field for. yaml.v3's KnownFields
 // stops at the first decoder and cannot be used on a Node, and we want every unknown key of the
-// file with its line, so the walk is ours.
+// file with its line, so the walk is ours. On the way it normalizes durations (fixDuration),
+// because only this walk knows which nodes land in a time.Duration.
 func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, key, msg string)) {
 	if n == nil {
 		return
@@ -90,6 +113,10 @@ func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, k
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == durationType {
+		fixDuration(n, path, add)
+		return
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Kind() == reflect.Interface {
 		return

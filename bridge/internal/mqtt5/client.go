@@ -3,8 +3,9 @@
 // It exists because the forwarder needs three things general-purpose clients hide: strictly
 // ordered, pipelined QoS 1 publishing (one writer, many PUBACKs outstanding), the PUBACK reason
 // code of every message, and the server's Receive Maximum as a hard in-flight bound. It speaks
-// only what the bridge needs: CONNECT/CONNACK, PUBLISH QoS 0/1 out, PUBLISH QoS 0/1/2 in,
-// SUBSCRIBE/SUBACK, PINGREQ/PINGRESP and DISCONNECT, using paho.golang's packet codec.
+// only what the bridge needs: CONNECT/CONNACK, PUBLISH QoS 0/1 out, PUBLISH QoS 0/1/2 in
+// (QoS 2 exactly once: see QoS2Set), SUBSCRIBE/SUBACK, PINGREQ/PINGRESP and DISCONNECT, using
+// paho.golang's packet codec.
 //
 // A Client is one connection; it is not redialled. The caller (the connector) dials again.
 package mqtt5
@@ -36,7 +37,61 @@ type Options struct {
 	MaxInflight int
 	// OnPublish receives downlink messages on the reader goroutine; the PUBACK (or PUBREC) is
 	// sent after it returns, with reason 0x80 when it returns an error (0x97 for ErrQuota).
+	// A QoS 2 message is handed over once per packet id until the server's PUBREL.
 	OnPublish func(p *packets.Publish) error
+	// QoS2 holds the ids of incoming QoS 2 messages delivered but not yet released. Pass the
+	// same set to every connection of one session so a redelivery after a reconnect is not
+	// delivered twice; nil = a set private to this connection. It is cleared when the server
+	// starts a new session (CONNACK session present = 0).
+	QoS2 *QoS2Set
+}
+
+// QoS2Set is the receiver's state of the MQTT 5 QoS 2 exchange (spec 4.3.3, method B): a
+// packet id is stored when its PUBLISH is delivered and answered with PUBREC, and released at
+// PUBREL (answered with PUBCOMP). While an id is held, a PUBLISH with that id (the server's
+// redelivery, DUP set, after a lost PUBREC or a reconnect) is acknowledged again but not
+// delivered again. Safe for concurrent use.
+type QoS2Set struct {
+	mu  sync.Mutex
+	ids map[uint16]struct{}
+}
+
+// NewQoS2Set returns an empty set.
+func NewQoS2Set() *QoS2Set { return &QoS2Set{ids: map[uint16]struct{}{}} }
+
+func (q *QoS2Set) held(id uint16) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.ids[id]
+	return ok
+}
+
+func (q *QoS2Set) hold(id uint16) {
+	q.mu.Lock()
+	q.ids[id] = struct{}{}
+	q.mu.Unlock()
+}
+
+// release forgets id and reports whether it was held.
+func (q *QoS2Set) release(id uint16) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.ids[id]
+	delete(q.ids, id)
+	return ok
+}
+
+func (q *QoS2Set) reset() {
+	q.mu.Lock()
+	clear(q.ids)
+	q.mu.Unlock()
+}
+
+// Len is the number of ids held (delivered, not yet released).
+func (q *QoS2Set) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ids)
 }
 
 // ErrQuota may be returned by OnPublish to answer "quota exceeded" (0x97).
@@ -94,6 +149,9 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	if o.ReceiveMaximum == 0 {
 		o.ReceiveMaximum = 100
 	}
+	if o.QoS2 == nil {
+		o.QoS2 = NewQoS2Set()
+	}
 	c := &Client{conn: conn, opts: o, bw: bufio.NewWriterSize(conn, 64<<10), pending: map[uint16]func(error){},
 		subs: map[uint16]chan *packets.Suback{}, done: make(chan struct{}), lastRead: make(chan struct{}, 1)}
 	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: o.ClientID, CleanStart: o.CleanStart,
@@ -147,6 +205,10 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.SessionPresent = ca.SessionPresent
+	if !ca.SessionPresent {
+		// A new session: the server will not redeliver anything of the old one.
+		o.QoS2.reset()
+	}
 	c.ServerReceiveMax = 65535
 	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && *ca.Properties.ReceiveMaximum > 0 {
 		c.ServerReceiveMax = *ca.Properties.ReceiveMaximum
@@ -392,6 +454,10 @@ func (c *Client) reader(br *bufio.Reader) {
 		case *packets.Publish:
 			c.incoming(p)
 		case *packets.Pubrel:
+			// Release the id: a later PUBLISH with it is a new message. An id we do not hold
+			// (state lost with a restart) is still completed, as the server only wants to
+			// finish the exchange; the message was delivered before PUBREC was sent.
+			c.opts.QoS2.release(p.PacketID)
 			_ = c.write(&packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.PUBCOMP}, Content: &packets.Pubcomp{PacketID: p.PacketID, Properties: &packets.Properties{}}}, true)
 		case *packets.Pingresp:
 		case *packets.Disconnect:
@@ -408,9 +474,19 @@ func (c *Client) reader(br *bufio.Reader) {
 }
 
 func (c *Client) incoming(p *packets.Publish) {
+	if p.QoS == 2 && c.opts.QoS2.held(p.PacketID) {
+		// Delivered already and not yet released: the server did not get our PUBREC (or we
+		// reconnected). Acknowledge again, do not deliver again.
+		_ = c.write((&packets.Pubrec{PacketID: p.PacketID}).ToControlPacket(), true)
+		return
+	}
 	var err error
 	if c.opts.OnPublish != nil {
 		err = c.opts.OnPublish(p)
+	}
+	if p.QoS == 2 && err == nil {
+		// Hold the id before PUBREC leaves, so a redelivery racing the PUBREC is caught.
+		c.opts.QoS2.hold(p.PacketID)
 	}
 	reason := byte(0)
 	if err != nil {
