@@ -109,6 +109,9 @@ func (h *captureHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if h.c == nil || cl.Net.Inline {
 		return
 	}
+	if pk.TopicName == "" || !h.b.access.allowed(cl, pk.TopicName, true) {
+		return // a will dropped by aclHook.OnWill (empty topic), or denied: never captured
+	}
 	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
 	if err := h.captureBatch([]*Message{m})[0]; err != nil {
 		h.failed(cl, m, err)
