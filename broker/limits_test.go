@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -381,5 +382,49 @@ func TestMosquittoSubV311SurvivesRestart(t *testing.T) {
 	probe(b2, "after-restart")
 	if strings.Contains(out.String(), "protocol error") {
 		t.Fatalf("mosquitto_sub reported a protocol error: %s", out.String())
+	}
+}
+
+// TestSubscriptionFloodRSS: issue #12.3. One persistent session asks for 100,000
+// subscriptions (in SUBSCRIBEs of 50 filters): only max_subscriptions_per_client (1000) are
+// granted and persisted, and RSS stays small. Before the limit all 100,000 were granted:
+// +110 MB RSS, all persisted.
+func TestSubscriptionFloodRSS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends 100,000 filters")
+	}
+	st := newMemState()
+	b := startBroker(t, Options{Config: localConfig(), State: st}, nil)
+	rc, ack, err := connectRaw(t, addr(b, 0), 4, packets.ConnectParams{ClientIdentifier: "flood", Clean: false})
+	must(t, err)
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ack.ReasonCode)
+	}
+	runtime.GC()
+	rss0 := vmRSS(t)
+	granted := 0
+	for p := 0; p < 2000; p++ {
+		fs := make(packets.Subscriptions, 50)
+		for i := range fs {
+			fs[i] = packets.Subscription{Filter: "flood/" + strconv.Itoa(p*50+i) + "/#", Qos: 1}
+		}
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: uint16(p + 1), Filters: fs})
+		for _, c := range rc.expect(packets.Suback).ReasonCodes {
+			if c < 0x80 {
+				granted++
+			}
+		}
+	}
+	rss1 := vmRSS(t)
+	persisted := len(st.keys(""))
+	t.Logf("100,000 filters: %d granted, %d state keys, VmRSS %d -> %d MiB (+%d MiB)", granted, persisted, rss0>>20, rss1>>20, (rss1-rss0)>>20)
+	if granted != DefaultMaxSubscriptionsPerClient {
+		t.Fatalf("granted %d subscriptions, want %d", granted, DefaultMaxSubscriptionsPerClient)
+	}
+	if persisted > DefaultMaxSubscriptionsPerClient+10 {
+		t.Fatalf("%d state keys persisted", persisted)
+	}
+	if rss1-rss0 > 32<<20 {
+		t.Fatalf("VmRSS grew by %d MiB", (rss1-rss0)>>20)
 	}
 }
