@@ -214,7 +214,7 @@ func (h *aclHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 				h.a.log("will message dropped", "reason", reason, "client", cl.ID, "topic", will.TopicName, "suppressed", n)
 			}
 		}
-		return mqtt.Will{}, nil // empty topic: no subscriber, not retained
+		return droppedWill(), nil
 	}
 	return will, nil
 }

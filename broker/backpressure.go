@@ -2,7 +2,6 @@ package broker
 
 import (
 	"log/slog"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +37,7 @@ import (
 // only delays that client's own SUBSCRIBE while its own queue drains. $-topics ($SYS, sent
 // from mochi's event loop) never wait.
 //
-// Queue depth: the exact length of the subscriber's queue (mochi's unexported
+// Queue depth (mochi.go, assumption 1): the exact length of the subscriber's queue (mochi's unexported
 // Client.State.outbound channel, read by reflection; a counter kept from hooks would drift:
 // resends, oversized packets and the inflight/receive-maximum paths bypass or skip the
 // queue without a hook). If a mochi upgrade renames the field, New logs a warning and
@@ -59,24 +58,6 @@ import (
 // cooldown (10 x backpressure_wait) passed. A subscriber that stopped reading altogether thus
 // costs each publisher at most one backpressure_wait, then its messages are dropped as
 // before (and counted in messages_dropped). Broker.Close releases every waiter at once.
-
-// outboundField is the index path of mochi's Client.State.outbound, nil if not found.
-var outboundField = func() []int {
-	st, ok := reflect.TypeOf(mqtt.Client{}).FieldByName("State")
-	if !ok {
-		return nil
-	}
-	f, ok := st.Type.FieldByName("outbound")
-	if !ok || f.Type != reflect.TypeOf(make(chan *packets.Packet)) {
-		return nil
-	}
-	return append(append([]int{}, st.Index...), f.Index...)
-}()
-
-// queueLen is the number of packets waiting in cl's write queue.
-func queueLen(cl *mqtt.Client) int {
-	return reflect.ValueOf(cl).Elem().FieldByIndex(outboundField).Len()
-}
 
 const slowCooldownFactor = 10
 

@@ -265,27 +265,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
-// closeListenerClients replaces mochi's: Clients.GetByListener in mochi v2.7.9 takes the
-// clients read lock twice (it calls Len inside RLock), which deadlocks when a disconnecting
-// client's Delete is waiting for the write lock between the two: Close then hangs for ever
-// (seen in TestBackpressureNoDrops under load). GetAll takes the lock once.
-//
-// MQTT 5 clients get DISCONNECT 0x8B Server shutting down; MQTT 3.1.1 clients only see the
-// connection close: 3.1.1 has no DISCONNECT from server to client, and libmosquitto clients
-// treat one as a protocol error and stop instead of reconnecting.
-func (b *Broker) closeListenerClients(listenerID string) {
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Listener != listenerID || cl.Closed() {
-			continue
-		}
-		if cl.Properties.ProtocolVersion >= 5 {
-			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		} else {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
-	}
-}
-
 // Close stops the listeners, disconnects every client, lets pending captures finish (bounded)
 // and waits for mochi. It is idempotent and safe to call without Start.
 func (b *Broker) Close() error {

@@ -121,11 +121,6 @@ func (l topicLimits) checkTopic(topic string) error {
 	return nil
 }
 
-// refusedFilter replaces a refused filter in a SUBSCRIBE before mochi processes it: it is not
-// a valid filter, so mochi answers 0x8F (3.1.1: 0x80) for it and never puts it in its topic
-// tree. Filters refused for quota get their code rewritten to 0x97 in the SUBACK.
-const refusedFilter = "#/"
-
 // limitsHook enforces the limits above, announces the maximum packet size in MQTT 5
 // CONNACKs (mochi enforces it but does not announce it, so well-behaved clients could not
 // refuse oversized messages themselves), and keeps DISCONNECT packets away from MQTT 3.1.1
@@ -246,10 +241,9 @@ func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.
 		// MQTT 3.1.1 has no DISCONNECT from server to client: a client receiving one treats
 		// it as a protocol error and may give up for good instead of reconnecting
 		// (libmosquitto does). mochi sends one on shutdown, session take-over, ACL refusal
-		// and receive-maximum overrun. An invalid type makes mochi's WritePacket fail before
-		// writing anything; DisconnectClient ignores that error and closes the connection.
+		// and receive-maximum overrun.
 		if cl.Properties.ProtocolVersion < 5 {
-			pk.FixedHeader.Type = packets.Reserved
+			pk = unwritable(pk)
 		}
 	}
 	return pk

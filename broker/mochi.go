@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"reflect"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Where edged leans on mochi's internals
+//
+// Everything the broker needs from mochi-mqtt/server/v2 beyond its documented hooks is here,
+// one assumption per section, each checked by a test in mochi_test.go that fails loudly when
+// a mochi upgrade breaks it (TestMochiVersion fails first on any upgrade, so these get
+// re-read). Written against mochi v2.7.9 (go.mod pins exactly that version). The other files
+// use only mochi's hooks, Server and Client fields it exports for hooks, and the functions
+// below.
+//
+// Upstream API that would remove the hacks (a proposal for mochi-mqtt/server; not filed yet):
+//
+//   - A queue-length accessor, func (cl *Client) QueuedPackets() int, returning
+//     len(cl.State.outbound): backpressure reads it by reflection today (assumption 1).
+//   - A delivery hook, OnDeliver(cl *Client, sub packets.Subscription, pk packets.Packet),
+//     called in publishToClient before the non-blocking send, allowed to block: backpressure
+//     uses OnACLCheck as that tap today (assumption 2).
+//   - An async-ack hook: OnPublish may return a pending result, and mochi acks (PUBACK /
+//     PUBREC with a reason code) and distributes the message when the application completes
+//     it, in per-client order. Capture does that by hand today: it rejects the packet, writes
+//     the ack itself, books QoS 2 state in mochi's inflight map and re-injects the message
+//     through a per-client inline "shadow" client (assumption 3).
+//   - DisconnectClient that sends no DISCONNECT to MQTT 3.1.1 clients (assumption 5), and a
+//     way for OnWill to cancel a will (assumption 6).
+
+// --- Assumption 1: the client's write queue is Client.State.outbound, a chan *packets.Packet
+// of capacity Capabilities.MaximumClientWritesPending, that publishToClient fills with a
+// non-blocking send (dropping when full) and WriteLoop drains. Checked by
+// TestMochiOutboundQueue. If the field is not found, backpressure is turned off with a warning.
+
+// outboundField is the index path of mochi's Client.State.outbound, nil if not found.
+var outboundField = func() []int {
+	st, ok := reflect.TypeOf(mqtt.Client{}).FieldByName("State")
+	if !ok {
+		return nil
+	}
+	f, ok := st.Type.FieldByName("outbound")
+	if !ok || f.Type != reflect.TypeOf(make(chan *packets.Packet)) {
+		return nil
+	}
+	return append(append([]int{}, st.Index...), f.Index...)
+}()
+
+// queueLen is the number of packets waiting in cl's write queue.
+func queueLen(cl *mqtt.Client) int {
+	return reflect.ValueOf(cl).Elem().FieldByIndex(outboundField).Len()
+}
+
+// --- Assumption 2: mochi calls OnACLCheck(subscriber, topic, false) once per delivery in
+// publishToClient, on the distributing goroutine, before queueing the packet, and the first
+// hook that answers true wins (so a hook that always answers false is a pure tap). Used by
+// backpressureHook (see backpressure.go). Checked by TestMochiACLCheckPerDelivery.
+
+// --- Assumption 3 (capture, see capture.go):
+//   - OnPublish returning packets.ErrRejectPacket: mochi neither acks, retains nor
+//     distributes the packet, and does not touch the receive quota.
+//   - For QoS 2, a PUBREC we write ourselves must be booked in cl.State.Inflight (so that
+//     processPubrel finds it, sends PUBCOMP and restores the receive quota), with the
+//     Info.Inflight counter and the receive quota adjusted as processPublish does.
+//   - An inline client created with NewClient(nil, listener, id, true) and given the
+//     publisher's id: InjectPacket through it distributes (retains, NoLocal by origin id)
+//     without ACL check, ack or capture (hooks see cl.Net.Inline), and counts the message
+//     and packet as received once more, which we take back.
+// Checked by TestMochiRejectAndShadowInject (and the capture tests).
+
+const shadowListener = "edged-capture"
+
+// newShadowClient returns the inline client that re-injects cl's captured messages.
+func newShadowClient(srv *mqtt.Server, cl *mqtt.Client) *mqtt.Client {
+	sh := srv.NewClient(nil, shadowListener, cl.ID, true)
+	sh.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	sh.Properties.Username = cl.Properties.Username
+	return sh
+}
+
+// injectAsShadow distributes a captured PUBLISH as if mochi had accepted it.
+func injectAsShadow(srv *mqtt.Server, shadow *mqtt.Client, pk packets.Packet) error {
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
+	if err := srv.InjectPacket(shadow, pk); err != nil {
+		return err
+	}
+	// InjectPacket counts the message as received a second time.
+	atomic.AddInt64(&srv.Info.MessagesReceived, -1)
+	atomic.AddInt64(&srv.Info.PacketsReceived, -1)
+	return nil
+}
+
+// trackPubrec books a PUBREC we send for a captured QoS 2 PUBLISH the way processPublish
+// would; it reports whether the packet was new in the inflight map.
+func trackPubrec(srv *mqtt.Server, cl *mqtt.Client, ack packets.Packet) bool {
+	added := cl.State.Inflight.Set(ack)
+	if added {
+		atomic.AddInt64(&srv.Info.Inflight, 1)
+	}
+	cl.State.Inflight.DecreaseReceiveQuota()
+	return added
+}
+
+// --- Assumption 4: mochi's own listener close (Server.closeListenerClients) calls
+// Clients.GetByListener, which in v2.7.9 takes the clients read lock twice (it calls Len
+// inside RLock); a disconnecting client's Delete waiting for the write lock in between
+// deadlocks it, and Close hangs for ever (upstream mochi-mqtt/server issue #488; seen in
+// TestBackpressureNoDrops under load). Our listeners call closeListenerClients instead,
+// which takes the lock once (GetAll). Checked by TestMochiListenerCloseReplaced.
+
+// closeListenerClients disconnects the clients of one listener at shutdown. MQTT 5 clients
+// get DISCONNECT 0x8B Server shutting down; MQTT 3.1.1 clients only see the connection close:
+// 3.1.1 has no DISCONNECT from server to client, and libmosquitto clients treat one as a
+// protocol error and stop instead of reconnecting.
+func (b *Broker) closeListenerClients(listenerID string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener != listenerID || cl.Closed() {
+			continue
+		}
+		if cl.Properties.ProtocolVersion >= 5 {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		} else {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
+}
+
+// --- Assumption 5: Client.WritePacket runs OnPacketEncode before encoding and returns an
+// error without writing anything for a packet type it cannot encode (packets.Reserved), and
+// every DisconnectClient caller ignores that error and closes the connection anyway. That is
+// how no DISCONNECT reaches an MQTT 3.1.1 client from mochi's own paths (session take-over,
+// ACL refusal, receive maximum; limitsHook.OnPacketEncode). Checked by
+// TestMochiUnwritablePacket.
+
+// unwritable turns pk into a packet mochi's WritePacket refuses to write.
+func unwritable(pk packets.Packet) packets.Packet {
+	pk.FixedHeader.Type = packets.Reserved
+	return pk
+}
+
+// --- Assumption 6: OnWill cannot cancel a will; sendLWT publishes whatever the hooks return.
+// A will with an empty topic is matched to no subscription (TopicsIndex.Subscribers returns
+// nothing for "", '#' and '+' subscriptions included) and, not retained, is not stored; the
+// capture hook ignores it. Checked by TestMochiEmptyTopicMatchesNothing.
+
+// droppedWill is what aclHook.OnWill returns for a will that may not be sent.
+func droppedWill() mqtt.Will { return mqtt.Will{} }
+
+// --- Assumption 7: OnSubscribe may rewrite a SUBSCRIBE's filters before processSubscribe
+// looks at them; a filter that IsValidFilter rejects gets 0x8F (3.1.1: 0x80), never enters
+// the topic tree, the subscription list or the store (OnSubscribed sees its failure code),
+// and OnPacketEncode may change the SUBACK's codes. Checked by TestMochiRefusedFilter.
+
+// refusedFilter replaces a refused filter in a SUBSCRIBE (limitsHook.OnSubscribe).
+const refusedFilter = "#/"
+
+// --- Assumption 8: CONNACK codes (auth.go). A false OnConnectAuthenticate makes mochi send
+// ErrBadUsernameOrPassword (MQTT 5 0x86, mapped to 3.1.1 0x05), and a 3.1.1 CONNECT with an
+// empty client id and clean session 0 gets ErrUnspecifiedError (0x80, not a 3.1.1 code) with
+// a generated id in Props.AssignedClientID; OnPacketEncode rewrites both. Checked by
+// TestWillPublishACL and TestV311EmptyClientIDPersistent.
