@@ -26,7 +26,7 @@ import (
 // blocks), or the caller of Broker.Publish; so a waiting publisher stops being read and TCP
 // pushes back on it.
 //
-// Where: mochi calls OnACLCheck(subscriber, topic, false) in publishToClient on the
+// Where (mochi.go, assumption 2): mochi calls OnACLCheck(subscriber, topic, false) in publishToClient on the
 // distributing goroutine, once per selected subscriber (after NoLocal and shared-subscription
 // selection; never for inline subscribers), just before the non-blocking send. That is the
 // only per-delivery callback before the send, so this hook uses it as a tap: it is registered
@@ -37,11 +37,11 @@ import (
 // only delays that client's own SUBSCRIBE while its own queue drains. $-topics ($SYS, sent
 // from mochi's event loop) never wait.
 //
-// Queue depth (mochi.go, assumption 1): the exact length of the subscriber's queue (mochi's unexported
-// Client.State.outbound channel, read by reflection; a counter kept from hooks would drift:
-// resends, oversized packets and the inflight/receive-maximum paths bypass or skip the
-// queue without a hook). If a mochi upgrade renames the field, New logs a warning and
-// backpressure is off (TestBackpressureQueueLen fails).
+// Queue depth: the exact length of the subscriber's queue (mochi's unexported
+// Client.State.outbound channel, read by reflection, see mochi.go; a counter kept from hooks
+// would drift: resends, oversized packets and the inflight/receive-maximum paths bypass or
+// skip the queue without a hook). If a mochi upgrade renames the field, New logs a warning
+// and backpressure is off (TestMochiOutboundQueue and TestBackpressureQueueLen fail).
 //
 // Wake-up: the subscriber's writer goroutine calls OnPacketSent after every packet; when the
 // queue is down to low water it closes the subscriber's wake channel. It never blocks, and
