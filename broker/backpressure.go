@@ -26,8 +26,8 @@ import (
 // blocks), or the caller of Broker.Publish; so a waiting publisher stops being read and TCP
 // pushes back on it.
 //
-// Where (mochi.go, assumption 2): mochi calls OnACLCheck(subscriber, topic, false) in publishToClient on the
-// distributing goroutine, once per selected subscriber (after NoLocal and shared-subscription
+// Where (mochi.go, assumption 2): mochi calls OnACLCheck(subscriber, topic, false) in
+// publishToClient on the distributing goroutine, once per selected subscriber (after NoLocal and shared-subscription
 // selection; never for inline subscribers), just before the non-blocking send. That is the
 // only per-delivery callback before the send, so this hook uses it as a tap: it is registered
 // before the ACL hook and always answers false ("no opinion"), which with mochi's first-true-
