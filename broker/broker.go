@@ -185,7 +185,8 @@ func New(o Options) (*Broker, error) {
 	}
 	// limitsHook before the capture hook: a PUBLISH beyond the limits is never captured.
 	b.limits = &limitsHook{maxPacket: uint32(cfg.MaxPacketSize), lim: b.access.lim, a: b.access, ref: b.access.ref, log: log.Warn}
-	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.limits, b.capture)
+	// packetIDHook after limitsHook: see mochi.go, assumption 9.
+	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.limits, b.capture, &packetIDHook{})
 	if o.State != nil {
 		b.state = newStateHook(o.State, log)
 		hooks = append(hooks, b.state)

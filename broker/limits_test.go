@@ -372,10 +372,10 @@ func TestMosquittoSubV311SurvivesRestart(t *testing.T) {
 	probe(b1, "before-restart")
 	must(t, b1.Close())
 
-	// A fresh broker (no stored session): messages queued for the stored session would take
-	// packet ids that mochi v2.7.9 also checks the client's SUBSCRIBE id against (it answers
-	// 0x91, "All subscription requests were denied"), which is not what this test is about.
-	b2, err := New(Options{Config: cfg})
+	// The same store: the session survives, and the probes published before mosquitto_sub is
+	// back are queued for it and take packet ids its re-SUBSCRIBE reuses (mochi.go,
+	// assumption 9: without packetIDHook, "All subscription requests were denied" and exit).
+	b2, err := New(Options{Config: cfg, State: state})
 	must(t, err)
 	must(t, b2.Start(context.Background()))
 	defer b2.Close()
@@ -427,4 +427,92 @@ func TestSubscriptionFloodRSS(t *testing.T) {
 	if rss1-rss0 > 32<<20 {
 		t.Fatalf("VmRSS grew by %d MiB", (rss1-rss0)>>20)
 	}
+}
+
+// TestSubscribeIDOfQueuedMessage (mochi.go, assumption 9): a client's SUBSCRIBE and
+// UNSUBSCRIBE may reuse a packet id the broker uses for a message it is sending that client
+// (ids are per direction); mochi refused them (SUBACK 0x80 for 3.1.1, UNSUBSCRIBE silently
+// not done), which made `mosquitto_sub -c` exit after a restart with queued messages.
+func TestSubscribeIDOfQueuedMessage(t *testing.T) {
+	b := startBroker(t, Options{Config: localConfig()}, nil)
+	a := addr(b, 0)
+	for _, v := range []byte{4, 5} {
+		id := "queued" + strconv.Itoa(int(v))
+		cp := packets.ConnectParams{ClientIdentifier: id, Clean: false}
+		rc, ack, err := connectRaw(t, a, v, cp)
+		must(t, err)
+		if v == 5 {
+			// connectRaw sends no properties: a v5 session without expiry would end at once
+			_ = rc.conn.Close()
+			rc = dialRawPersistent(t, a, id)
+		} else if ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %#x", ack.ReasonCode)
+		}
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: "q/#", Qos: 1}}})
+		rc.expect(packets.Suback)
+		_ = rc.conn.Close()
+		eventually(t, 10*time.Second, "client offline", func() bool {
+			cl, ok := b.srv.Clients.Get(id)
+			return ok && cl.Closed()
+		})
+		for i := 0; i < 3; i++ { // queued for the offline session with packet ids 1, 2, 3
+			must(t, b.Publish(&Message{Topic: "q/x", Payload: []byte("x"), QoS: 1}))
+		}
+		if v == 5 {
+			rc = dialRawPersistent(t, a, id)
+		} else {
+			rc, _, err = connectRaw(t, a, v, cp)
+			must(t, err)
+		}
+		ids := map[uint16]bool{}
+		for i := 0; i < 3; i++ { // resent; left unacknowledged, so the ids stay in use
+			ids[rc.expect(packets.Publish).PacketID] = true
+		}
+		if !ids[1] || !ids[2] {
+			t.Fatalf("queued messages have ids %v; the test needs 1 and 2", ids)
+		}
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: "z/#", Qos: 1}}})
+		sa := rc.expect(packets.Suback)
+		if sa.PacketID != 1 || len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0] != 1 {
+			t.Fatalf("v%d SUBSCRIBE id 1: SUBACK id %d codes % x, want id 1 granted", v, sa.PacketID, sa.ReasonCodes)
+		}
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 2,
+			Filters: packets.Subscriptions{{Filter: "q/#"}}})
+		if ua := rc.expect(packets.Unsuback); ua.PacketID != 2 {
+			t.Fatalf("UNSUBACK id %d, want 2", ua.PacketID)
+		}
+		if _, ok := b.srv.Topics.Subscribers("q/x").Subscriptions[id]; ok {
+			t.Fatalf("v%d UNSUBSCRIBE with id 2 was not done", v)
+		}
+		if _, ok := b.srv.Topics.Subscribers("z/x").Subscriptions[id]; !ok {
+			t.Fatalf("v%d SUBSCRIBE with id 1 was not done", v)
+		}
+		// the queued messages still complete with their own ids
+		for id := range ids {
+			rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
+		}
+		eventually(t, 10*time.Second, "inflight drained", func() bool {
+			cl, ok := b.srv.Clients.Get(id)
+			return ok && cl.State.Inflight.Len() == 0
+		})
+		_ = rc.conn.Close()
+	}
+}
+
+// dialRawPersistent connects an MQTT 5 client with a one-hour session.
+func dialRawPersistent(t testing.TB, address, id string) *rawClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", address)
+	must(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	rc := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: 5}
+	rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 30},
+		Properties: packets.Properties{SessionExpiryInterval: 3600, SessionExpiryIntervalFlag: true}})
+	if ack := rc.expect(packets.Connack); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ack.ReasonCode)
+	}
+	return rc
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"reflect"
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -29,8 +30,9 @@ import (
 //     it, in per-client order. Capture does that by hand today: it rejects the packet, writes
 //     the ack itself, books QoS 2 state in mochi's inflight map and re-injects the message
 //     through a per-client inline "shadow" client (assumption 3).
-//   - DisconnectClient that sends no DISCONNECT to MQTT 3.1.1 clients (assumption 5), and a
-//     way for OnWill to cancel a will (assumption 6).
+//   - DisconnectClient that sends no DISCONNECT to MQTT 3.1.1 clients (assumption 5), a way
+//     for OnWill to cancel a will (assumption 6), and SUBSCRIBE/UNSUBSCRIBE ids checked only
+//     against the client's own packet ids (assumption 9; a bug fix rather than an API).
 
 // --- Assumption 1: the client's write queue is Client.State.outbound, a chan *packets.Packet
 // of capacity Capabilities.MaximumClientWritesPending, that publishToClient fills with a
@@ -163,3 +165,59 @@ const refusedFilter = "#/"
 // empty client id and clean session 0 gets ErrUnspecifiedError (0x80, not a 3.1.1 code) with
 // a generated id in Props.AssignedClientID; OnPacketEncode rewrites both. Checked by
 // TestWillPublishACL and TestV311EmptyClientIDPersistent.
+
+// --- Assumption 9: mochi checks a SUBSCRIBE's or UNSUBSCRIBE's packet id against the
+// client's whole inflight map (processSubscribe, processUnsubscribe), which also holds the
+// broker's own outgoing QoS 1/2 messages to that client. Those ids are the broker's, not the
+// client's ([MQTT-2.2.1]: each side numbers its own packets), so a client whose SUBSCRIBE
+// happens to reuse one gets every filter refused (0x91; 3.1.1: 0x80) and an UNSUBSCRIBE is
+// silently not done. It happens as soon as messages were queued for a persistent session:
+// after a restart `mosquitto_sub -c` re-subscribes with id 1, gets "All subscription
+// requests were denied" and exits. OnPacketRead runs before either check, so packetIDHook
+// gives such a packet a free id while mochi processes it and puts the client's id back into
+// the SUBACK/UNSUBACK (OnPacketEncode, registered after limitsHook, whose SUBACK fix matches
+// the substitute id). A real collision with the client's own unfinished QoS 2 PUBLISH (a
+// PUBREC/PUBCOMP entry) still gets 0x91. Checked by TestSubscribeIDOfQueuedMessage.
+
+type packetIDHook struct {
+	mqtt.HookBase
+	sub sync.Map // *mqtt.Client -> [2]uint16{substitute, client's id}; one packet at a time per client
+}
+
+func (h *packetIDHook) ID() string { return "edged-packet-ids" }
+
+func (h *packetIDHook) Provides(b byte) bool {
+	return b == mqtt.OnPacketRead || b == mqtt.OnPacketEncode || b == mqtt.OnDisconnect
+}
+
+func (h *packetIDHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	t := pk.FixedHeader.Type
+	if t != packets.Subscribe && t != packets.Unsubscribe {
+		return pk, nil
+	}
+	e, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok || (e.FixedHeader.Type != packets.Publish && e.FixedHeader.Type != packets.Pubrel) {
+		return pk, nil // free, or the client's own id in use: mochi decides
+	}
+	for id := uint16(65535); id > 0; id-- {
+		if _, used := cl.State.Inflight.Get(id); !used {
+			h.sub.Store(cl, [2]uint16{id, pk.PacketID})
+			pk.PacketID = id
+			break
+		}
+	}
+	return pk, nil
+}
+
+func (h *packetIDHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if t := pk.FixedHeader.Type; t != packets.Suback && t != packets.Unsuback {
+		return pk
+	}
+	if v, ok := h.sub.Load(cl); ok && v.([2]uint16)[0] == pk.PacketID {
+		h.sub.Delete(cl)
+		pk.PacketID = v.([2]uint16)[1]
+	}
+	return pk
+}
+
+func (h *packetIDHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.sub.Delete(cl) }
