@@ -30,11 +30,13 @@ import (
 //
 // Bounds (generous on purpose: the test must hold on a loaded 2-core machine under -race):
 //   - probe p99 round trip below hostileP99 (2 s; 10 s under -race). Measured on 2 cores
-//     shared with other jobs (load average 28): p50 100-160 ms, p99 0.5-0.8 s; under -race
-//     p50 0.5 s, p99 2.6 s; see the t.Logf line.
-//   - VmRSS growth below hostileRSS (64 MiB). Measured +8 MiB (~4,000 connections, ~44,000
-//     packets). Before the broker limits, one 100,000-filter session alone cost +110 MB and
-//     one deep-topic packet seconds of CPU.
+//     shared with other jobs: at load average 28, p50 100-160 ms, p99 0.5-0.8 s (under -race
+//     p50 0.5 s, p99 2.6 s); at load 5, p50 0.3 ms, p99 19 ms. See the t.Logf line.
+//   - VmRSS growth below hostileRSS (64 MiB; 256 MiB under -race, whose shadow memory
+//     multiplies the heap). Measured +8 to +31 MiB (2,500-4,200 connections, 28,000-45,000
+//     packets; more when the machine is less loaded), +133 MiB under -race. Before the
+//     broker limits the same test grew by 141 MiB, left 1,042 goroutines stuck behind the
+//     topic tree, and one 100,000-filter session alone cost +236 MiB.
 const (
 	hostileConns    = 50
 	hostileDuration = 10 * time.Second
@@ -84,6 +86,12 @@ type corpus struct {
 	rest     [][]byte // post-CONNECT packets of any version
 }
 
+// noRetainInHostileTest: the corpus sets no retain flag (and mutation never leaves one on a
+// PUBLISH): mochi v2.7.9 writes a topic's retained-message path without the lock its
+// retained-message scan (on SUBSCRIBE) reads it under, a data race the race detector reports
+// as soon as retained PUBLISHes and SUBSCRIBEs run concurrently (upstream
+// mochi-mqtt/server issue #200, closed but still present; see mochi.go). It is not fixable
+// from hooks; keeping retain out lets -race find races of ours.
 func hostileCorpus(t testing.TB) corpus {
 	var c corpus
 	props := packets.Properties{User: []packets.UserProperty{{Key: "k", Val: "v"}}, ContentType: "text/plain",
@@ -109,7 +117,7 @@ func hostileCorpus(t testing.TB) corpus {
 			pp = props
 		}
 		for qos := byte(0); qos <= 2; qos++ {
-			c.rest = append(c.rest, encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: qos == 1},
+			c.rest = append(c.rest, encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
 				TopicName: "sensors/h/temp", PacketID: uint16(qos) + 1, Payload: []byte("21.5"), Properties: pp}, v))
 		}
 		c.rest = append(c.rest,
@@ -201,8 +209,8 @@ func connectPacket(t testing.TB, r *rand.Rand, v byte, id string) []byte {
 	switch r.IntN(4) {
 	case 0: // allowed will (for d2), or anyone's will for anonymous
 		cp.WillFlag, cp.WillTopic, cp.WillPayload, cp.WillQos = true, "sensors/d2/status", []byte("gone"), 1
-	case 1: // the will attack of issue #12.1: a retained command to another device
-		cp.WillFlag, cp.WillTopic, cp.WillPayload, cp.WillQos, cp.WillRetain = true, "cmd/d1/reboot", []byte("now"), 1, true
+	case 1: // the will attack of issue #12.1: a command to another device (refused at CONNECT)
+		cp.WillFlag, cp.WillTopic, cp.WillPayload, cp.WillQos = true, "cmd/d1/reboot", []byte("now"), 1
 	}
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: cp}
 	if v == 5 {
@@ -346,6 +354,9 @@ func TestHostileClients(t *testing.T) {
 						if r.IntN(3) > 0 {
 							p = mutate(r, p, c.rest[r.IntN(len(c.rest))])
 						}
+						if len(p) > 0 && p[0]>>4 == packets.Publish {
+							p = append([]byte{p[0] &^ 1}, p[1:]...) // no retain: see noRetainInHostileTest
+						}
 						out = append(out, p)
 					}
 				}
@@ -387,8 +398,12 @@ func TestHostileClients(t *testing.T) {
 	if p99 > bound {
 		t.Errorf("probe p99 %s above %s", p99, bound)
 	}
-	if rss1-rss0 > hostileRSS {
-		t.Errorf("VmRSS grew by %d MiB, more than %d MiB", (rss1-rss0)>>20, hostileRSS>>20)
+	rssBound := int64(hostileRSS)
+	if raceDetector {
+		rssBound *= 4
+	}
+	if rss1-rss0 > rssBound {
+		t.Errorf("VmRSS grew by %d MiB, more than %d MiB", (rss1-rss0)>>20, rssBound>>20)
 	}
 	for _, r := range []string{refuseTopicTooDeep, refuseTopicTooLong, refuseFilterTooDeep, refuseFilterTooLong,
 		refuseSubsPerClient, refuseFiltersPerSub, refuseWillNotAllowed} {
