@@ -97,17 +97,23 @@ type aclHook struct {
 
 func (h *aclHook) ID() string { return "edged-acl" }
 
-func (h *aclHook) Provides(b byte) bool { return b == mqtt.OnACLCheck }
+func (h *aclHook) Provides(b byte) bool { return b == mqtt.OnACLCheck || b == mqtt.OnWill }
 
 // OnACLCheck is called by mochi for PUBLISH (write) and for SUBSCRIBE filters and deliveries
 // (read). Denials: MQTT 5 publishers get PUBACK/PUBREC 0x87, MQTT 3.1.1 publishers of QoS
 // 1/2 are disconnected by mochi (3.1.1 has no negative PUBACK), QoS 0 is dropped silently;
 // subscribers get SUBACK 0x87 (MQTT 5) or 0x80 (3.1.1).
 func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	return h.a.allowed(cl, topic, write)
+}
+
+// allowed is the ACL decision: may cl publish to (write) or subscribe to / receive (read)
+// topic.
+func (a *access) allowed(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	id := h.a.identify(cl)
+	id := a.identify(cl)
 	if id.all {
 		return true
 	}
@@ -141,6 +147,9 @@ type access struct {
 	roles          map[string]*Role
 	allowAnonymous bool
 	listeners      map[string]*listenerInfo // by mochi listener id
+	lim            topicLimits
+	ref            *refusals
+	log            func(msg string, args ...any) // rate-limited through ref.log; nil: silent
 }
 
 type listenerInfo struct {
@@ -164,20 +173,48 @@ func (a *access) identify(cl *mqtt.Client) identity {
 	return identity{}
 }
 
-// limitsHook announces the broker's maximum packet size in MQTT 5 CONNACKs (mochi enforces it
-// but does not announce it), so well-behaved clients refuse oversized messages themselves.
-type limitsHook struct {
-	mqtt.HookBase
-	maxPacket uint32
+// Will messages
+//
+// A will is a PUBLISH the broker makes on the client's behalf, so it passes the same checks
+// as one: valid topic name, within the topic limits, allowed by the client's publish ACL.
+// They are checked twice:
+//
+//   - At CONNECT (authHook, after authentication): a will that fails refuses the connection,
+//     MQTT 5 with CONNACK 0x87 Not authorized (0x90 Topic Name invalid for a bad topic),
+//     MQTT 3.1.1 with CONNACK 0x05 Not authorized, counted as will_not_authorized /
+//     will_topic_invalid. Refusing (rather than accepting the client and silently dropping
+//     its will) tells a misconfigured device at once why its will would never be sent.
+//   - When mochi sends it (OnWill): rights that changed since CONNECT, or a will that reached
+//     the client by any other path, are checked again. A will that fails is dropped and
+//     counted as will_dropped: OnWill hands mochi a will with an empty topic, which matches
+//     no subscription and is not retained, and the capture hook never captures a will with an
+//     empty topic or one the ACL denies, so no forward rule sees it.
+
+// willProblem returns the refusal reason and code for the client's will, "" if it has none
+// or it may be sent.
+func (a *access) willProblem(cl *mqtt.Client, topic string) (string, packets.Code) {
+	if topic == "" || !mqtt.IsValidFilter(topic, true) || a.lim.topicProblem(topic) != "" {
+		return refuseWillTopicInvalid, packets.ErrTopicNameInvalid
+	}
+	if !a.allowed(cl, topic, true) {
+		return refuseWillNotAllowed, packets.ErrNotAuthorized
+	}
+	return "", packets.CodeSuccess
 }
 
-func (h *limitsHook) ID() string { return "edged-limits" }
-
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnPacketEncode }
-
-func (h *limitsHook) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && pk.ProtocolVersion == 5 && pk.ReasonCode == 0 {
-		pk.Properties.MaximumPacketSize = h.maxPacket
+// OnWill drops a will that may not be sent (any longer); see above.
+func (h *aclHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if cl.Net.Inline {
+		return will, nil
 	}
-	return pk
+	if reason, _ := h.a.willProblem(cl, will.TopicName); reason != "" {
+		h.a.ref.add(refuseWillDropped)
+		if h.a.log != nil {
+			if n, ok := h.a.ref.log.allow(refuseWillDropped); ok {
+				h.a.log("will message dropped", "reason", reason, "client", cl.ID, "topic", will.TopicName, "suppressed", n)
+			}
+		}
+		return droppedWill(), nil
+	}
+	return will, nil
 }

@@ -22,6 +22,11 @@ type authHook struct {
 	cache *passCache
 	sem   chan struct{} // bounds concurrent bcrypt work so a login storm leaves CPU for traffic
 	dummy []byte        // hash compared for unknown users, so they take as long as known ones
+
+	// refused holds the CONNACK code for clients refused because of their will (acl.go), set
+	// in OnConnectAuthenticate and consumed by OnPacketEncode of that CONNACK, both on the
+	// client's goroutine; mochi itself would answer 0x86 / 0x05 (bad username or password).
+	refused sync.Map // *mqtt.Client -> packets.Code
 }
 
 func newAuthHook(a *access) *authHook {
@@ -39,17 +44,61 @@ func (h *authHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnPacketEncode
 }
 
-// OnPacketEncode fixes the 3.1.1 refusal code: mochi answers every refused login with 0x05
-// "not authorized"; a client that sent a username gets 0x04 "bad user name or password".
+// OnPacketEncode fixes CONNACK refusal codes:
+//   - a client refused for its will gets 0x87 Not authorized / 0x90 Topic Name invalid
+//     (MQTT 5) or 0x05 Not authorized (3.1.1) instead of mochi's "bad username or password";
+//   - 3.1.1: mochi answers every refused login with 0x05 "not authorized"; a client that sent
+//     a username gets 0x04 "bad user name or password";
+//   - 3.1.1: an empty client id with clean session 0 gets 0x02 Identifier rejected
+//     ([MQTT-3.1.3-8]); mochi sends 0x80, which is not a 3.1.1 return code.
 func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && pk.ProtocolVersion < 5 &&
-		pk.ReasonCode == packets.Err3NotAuthorized.Code && len(cl.Properties.Username) > 0 {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if v, ok := h.refused.LoadAndDelete(cl); ok {
+		code := v.(packets.Code)
+		if pk.ProtocolVersion < 5 {
+			pk.ReasonCode = packets.Err3NotAuthorized.Code
+		} else {
+			pk.ReasonCode = code.Code
+			pk.Properties.ReasonString = code.Reason
+		}
+		return pk
+	}
+	if pk.ProtocolVersion >= 5 {
+		return pk
+	}
+	switch {
+	case pk.ReasonCode == packets.Err3NotAuthorized.Code && len(cl.Properties.Username) > 0:
 		pk.ReasonCode = 0x04
+	case pk.ReasonCode == packets.ErrUnspecifiedError.Code && !cl.Properties.Clean && cl.Properties.Props.AssignedClientID != "":
+		pk.ReasonCode = packets.Err3ClientIdentifierNotValid.Code
 	}
 	return pk
 }
 
+// OnConnectAuthenticate authenticates the client, then checks its will (acl.go).
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if !h.authenticate(cl, pk) {
+		return false
+	}
+	if !pk.Connect.WillFlag {
+		return true
+	}
+	reason, code := h.a.willProblem(cl, pk.Connect.WillTopic)
+	if reason == "" {
+		return true
+	}
+	h.a.ref.add(reason)
+	if n, ok := h.a.ref.log.allow(reason); ok {
+		h.Log.Info("connection refused: will message not allowed", "reason", reason, "client", cl.ID,
+			"remote", cl.Net.Remote, "username", string(cl.Properties.Username), "will_topic", pk.Connect.WillTopic, "suppressed", n)
+	}
+	h.refused.Store(cl, code)
+	return false
+}
+
+func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	li := h.a.listeners[cl.Net.Listener]
 	if li == nil {
 		return false

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"log/slog"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,8 +26,8 @@ import (
 // blocks), or the caller of Broker.Publish; so a waiting publisher stops being read and TCP
 // pushes back on it.
 //
-// Where: mochi calls OnACLCheck(subscriber, topic, false) in publishToClient on the
-// distributing goroutine, once per selected subscriber (after NoLocal and shared-subscription
+// Where (mochi.go, assumption 2): mochi calls OnACLCheck(subscriber, topic, false) in
+// publishToClient on the distributing goroutine, once per selected subscriber (after NoLocal and shared-subscription
 // selection; never for inline subscribers), just before the non-blocking send. That is the
 // only per-delivery callback before the send, so this hook uses it as a tap: it is registered
 // before the ACL hook and always answers false ("no opinion"), which with mochi's first-true-
@@ -39,10 +38,10 @@ import (
 // from mochi's event loop) never wait.
 //
 // Queue depth: the exact length of the subscriber's queue (mochi's unexported
-// Client.State.outbound channel, read by reflection; a counter kept from hooks would drift:
-// resends, oversized packets and the inflight/receive-maximum paths bypass or skip the
-// queue without a hook). If a mochi upgrade renames the field, New logs a warning and
-// backpressure is off (TestBackpressureQueueLen fails).
+// Client.State.outbound channel, read by reflection, see mochi.go; a counter kept from hooks
+// would drift: resends, oversized packets and the inflight/receive-maximum paths bypass or
+// skip the queue without a hook). If a mochi upgrade renames the field, New logs a warning
+// and backpressure is off (TestMochiOutboundQueue and TestBackpressureQueueLen fail).
 //
 // Wake-up: the subscriber's writer goroutine calls OnPacketSent after every packet; when the
 // queue is down to low water it closes the subscriber's wake channel. It never blocks, and
@@ -59,24 +58,6 @@ import (
 // cooldown (10 x backpressure_wait) passed. A subscriber that stopped reading altogether thus
 // costs each publisher at most one backpressure_wait, then its messages are dropped as
 // before (and counted in messages_dropped). Broker.Close releases every waiter at once.
-
-// outboundField is the index path of mochi's Client.State.outbound, nil if not found.
-var outboundField = func() []int {
-	st, ok := reflect.TypeOf(mqtt.Client{}).FieldByName("State")
-	if !ok {
-		return nil
-	}
-	f, ok := st.Type.FieldByName("outbound")
-	if !ok || f.Type != reflect.TypeOf(make(chan *packets.Packet)) {
-		return nil
-	}
-	return append(append([]int{}, st.Index...), f.Index...)
-}()
-
-// queueLen is the number of packets waiting in cl's write queue.
-func queueLen(cl *mqtt.Client) int {
-	return reflect.ValueOf(cl).Elem().FieldByIndex(outboundField).Len()
-}
 
 const slowCooldownFactor = 10
 

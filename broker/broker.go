@@ -97,6 +97,7 @@ type Broker struct {
 	capture *captureHook
 	state   *stateHook
 	bp      *backpressureHook // nil: off
+	limits  *limitsHook
 
 	mu        sync.Mutex // serialises Start and Close
 	started   bool
@@ -156,6 +157,9 @@ func New(o Options) (*Broker, error) {
 		roles:          map[string]*Role{},
 		allowAnonymous: cfg.AllowAnonymous,
 		listeners:      map[string]*listenerInfo{},
+		lim:            newTopicLimits(cfg),
+		ref:            newRefusals(),
+		log:            log.Warn,
 	}
 	for i := range cfg.Users {
 		b.access.users[cfg.Users[i].Username] = &cfg.Users[i]
@@ -179,7 +183,10 @@ func New(o Options) (*Broker, error) {
 	if b.bp = newBackpressureHook(cfg.BackpressureWait, cfg.MaxQueued, cfg.MaxInflight, log); b.bp != nil {
 		hooks = append(hooks, b.bp) // before aclHook: it taps OnACLCheck and never grants
 	}
-	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.capture, &limitsHook{maxPacket: uint32(cfg.MaxPacketSize)})
+	// limitsHook before the capture hook: a PUBLISH beyond the limits is never captured.
+	b.limits = &limitsHook{maxPacket: uint32(cfg.MaxPacketSize), lim: b.access.lim, a: b.access, ref: b.access.ref, log: log.Warn}
+	// packetIDHook after limitsHook: see mochi.go, assumption 9.
+	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.limits, b.capture, &packetIDHook{})
 	if o.State != nil {
 		b.state = newStateHook(o.State, log)
 		hooks = append(hooks, b.state)
@@ -259,18 +266,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
-// closeListenerClients replaces mochi's: Clients.GetByListener in mochi v2.7.9 takes the
-// clients read lock twice (it calls Len inside RLock), which deadlocks when a disconnecting
-// client's Delete is waiting for the write lock between the two: Close then hangs for ever
-// (seen in TestBackpressureNoDrops under load). GetAll takes the lock once.
-func (b *Broker) closeListenerClients(listenerID string) {
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Listener == listenerID && !cl.Closed() {
-			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		}
-	}
-}
-
 // Close stops the listeners, disconnects every client, lets pending captures finish (bounded)
 // and waits for mochi. It is idempotent and safe to call without Start.
 func (b *Broker) Close() error {
@@ -304,6 +299,9 @@ func (b *Broker) Publish(m *Message) error {
 	}
 	if !mqtt.IsValidFilter(m.Topic, true) || m.Topic == "" {
 		return fmt.Errorf("broker: publish: invalid topic %q", m.Topic)
+	}
+	if err := b.access.lim.checkTopic(m.Topic); err != nil {
+		return fmt.Errorf("broker: publish: %w", err)
 	}
 	if m.QoS > 2 {
 		return fmt.Errorf("broker: publish: invalid qos %d", m.QoS)
@@ -345,6 +343,9 @@ func (b *Broker) Subscribe(filter string, fn func(*Message)) (func(), error) {
 	if !mqtt.IsValidFilter(filter, false) {
 		return nil, fmt.Errorf("broker: subscribe: invalid topic filter %q", filter)
 	}
+	if r := b.access.lim.filterProblem(filter); r != "" {
+		return nil, fmt.Errorf("broker: subscribe: filter refused (%s: max_topic_length %d, max_topic_levels %d)", r, b.cfg.MaxTopicLength, b.cfg.MaxTopicLevels)
+	}
 	id := int(b.subID.Add(1))
 	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		fn(messageFromPacket(pk, pk.Origin, "", time.Now()))
@@ -380,6 +381,11 @@ type Status struct {
 	// (backpressure_wait) and marked the subscriber slow.
 	BackpressureWaits    int64 `json:"backpressure_waits"`
 	BackpressureTimeouts int64 `json:"backpressure_timeouts"`
+	// Refusals counts packets refused by the broker limits and will checks, by reason
+	// (topic_too_long, topic_too_deep, filter_too_long, filter_too_deep,
+	// filters_per_subscribe, subscriptions_per_client, will_not_authorized,
+	// will_topic_invalid, will_dropped); every reason is present.
+	Refusals map[string]int64 `json:"refusals"`
 }
 
 // ListenerStatus describes one listener.
@@ -419,6 +425,7 @@ func (b *Broker) Status() Status {
 	st.BytesReceived = atomic.LoadInt64(&in.BytesReceived)
 	st.BytesSent = atomic.LoadInt64(&in.BytesSent)
 	st.CaptureFailures = b.capture.failures.Load()
+	st.Refusals = b.access.ref.snapshot()
 	if b.bp != nil {
 		st.BackpressureWaits = b.bp.waits.Load()
 		st.BackpressureTimeouts = b.bp.timeouts.Load()

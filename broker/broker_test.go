@@ -263,7 +263,7 @@ func TestStatusAndMetrics(t *testing.T) {
 		return gatherValue(t, reg, "edged_clients_connected") == 1 &&
 			gatherValue(t, reg, "edged_messages_received_total") >= 1
 	})
-	if mfs, err := reg.Gather(); err != nil || len(mfs) != 9 { // 7 + 2 backpressure
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 10 { // 7 + 2 backpressure + refusals
 		t.Fatalf("metric families %d %v", len(mfs), err)
 	}
 }

@@ -109,6 +109,9 @@ func (h *captureHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if h.c == nil || cl.Net.Inline {
 		return
 	}
+	if pk.TopicName == "" || !h.b.access.allowed(cl, pk.TopicName, true) {
+		return // a will dropped by aclHook.OnWill (empty topic), or denied: never captured
+	}
 	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
 	if err := h.captureBatch([]*Message{m})[0]; err != nil {
 		h.failed(cl, m, err)
@@ -222,13 +225,9 @@ func (h *captureHook) complete(p *pipe, j *job, err error) {
 		_ = cl.WritePacket(ackPacket(pk, packets.CodeSuccess))
 	case 2:
 		ack := ackPacket(pk, packets.CodeSuccess)
-		if cl.State.Inflight.Set(ack) { // processPubrel completes the flow
-			atomic.AddInt64(&h.b.srv.Info.Inflight, 1)
-			if h.b.state != nil {
-				h.b.state.OnQosPublish(cl, ack, ack.Created, 0)
-			}
+		if trackPubrec(h.b.srv, cl, ack) && h.b.state != nil { // processPubrel completes the flow
+			h.b.state.OnQosPublish(cl, ack, ack.Created, 0)
 		}
-		cl.State.Inflight.DecreaseReceiveQuota()
 		_ = cl.WritePacket(ack)
 	}
 	if p.ch == nil {
@@ -239,22 +238,12 @@ func (h *captureHook) complete(p *pipe, j *job, err error) {
 
 func (h *captureHook) distribute(p *pipe, pk packets.Packet) {
 	if p.shadow == nil {
-		sh := h.b.srv.NewClient(nil, shadowListener, p.cl.ID, true)
-		sh.Properties.ProtocolVersion = p.cl.Properties.ProtocolVersion
-		sh.Properties.Username = p.cl.Properties.Username
-		p.shadow = sh
+		p.shadow = newShadowClient(h.b.srv, p.cl)
 	}
-	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // already resolved
-	if err := h.b.srv.InjectPacket(p.shadow, pk); err != nil {
+	if err := injectAsShadow(h.b.srv, p.shadow, pk); err != nil {
 		h.b.log.Debug("distribute captured message", "client", p.cl.ID, "topic", pk.TopicName, "error", err)
-		return
 	}
-	// InjectPacket counts the message as received a second time.
-	atomic.AddInt64(&h.b.srv.Info.MessagesReceived, -1)
-	atomic.AddInt64(&h.b.srv.Info.PacketsReceived, -1)
 }
-
-const shadowListener = "edged-capture"
 
 func ackPacket(pk packets.Packet, code packets.Code) packets.Packet {
 	typ := byte(packets.Puback)

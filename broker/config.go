@@ -78,6 +78,27 @@ type Config struct {
 	// backpressure off. At most 10s.
 	BackpressureWait time.Duration `yaml:"backpressure_wait"`
 
+	// MaxTopicLength is the longest topic name or subscription filter (in bytes) the broker
+	// accepts. Longer PUBLISH topics are refused (MQTT 5: PUBACK 0x90 Topic Name invalid;
+	// MQTT 3.1.1 QoS 1/2: disconnected; QoS 0: dropped), longer filters get SUBACK 0x8F
+	// (3.1.1: 0x80). Counted as edged_broker_refusals_total{reason}. Default 1024, 1-65535.
+	MaxTopicLength int `yaml:"max_topic_length"`
+
+	// MaxTopicLevels is the most '/'-separated levels a topic name or filter may have
+	// (refused like max_topic_length). The broker's topic tree costs CPU in proportion to
+	// levels x length per message, so this bounds the work one packet can cause. Default 32,
+	// 1-256.
+	MaxTopicLevels int `yaml:"max_topic_levels"`
+
+	// MaxFiltersPerSubscribe is the most topic filters one SUBSCRIBE packet may carry; the
+	// ones beyond get SUBACK 0x97 Quota exceeded (3.1.1: 0x80). Default 64, 1-65535.
+	MaxFiltersPerSubscribe int `yaml:"max_filters_per_subscribe"`
+
+	// MaxSubscriptionsPerClient is the most subscriptions one client session may hold;
+	// further new filters get SUBACK 0x97 Quota exceeded (3.1.1: 0x80). Each subscription
+	// costs memory and is persisted with the session. Default 1000, 1-1000000.
+	MaxSubscriptionsPerClient int `yaml:"max_subscriptions_per_client"`
+
 	// SessionExpiry is the longest a disconnected persistent session (MQTT 3.1.1 clean
 	// session false, MQTT 5 session expiry > 0) is kept, with its subscriptions and queued
 	// messages. Default 168h.
@@ -140,6 +161,11 @@ const (
 	DefaultSessionExpiry  = 168 * time.Hour
 	DefaultBackpressure   = 500 * time.Millisecond
 
+	DefaultMaxTopicLength            = 1024
+	DefaultMaxTopicLevels            = 32
+	DefaultMaxFiltersPerSubscribe    = 64
+	DefaultMaxSubscriptionsPerClient = 1000
+
 	// Every accepted message may become one outbox record: storage keeps large values in
 	// 16 MiB value-log files and a forwarder reads a whole record into memory, so 8 MiB is the
 	// most a 512 MB gateway should accept in one packet.
@@ -176,6 +202,18 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.BackpressureWait == 0 {
 		c.BackpressureWait = DefaultBackpressure
+	}
+	if c.MaxTopicLength == 0 {
+		c.MaxTopicLength = DefaultMaxTopicLength
+	}
+	if c.MaxTopicLevels == 0 {
+		c.MaxTopicLevels = DefaultMaxTopicLevels
+	}
+	if c.MaxFiltersPerSubscribe == 0 {
+		c.MaxFiltersPerSubscribe = DefaultMaxFiltersPerSubscribe
+	}
+	if c.MaxSubscriptionsPerClient == 0 {
+		c.MaxSubscriptionsPerClient = DefaultMaxSubscriptionsPerClient
 	}
 }
 
@@ -261,6 +299,18 @@ func (c *Config) Validate() error {
 	}
 	if c.BackpressureWait > 10*time.Second {
 		add("backpressure_wait", "%s out of range (at most 10s; negative turns backpressure off)", c.BackpressureWait)
+	}
+	if c.MaxTopicLength < 1 || c.MaxTopicLength > 65535 {
+		add("max_topic_length", "%d out of range (1-65535)", c.MaxTopicLength)
+	}
+	if c.MaxTopicLevels < 1 || c.MaxTopicLevels > 256 {
+		add("max_topic_levels", "%d out of range (1-256)", c.MaxTopicLevels)
+	}
+	if c.MaxFiltersPerSubscribe < 1 || c.MaxFiltersPerSubscribe > 65535 {
+		add("max_filters_per_subscribe", "%d out of range (1-65535)", c.MaxFiltersPerSubscribe)
+	}
+	if c.MaxSubscriptionsPerClient < 1 || c.MaxSubscriptionsPerClient > 1000000 {
+		add("max_subscriptions_per_client", "%d out of range (1-1000000)", c.MaxSubscriptionsPerClient)
 	}
 	if c.SessionExpiry < time.Second || c.SessionExpiry > time.Duration(1<<32-1)*time.Second {
 		add("session_expiry", "%s out of range (1s-136y)", c.SessionExpiry)

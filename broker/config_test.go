@@ -30,13 +30,16 @@ users:
 roles:
   device: {publish: ["sensors/%c/#"], subscribe: ["cmd/%c/#"]}
 max_packet_size: 256KiB
+max_topic_levels: 16
+max_subscriptions_per_client: 50
 `
 	var c Config
 	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
 		t.Fatal(err)
 	}
 	c.ApplyDefaults()
-	if c.MaxPacketSize != 256<<10 || c.Roles["device"].Publish[0] != "sensors/%c/#" || len(c.Listeners) != 2 {
+	if c.MaxPacketSize != 256<<10 || c.Roles["device"].Publish[0] != "sensors/%c/#" || len(c.Listeners) != 2 ||
+		c.MaxTopicLevels != 16 || c.MaxSubscriptionsPerClient != 50 || c.MaxTopicLength != DefaultMaxTopicLength {
 		t.Fatalf("decoded %+v", c)
 	}
 }
@@ -69,6 +72,10 @@ func TestValidateErrors(t *testing.T) {
 		{"bad filter", func(c *Config) { c.Roles = map[string]Role{"r": {Publish: []string{"a/#/b"}}} }, "roles.r.publish[0]", "'#' must be the last level"},
 		{"bad wildcard", func(c *Config) { c.Roles = map[string]Role{"r": {Subscribe: []string{"a/b+"}}} }, "roles.r.subscribe[0]", "whole level"},
 		{"packet size", func(c *Config) { c.MaxPacketSize = 1 << 30 }, "max_packet_size", "out of range"},
+		{"topic length", func(c *Config) { c.MaxTopicLength = 70000 }, "max_topic_length", "out of range"},
+		{"topic levels", func(c *Config) { c.MaxTopicLevels = 1000 }, "max_topic_levels", "out of range"},
+		{"filters per subscribe", func(c *Config) { c.MaxFiltersPerSubscribe = -1 }, "max_filters_per_subscribe", "out of range"},
+		{"subscriptions per client", func(c *Config) { c.MaxSubscriptionsPerClient = 2000000 }, "max_subscriptions_per_client", "out of range"},
 		{"anonymous 0.0.0.0", func(c *Config) { c.Listeners[0].Address = "0.0.0.0:1883" }, "listeners[0].address", "allow_anonymous: true"},
 		{"anonymous empty host", func(c *Config) { c.Listeners[0].Address = ":1883" }, "listeners[0].address", "add users"},
 		{"anonymous LAN", func(c *Config) { c.Listeners[0].Address = "192.168.1.10:1883" }, "listeners[0].address", "reachable from the network"},

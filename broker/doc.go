@@ -19,8 +19,14 @@
 // clients get reason 0x97 when it returned ErrQuotaExceeded and 0x80 for other errors;
 // MQTT 3.1.1 clients are disconnected without an ack so they resend. Local subscribers only
 // see a message once it was captured. Will messages are captured after mochi sends them
-// (nothing to ack; failures only counted). A denied QoS 1/2 PUBLISH disconnects a 3.1.1
+// (nothing to ack; failures only counted); a will must pass the publish ACL and the topic
+// limits at CONNECT (else the CONNECT is refused) and again when sent (else dropped; acl.go). A denied QoS 1/2 PUBLISH disconnects a 3.1.1
 // client (mochi: 3.1.1 has no negative PUBACK); MQTT 5 gets PUBACK/PUBREC 0x87.
+//
+// Limits: topic length and levels, filters per SUBSCRIBE and subscriptions per client bound
+// the work and memory one packet or session can cost; refusals use MQTT reason codes and are
+// counted by reason (limits.go). MQTT 3.1.1 clients never get a DISCONNECT packet (3.1.1 has
+// none from a server); they see the connection close.
 //
 // Backpressure: a publisher whose message goes to a subscriber with a 3/4 full write queue
 // (max_queued) is held back up to backpressure_wait until the queue drained, instead of the

@@ -227,6 +227,10 @@ func (rc *rawClient) send(pk packets.Packet) {
 		err = pk.PubrelEncode(&buf)
 	case packets.Subscribe:
 		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
 	default:
 		rc.t.Fatalf("rawClient: cannot send type %d", pk.FixedHeader.Type)
 	}
@@ -277,6 +281,8 @@ func (rc *rawClient) read(d time.Duration) (packets.Packet, error) {
 		err = pk.PublishDecode(body)
 	case packets.Suback:
 		err = pk.SubackDecode(body)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(body)
 	case packets.Disconnect:
 		err = pk.DisconnectDecode(body)
 	}

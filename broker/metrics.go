@@ -29,6 +29,14 @@ func registerMetrics(reg prometheus.Registerer, b *Broker) error {
 		counter("edged_capture_failures_total", "Published messages the capturer refused or failed to make durable (not acked).",
 			func() int64 { return b.capture.failures.Load() }),
 	}
+	for _, r := range refusalReasons {
+		n := b.access.ref.n[r]
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "edged_broker_refusals_total",
+			Help:        "Packets the broker refused: topics or filters beyond its limits, subscription quotas, will messages the publish ACL denies (reason).",
+			ConstLabels: prometheus.Labels{"reason": r},
+		}, func() float64 { return float64(n.Load()) }))
+	}
 	if bp := b.bp; bp != nil {
 		cs = append(cs,
 			counter("edged_backpressure_waits_total", "Deliveries for which the publisher was held back because the subscriber's write queue was 3/4 full.",
