@@ -264,6 +264,7 @@ func (d *daemon) status() any {
 		"storage":        d.db.Stats(),
 		"connectors":     d.bridge.Status(),
 		"serial":         d.hw.Status(),
+		"modbus":         d.hw.ModbusStatus(),
 	}
 }
 
