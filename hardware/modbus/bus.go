@@ -545,11 +545,20 @@ var exceptionCodes = map[mb.Error]int{
 	mb.ErrMemoryParityError: 8, mb.ErrGWPathUnavailable: 10, mb.ErrGWTargetFailedToRespond: 11,
 }
 
-// linkBroken: errors after which the link cannot be trusted. On TCP a timed-out response may
-// still arrive and desynchronise the stream, so TCP reconnects after a timeout too; on RTU the
-// library has already flushed the line.
-func (b *Bus) linkBroken(result string) bool {
-	return result == resultError || (result == resultTimeout && b.cfg.RTU == nil)
+// linkBroken: errors after which the link cannot be trusted (I/O errors, garbled frames). A
+// timeout is not one: the unit may be silent while others answer (an RTU line, or units behind
+// a TCP gateway), and the TCP transport skips late responses by transaction id. A TCP link on
+// which every unit is offline is reconnected by poll, though: a half-open connection looks the
+// same.
+func (b *Bus) linkBroken(result string) bool { return result == resultError }
+
+func (b *Bus) allOffline() bool {
+	for _, u := range b.units {
+		if !u.offline {
+			return false
+		}
+	}
+	return true
 }
 
 // count records one request's result.
@@ -663,6 +672,9 @@ func (b *Bus) poll(c *mb.ModbusClient, r *request) error {
 			return fmt.Errorf("unit %s: %w", u.name, err)
 		}
 		b.unitFailed(u, now, err)
+		if b.cfg.RTU == nil && b.allOffline() {
+			return fmt.Errorf("every unit is offline (last: %s: %w); reconnecting", u.name, err)
+		}
 	}
 	return nil
 }
