@@ -592,7 +592,8 @@ func (b *Bus) count(u *unit, result string, code int, err error) {
 // do runs one request with retries (none for an offline unit's probe).
 func (b *Bus) do(u *unit, fn func() error) (result string, code int, err error) {
 	attempts := 1 + *b.cfg.Retries
-	if u.offline {
+	if u.fails > 0 {
+		// Already failing (or offline): one try, so a silent unit costs the bus one timeout.
 		attempts = 1
 	}
 	for range attempts {
@@ -672,6 +673,13 @@ func (b *Bus) poll(c *mb.ModbusClient, r *request) error {
 			return fmt.Errorf("unit %s: %w", u.name, err)
 		}
 		b.unitFailed(u, now, err)
+		// Its other requests due now would most likely time out too: skip this round of them
+		// rather than spend a timeout each while the other units wait.
+		for _, o := range b.reqs {
+			if o.unit == u && o != r && !o.due.After(now) {
+				b.advance(o, now)
+			}
+		}
 		if b.cfg.RTU == nil && b.allOffline() {
 			return fmt.Errorf("every unit is offline (last: %s: %w); reconnecting", u.name, err)
 		}
@@ -680,7 +688,7 @@ func (b *Bus) poll(c *mb.ModbusClient, r *request) error {
 }
 
 // advance moves a request to its next slot, keeping its phase; slots that already passed are
-// skipped (counted for online units: the bus is overloaded).
+// skipped (counted for units that answer: then the bus is overloaded).
 func (b *Bus) advance(r *request, now time.Time) {
 	if r.due.IsZero() {
 		r.due = now
@@ -689,7 +697,7 @@ func (b *Bus) advance(r *request, now time.Time) {
 	if !r.due.After(now) {
 		n := now.Sub(r.due)/r.every + 1
 		r.due = r.due.Add(n * r.every)
-		if !r.unit.offline {
+		if r.unit.fails == 0 {
 			b.met.skipped.WithLabelValues(b.cfg.Name, r.unit.name).Add(float64(n))
 			b.updUnit(r.unit, func(s *UnitStatus) { s.Skipped += uint64(n) })
 		}

@@ -1,0 +1,190 @@
+package modbus
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edged-dev/edged/internal/testutil"
+)
+
+// soakDuration is the measured part of TestRTUTwoUnitsSilentUnitSoak: 20s in `make test`,
+// EDGED_MODBUS_SOAK=2m for the full acceptance run.
+func soakDuration(t *testing.T) time.Duration {
+	d := 20 * time.Second
+	if s := os.Getenv("EDGED_MODBUS_SOAK"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d < 4*time.Second {
+			t.Fatalf("EDGED_MODBUS_SOAK=%q: want a duration of at least 4s", s)
+		}
+	}
+	return d
+}
+
+// rtuUnits is the YAML of n units with ten points each at 1s; points sit ten registers apart so
+// each is its own request (20 requests/s on the line), the hard case for the schedule.
+func rtuUnits(ids ...int) string {
+	var b strings.Builder
+	for _, id := range ids {
+		fmt.Fprintf(&b, "    - name: u%d\n      id: %d\n      points:\n", id, id)
+		for p := range 10 {
+			fmt.Fprintf(&b, "        - {name: p%d, type: holding, address: %d}\n", p, p*10)
+		}
+	}
+	return b.String()
+}
+
+func slaveTables(ids ...int) map[int]map[string][]int {
+	out := map[int]map[string][]int{}
+	for _, id := range ids {
+		hr := make([]int, 100)
+		for p := range 10 {
+			hr[p*10] = id*100 + p
+		}
+		out[id] = map[string][]int{"hr": hr}
+	}
+	return out
+}
+
+// The acceptance measurement of issue #15: two units on one RTU line at 19200 baud, ten points
+// each at 1s; each point publishes on schedule, and when one unit goes silent halfway the other
+// keeps its rate.
+func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
+	requirePymodbus(t)
+	d := soakDuration(t)
+	pty := startPTYPair(t, t.TempDir())
+	slave := startPySlave(t, slaveTables(1, 2), "rtu", pty.B, "19200")
+	buses := parseBuses(t, fmt.Sprintf(`
+- name: line
+  rtu: {port: %s, baud: 19200}
+  timeout: 300ms
+  poll: 1s
+  units:
+%s`, pty.A, rtuUnits(1, 2)))
+	local := newFakeLocal()
+	m, reg := startManager(t, buses, local)
+
+	// Warm up until both units published, then measure from a whole second on.
+	for _, u := range []string{"u1", "u2"} {
+		local.waitSample(t, "modbus/line/"+u+"/p9", 60*time.Second, func(s testSample) bool { return s.Q == QualityGood })
+	}
+	t0 := time.Now().Add(time.Second)
+	half := t0.Add(d / 2)
+	end := t0.Add(d)
+	time.Sleep(time.Until(half))
+	slave.send("silent 2")
+	time.Sleep(time.Until(end) + 500*time.Millisecond)
+
+	count := func(topic string, from, to time.Time) int {
+		n := 0
+		for _, s := range local.samples(t, topic) {
+			if s.Q == QualityGood && !s.at.Before(from) && s.at.Before(to) {
+				n++
+			}
+		}
+		return n
+	}
+	within := func(got int, want float64, pct float64) bool {
+		return math.Abs(float64(got)-want) <= math.Max(1, want*pct/100)
+	}
+	var first, second, total []int
+	for p := range 10 {
+		topic := fmt.Sprintf("modbus/line/u1/p%d", p)
+		a, b := count(topic, t0, half), count(topic, half, end)
+		first, second, total = append(first, a), append(second, b), append(total, a+b)
+		if !within(a+b, d.Seconds(), 2) {
+			t.Errorf("u1/p%d: %d publishes in %v, want %v within 2%%", p, a+b, d, d.Seconds())
+		}
+		if float64(b) < 0.9*float64(a) {
+			t.Errorf("u1/p%d: rate fell from %d to %d per %v after u2 went silent (more than 10%%)", p, a, b, d/2)
+		}
+		u2 := count(fmt.Sprintf("modbus/line/u2/p%d", p), t0, half)
+		if !within(u2, (d / 2).Seconds(), 2) {
+			t.Errorf("u2/p%d: %d publishes in the first %v, want %v within 2%%", p, u2, d/2, (d / 2).Seconds())
+		}
+	}
+	t.Logf("u1 publishes per point: first half %v, second half (u2 silent) %v, total %v over %v", first, second, total, d)
+
+	st := unitStatus(m, "line", "u2")
+	if st.State != UnitOffline || st.Timeouts == 0 {
+		t.Errorf("silent unit status %+v, want offline with timeouts", st)
+	}
+	if s := local.samples(t, "modbus/line/u2/p0"); len(s) == 0 || s[len(s)-1].Q != QualityStale {
+		t.Errorf("silent unit's last sample is not stale: %+v", s[len(s)-1:])
+	}
+	skipped, _ := testutil.MetricValue(t, reg, "edged_modbus_polls_skipped_total", map[string]string{"bus": "line", "unit": "u1"})
+	timeouts, _ := testutil.MetricValue(t, reg, "edged_modbus_requests_total", map[string]string{"bus": "line", "unit": "u2", "result": "timeout"})
+	online, _ := testutil.MetricValue(t, reg, "edged_modbus_unit_online", map[string]string{"bus": "line", "unit": "u2"})
+	t.Logf("u1 skipped polls %v; u2 timeouts %v, online %v; u2 status %+v", skipped, timeouts, online, st)
+	if online != 0 || timeouts == 0 {
+		t.Errorf("metrics: u2 online=%v timeouts=%v", online, timeouts)
+	}
+
+	// It comes back: published good again without waiting for the full backoff ceiling.
+	slave.send("answer 2")
+	local.waitSample(t, "modbus/line/u2/p0", 90*time.Second, func(s testSample) bool { return s.Q == QualityGood && s.at.After(end) })
+	if st := unitStatus(m, "line", "u2"); st.State != UnitOnline {
+		t.Errorf("u2 back: status %+v", st)
+	}
+}
+
+// Unplug and replug: socat killed (both ptys vanish), the bus waits, points go stale once, and
+// after the pair and the slave are back it reopens and publishes good values again.
+func TestRTUUnplugReplug(t *testing.T) {
+	requirePymodbus(t)
+	dir := t.TempDir()
+	pty := startPTYPair(t, dir)
+	slave := startPySlave(t, slaveTables(1), "rtu", pty.B, "19200")
+	buses := parseBuses(t, fmt.Sprintf(`
+- name: line
+  rtu: {port: %s, baud: 19200}
+  poll: 100ms
+  reopen: {min: 50ms, max: 500ms}
+  units:
+    - name: u1
+      id: 1
+      points:
+        - {name: p0, type: holding, address: 0}
+`, pty.A))
+	local := newFakeLocal()
+	m, reg := startManager(t, buses, local)
+	topic := "modbus/line/u1/p0"
+	local.waitSample(t, topic, 60*time.Second, func(s testSample) bool { return s.Q == QualityGood })
+
+	pty.kill()
+	slave.stop()
+	local.waitSample(t, topic, 30*time.Second, func(s testSample) bool { return s.Q == QualityStale })
+	testutil.WaitFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if s := m.Status()[0]; s.State != StateWaiting {
+			return fmt.Errorf("bus state %s (%s), want waiting", s.State, s.LastError)
+		}
+		return nil
+	})
+	stale := 0
+	for _, s := range local.samples(t, topic) {
+		if s.Q == QualityStale {
+			stale++
+		}
+	}
+	if stale != 1 {
+		t.Errorf("%d stale samples, want exactly 1 per loss", stale)
+	}
+
+	unplugged := time.Now()
+	pty.start(t)
+	slave = startPySlave(t, slaveTables(1), "rtu", pty.B, "19200")
+	slave.send("set 1 hr 0 4242")
+	s := local.waitSample(t, topic, 60*time.Second, func(s testSample) bool { return s.Q == QualityGood && s.at.After(unplugged) })
+	if fmt.Sprint(s.V) != "4242" {
+		t.Errorf("after replug: %v, want 4242", s.V)
+	}
+	if st := m.Status()[0]; st.State != StateOpen || st.Reopens < 1 {
+		t.Errorf("bus status %+v", st)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edged_modbus_reopens_total", map[string]string{"bus": "line"}); v < 1 {
+		t.Errorf("edged_modbus_reopens_total %v", v)
+	}
+}
