@@ -196,14 +196,15 @@ type Deadband struct {
 
 // UnmarshalYAML accepts a number (absolute) or "N%" (percent).
 func (d *Deadband) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError with "line N: ..." is how the config loader locates the problem.
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: deadband: want a number or a percentage such as \"2%%\"", n.Line)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a number or a percentage such as \"2%%\"", n.Line)}}
 	}
 	s := strings.TrimSpace(n.Value)
 	pct := strings.HasSuffix(s, "%")
 	v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(s, "%")), 64)
 	if err != nil {
-		return fmt.Errorf("line %d: deadband: %q is not a number or a percentage such as \"2%%\"", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a number or a percentage such as \"2%%\"", n.Line, n.Value)}}
 	}
 	*d = Deadband{Value: v, Percent: pct}
 	return nil
@@ -376,7 +377,6 @@ func (b *BusConfig) Validate() error {
 	case b.RTU == nil && b.TCP == "":
 		bad("rtu", "required (or tcp: host:port)")
 	case b.RTU != nil:
-		errs = append(errs, confkit.Prefix("rtu", b.RTU.validate()))
 	default:
 		host, port, err := splitHostPort(b.TCP)
 		if err != nil || host == "" || port == "" {
@@ -384,6 +384,9 @@ func (b *BusConfig) Validate() error {
 		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			bad("tcp", "%q: port must be 1..65535", b.TCP)
 		}
+	}
+	if b.RTU != nil {
+		errs = append(errs, confkit.Prefix("rtu", b.RTU.validate()))
 	}
 	if b.Timeout < minTimeout {
 		bad("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
@@ -503,8 +506,7 @@ func (u *UnitConfig) validate(rtu bool) error {
 	if u.CommandTopic != "" {
 		if err := checkTopicTemplate(u.CommandTopic, true, false); err != nil {
 			bad("command_topic", "%v", err)
-		}
-		if err := checkTopicTemplate(u.ReplyTopic, false, false); err != nil {
+		} else if err := checkTopicTemplate(u.ReplyTopic, false, false); err != nil {
 			bad("reply_topic", "%v", err)
 		}
 	} else if u.ReplyTopic != "" {
@@ -622,8 +624,7 @@ func (p *PointConfig) validate() error {
 	if p.CommandTopic != "" {
 		if err := checkTopicTemplate(p.CommandTopic, true, true); err != nil {
 			bad("command_topic", "%v", err)
-		}
-		if err := checkTopicTemplate(p.ReplyTopic, false, true); err != nil {
+		} else if err := checkTopicTemplate(p.ReplyTopic, false, true); err != nil {
 			bad("reply_topic", "%v", err)
 		}
 	} else if p.ReplyTopic != "" {

@@ -118,7 +118,9 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 	skipped, _ := testutil.MetricValue(t, reg, "edged_modbus_polls_skipped_total", map[string]string{"bus": "line", "unit": "u1"})
 	timeouts, _ := testutil.MetricValue(t, reg, "edged_modbus_requests_total", map[string]string{"bus": "line", "unit": "u2", "result": "timeout"})
 	online, _ := testutil.MetricValue(t, reg, "edged_modbus_unit_online", map[string]string{"bus": "line", "unit": "u2"})
-	t.Logf("u1 skipped polls %v; u2 timeouts %v, online %v; u2 status %+v", skipped, timeouts, online, st)
+	t.Logf("u1 skipped polls %v; u2 timeouts %v, online %v", skipped, timeouts, online)
+	t.Logf("u1 status %+v", unitStatus(m, "line", "u1"))
+	t.Logf("u2 status %+v", st)
 	if online != 0 || timeouts == 0 {
 		t.Errorf("metrics: u2 online=%v timeouts=%v", online, timeouts)
 	}
