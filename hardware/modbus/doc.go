@@ -16,11 +16,13 @@
 // missed because the bus was busy are skipped and counted (edged_modbus_polls_skipped_total),
 // never bunched up. Queued writes go before reads.
 //
-// A request that times out is retried (retries); a unit whose polls fail offline_after times in
-// a row is marked offline, its points are published once with quality stale, and it is then
-// probed with a single request per offline_backoff period instead of at its poll rate. So a
-// silent unit costs the bus at most (retries+1) timeouts per poll until it is offline, and one
-// timeout per backoff period after, and the other units keep their rate.
+// A request that times out is retried (retries) while its unit has been answering. A unit whose
+// poll failed gets a single try per request from then on, and its other requests due in that
+// round are skipped; after offline_after failed polls in a row it is marked offline, its points
+// are published once with quality stale, and it is probed with one request per offline_backoff
+// period instead of at its poll rate. So a unit that goes silent costs the bus (retries+1)
+// timeouts once, then one timeout per poll for a few polls, then one per backoff period, and the
+// other units keep their rate.
 //
 // # Published values
 //

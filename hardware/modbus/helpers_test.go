@@ -79,9 +79,9 @@ func (f *fakeLocal) onTopic(topic string) []*broker.Message {
 }
 
 type testSample struct {
-	V any    `json:"v"`
-	T int64  `json:"t"`
-	Q string `json:"q"`
+	V  any    `json:"v"`
+	T  int64  `json:"t"`
+	Q  string `json:"q"`
 	at time.Time
 }
 

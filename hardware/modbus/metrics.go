@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edged_modbus_bus_up", Help: "1 while the bus's serial line or TCP connection is open.",
 		}, []string{"bus"}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edged_modbus_writes_total", Help: "Write commands, by result (ok, exception, timeout, error, invalid).",
+			Name: "edged_modbus_writes_total", Help: "Write commands, by result (ok, exception, timeout, crc, error, invalid, dropped, expired).",
 		}, []string{"bus", "unit", "result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edged_modbus_dropped_total", Help: "Messages lost on a Modbus bus, by reason (publish_error, bus_away, queue_full, expired, reply_overflow, shutdown).",

@@ -24,14 +24,23 @@ func soakDuration(t *testing.T) time.Duration {
 	return d
 }
 
-// rtuUnits is the YAML of n units with ten points each at 1s; points sit ten registers apart so
-// each is its own request (20 requests/s on the line), the hard case for the schedule.
-func rtuUnits(ids ...int) string {
+// soakSpread: EDGED_MODBUS_SOAK_LAYOUT=spread puts the ten points of a unit ten registers apart,
+// so each is its own request (20 requests/s on the line, the hard case for the schedule, and
+// more than a pure-Python slave serves on a loaded machine). The default puts them at
+// consecutive addresses, as a meter's register map does, so each unit is one merged request.
+func soakSpread() bool { return os.Getenv("EDGED_MODBUS_SOAK_LAYOUT") == "spread" }
+
+// rtuUnits is the YAML of units with ten points each.
+func rtuUnits(spread bool, ids ...int) string {
+	step := 1
+	if spread {
+		step = 10
+	}
 	var b strings.Builder
 	for _, id := range ids {
 		fmt.Fprintf(&b, "    - name: u%d\n      id: %d\n      points:\n", id, id)
 		for p := range 10 {
-			fmt.Fprintf(&b, "        - {name: p%d, type: holding, address: %d}\n", p, p*10)
+			fmt.Fprintf(&b, "        - {name: p%d, type: holding, address: %d}\n", p, p*step)
 		}
 	}
 	return b.String()
@@ -42,6 +51,7 @@ func slaveTables(ids ...int) map[int]map[string][]int {
 	for _, id := range ids {
 		hr := make([]int, 100)
 		for p := range 10 {
+			hr[p] = id*100 + p
 			hr[p*10] = id*100 + p
 		}
 		out[id] = map[string][]int{"hr": hr}
@@ -63,7 +73,7 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
   timeout: 300ms
   poll: 1s
   units:
-%s`, pty.A, rtuUnits(1, 2)))
+%s`, pty.A, rtuUnits(soakSpread(), 1, 2)))
 	local := newFakeLocal()
 	m, reg := startManager(t, buses, local)
 
@@ -106,7 +116,7 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 			t.Errorf("u2/p%d: %d publishes in the first %v, want %v within 2%%", p, u2, d/2, (d / 2).Seconds())
 		}
 	}
-	t.Logf("u1 publishes per point: first half %v, second half (u2 silent) %v, total %v over %v", first, second, total, d)
+	t.Logf("layout spread=%v; u1 publishes per point: first half %v, second half (u2 silent) %v, total %v over %v", soakSpread(), first, second, total, d)
 
 	st := unitStatus(m, "line", "u2")
 	if st.State != UnitOffline || st.Timeouts == 0 {
