@@ -118,6 +118,21 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 	}
 	t.Logf("layout spread=%v; u1 publishes per point: first half %v, second half (u2 silent) %v, total %v over %v", soakSpread(), first, second, total, d)
 
+	// Where publishes were missed: gaps of more than 1.5 periods in u1/p0, relative to t0 and to
+	// the moment u2 went silent (d/2).
+	var gaps []string
+	prev := t0
+	for _, s := range local.samples(t, "modbus/line/u1/p0") {
+		if s.Q != QualityGood || s.at.Before(t0) || !s.at.Before(end) {
+			continue
+		}
+		if g := s.at.Sub(prev); g > 1500*time.Millisecond {
+			gaps = append(gaps, fmt.Sprintf("%.1fs at t0+%.1fs", g.Seconds(), prev.Sub(t0).Seconds()))
+		}
+		prev = s.at
+	}
+	t.Logf("u1/p0 gaps > 1.5s: %v (u2 silent from t0+%.0fs)", gaps, (d / 2).Seconds())
+
 	st := unitStatus(m, "line", "u2")
 	if st.State != UnitOffline || st.Timeouts == 0 {
 		t.Errorf("silent unit status %+v, want offline with timeouts", st)
