@@ -40,6 +40,7 @@ func New(cfg Config, local Local, log *slog.Logger, reg prometheus.Registerer) (
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Serial = slices.Clone(cfg.Serial)
+	cfg.Modbus = modbus.Clone(cfg.Modbus)
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hardware config: %w", err)

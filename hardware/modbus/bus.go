@@ -315,6 +315,7 @@ func (b *Bus) run(ctx context.Context) {
 		b.drop(DropShutdown, n, nil)
 		stopReplies()
 		wg.Wait()
+		b.drop(DropShutdown, len(b.replies), errors.New("write replies not published before shutdown"))
 		if b.serial != nil {
 			b.serial.Release()
 		}

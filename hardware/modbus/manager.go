@@ -33,7 +33,7 @@ func New(buses []BusConfig, local Local, log *slog.Logger, reg prometheus.Regist
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	buses = cloneBuses(buses)
+	buses = Clone(buses)
 	ApplyDefaults(buses)
 	if err := Validate(buses); err != nil {
 		return nil, fmt.Errorf("modbus config: %w", err)
@@ -63,9 +63,9 @@ func New(buses []BusConfig, local Local, log *slog.Logger, reg prometheus.Regist
 	return m, nil
 }
 
-// cloneBuses deep-copies the slices ApplyDefaults writes into, so the caller's config is left
-// as given.
-func cloneBuses(in []BusConfig) []BusConfig {
+// Clone deep-copies the parts of a config that ApplyDefaults writes into, so a caller's config
+// is left as given.
+func Clone(in []BusConfig) []BusConfig {
 	out := slices.Clone(in)
 	for i := range out {
 		if out[i].RTU != nil {
