@@ -48,6 +48,7 @@ const (
 	resultTimeout   = "timeout"
 	resultException = "exception"
 	resultCRC       = "crc"
+	resultProtocol  = "protocol" // a frame that is not the answer: wrong unit id, short, malformed
 	resultError     = "error"
 )
 
@@ -76,6 +77,7 @@ type UnitStatus struct {
 	Polls       uint64            `json:"polls"` // successful reads
 	Timeouts    uint64            `json:"timeouts"`
 	CRCErrors   uint64            `json:"crc_errors"`
+	Protocol    uint64            `json:"protocol_errors"`      // answers that were not the answer (wrong unit id, short, malformed)
 	Exceptions  map[string]uint64 `json:"exceptions,omitempty"` // by exception code
 	Published   uint64            `json:"published"`
 	Skipped     uint64            `json:"skipped"`       // polls skipped while the bus was behind
@@ -532,6 +534,10 @@ func classify(err error) (result string, code int) {
 		if c, ok := exceptionCodes[e]; ok {
 			return resultException, c
 		}
+		switch e {
+		case mb.ErrBadUnitId, mb.ErrShortFrame, mb.ErrProtocolError, mb.ErrUnexpectedParameters, mb.ErrBadTransactionId:
+			return resultProtocol, 0
+		}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -546,12 +552,17 @@ var exceptionCodes = map[mb.Error]int{
 	mb.ErrMemoryParityError: 8, mb.ErrGWPathUnavailable: 10, mb.ErrGWTargetFailedToRespond: 11,
 }
 
-// linkBroken: errors after which the link cannot be trusted (I/O errors, garbled frames). A
-// timeout is not one: the unit may be silent while others answer (an RTU line, or units behind
-// a TCP gateway), and the TCP transport skips late responses by transaction id. A TCP link on
-// which every unit is offline is reconnected by poll, though: a half-open connection looks the
-// same.
-func (b *Bus) linkBroken(result string) bool { return result == resultError }
+// linkBroken: errors after which the link cannot be trusted. I/O errors always; on TCP also a
+// garbled frame (the stream lost its framing; a new connection resynchronises it). A timeout is
+// not one: the unit may be silent while others answer (an RTU line, or units behind a TCP
+// gateway), and the TCP transport skips late responses by transaction id. Nor is a garbled frame
+// on RTU: typically the late answer of a unit that had timed out, read as the next unit's
+// answer (wrong unit id); the library flushes the line after bad frames, and the request is
+// retried. A TCP link on which every unit is offline is reconnected by poll, though: a
+// half-open connection looks the same.
+func (b *Bus) linkBroken(result string) bool {
+	return result == resultError || (result == resultProtocol && b.cfg.RTU == nil)
+}
 
 func (b *Bus) allOffline() bool {
 	for _, u := range b.units {
@@ -578,6 +589,8 @@ func (b *Bus) count(u *unit, result string, code int, err error) {
 			s.Timeouts++
 		case resultCRC:
 			s.CRCErrors++
+		case resultProtocol:
+			s.Protocol++
 		case resultException:
 			if s.Exceptions == nil {
 				s.Exceptions = map[string]uint64{}
@@ -601,7 +614,7 @@ func (b *Bus) do(u *unit, fn func() error) (result string, code int, err error) 
 		err = fn()
 		result, code = classify(err)
 		b.count(u, result, code, err)
-		if result != resultTimeout && result != resultCRC {
+		if result != resultTimeout && result != resultCRC && result != resultProtocol {
 			break
 		}
 		if b.linkBroken(result) {

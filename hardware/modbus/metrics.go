@@ -21,7 +21,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edged_modbus_requests_total", Help: "Modbus requests sent, by result (ok, timeout, exception, crc, error).",
+			Name: "edged_modbus_requests_total", Help: "Modbus requests sent, by result (ok, timeout, exception, crc, protocol, error).",
 		}, []string{"bus", "unit", "result"}),
 		exceptions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edged_modbus_exceptions_total", Help: "Modbus exception responses, by exception code.",
@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edged_modbus_bus_up", Help: "1 while the bus's serial line or TCP connection is open.",
 		}, []string{"bus"}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edged_modbus_writes_total", Help: "Write commands, by result (ok, exception, timeout, crc, error, invalid, dropped, expired).",
+			Name: "edged_modbus_writes_total", Help: "Write commands, by result (ok, exception, timeout, crc, protocol, error, invalid, dropped, expired).",
 		}, []string{"bus", "unit", "result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edged_modbus_dropped_total", Help: "Messages lost on a Modbus bus, by reason (publish_error, bus_away, queue_full, expired, reply_overflow, shutdown).",

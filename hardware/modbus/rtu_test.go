@@ -85,6 +85,7 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 	half := t0.Add(d / 2)
 	end := t0.Add(d)
 	time.Sleep(time.Until(half))
+	u2before := unitStatus(m, "line", "u2") // its misses while it still answered
 	slave.send("silent 2")
 	time.Sleep(time.Until(end) + 500*time.Millisecond)
 
@@ -100,19 +101,25 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 	within := func(got int, want float64, pct float64) bool {
 		return math.Abs(float64(got)-want) <= math.Max(1, want*pct/100)
 	}
+	// Polls that pymodbus did not answer in time (it is pure Python, on a machine that may be
+	// loaded) are the peer's misses, not the schedule's: they are allowed on top of 2 %, and
+	// logged. Skipped slots (the bus behind schedule) are not allowed for.
+	u1 := unitStatus(m, "line", "u1")
+	peerMisses := float64(u1.Timeouts + u1.Protocol)
 	var first, second, total []int
 	for p := range 10 {
 		topic := fmt.Sprintf("modbus/line/u1/p%d", p)
 		a, b := count(topic, t0, half), count(topic, half, end)
 		first, second, total = append(first, a), append(second, b), append(total, a+b)
-		if !within(a+b, d.Seconds(), 2) {
-			t.Errorf("u1/p%d: %d publishes in %v, want %v within 2%%", p, a+b, d, d.Seconds())
+		if !within(a+b, d.Seconds(), 2) && !(float64(a+b) < d.Seconds() && within(a+b+int(peerMisses), d.Seconds(), 2)) {
+			t.Errorf("u1/p%d: %d publishes in %v, want %v within 2%% (peer misses %v)", p, a+b, d, d.Seconds(), peerMisses)
 		}
 		if float64(b) < 0.9*float64(a) {
 			t.Errorf("u1/p%d: rate fell from %d to %d per %v after u2 went silent (more than 10%%)", p, a, b, d/2)
 		}
 		u2 := count(fmt.Sprintf("modbus/line/u2/p%d", p), t0, half)
-		if !within(u2, (d / 2).Seconds(), 2) {
+		u2misses := int(u2before.Timeouts + u2before.Protocol)
+		if !within(u2, (d / 2).Seconds(), 2) && !(float64(u2) < (d/2).Seconds() && within(u2+u2misses, (d/2).Seconds(), 2)) {
 			t.Errorf("u2/p%d: %d publishes in the first %v, want %v within 2%%", p, u2, d/2, (d / 2).Seconds())
 		}
 	}
