@@ -101,3 +101,50 @@ func TestPymodbusTCPEveryDataType(t *testing.T) {
 		t.Errorf("unit status %+v", st)
 	}
 }
+
+// Units behind a TCP gateway: a silent one goes offline while the others keep their rate on the
+// same connection; when every unit is silent the connection is suspected half-open and redialled.
+func TestPymodbusTCPSilentUnit(t *testing.T) {
+	requirePymodbus(t)
+	addr := testutil.FreeAddr(t)
+	slave := startPySlave(t, map[int]map[string][]int{1: {"hr": {1}}, 2: {"hr": {2}}}, "tcp", addr)
+	buses := parseBuses(t, fmt.Sprintf(`
+- name: gw
+  tcp: %s
+  poll: 100ms
+  timeout: 200ms
+  offline_after: 2
+  offline_backoff: {min: 1s, max: 2s}
+  reopen: {min: 50ms, max: 200ms}
+  units:
+    - {name: a, id: 1, points: [{name: p, type: holding, address: 0}]}
+    - {name: b, id: 2, points: [{name: p, type: holding, address: 0}]}
+`, addr))
+	local := newFakeLocal()
+	m, _ := startManager(t, buses, local)
+	local.waitSample(t, "modbus/gw/b/p", 30*time.Second, func(s testSample) bool { return s.Q == QualityGood })
+	slave.send("silent 2")
+	local.waitSample(t, "modbus/gw/b/p", 30*time.Second, func(s testSample) bool { return s.Q == QualityStale })
+	before := len(local.samples(t, "modbus/gw/a/p"))
+	time.Sleep(2 * time.Second)
+	got := len(local.samples(t, "modbus/gw/a/p")) - before
+	if got < 10 { // 20 slots of 100ms; at least half, on a loaded machine
+		t.Errorf("unit a published %d times in 2s at 100ms while b was silent", got)
+	}
+	if s := m.Status()[0]; s.Reopens != 0 || s.Units[1].State != UnitOffline {
+		t.Errorf("status %+v: want no reconnect and b offline", s)
+	}
+	slave.send("silent 1")
+	testutil.WaitFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if s := m.Status()[0]; s.Reopens == 0 {
+			return fmt.Errorf("no reconnect yet: %+v", s)
+		}
+		return nil
+	})
+	slave.send("answer 1")
+	slave.send("answer 2")
+	since := time.Now()
+	for _, u := range []string{"a", "b"} {
+		local.waitSample(t, "modbus/gw/"+u+"/p", 30*time.Second, func(s testSample) bool { return s.Q == QualityGood && s.at.After(since) })
+	}
+}

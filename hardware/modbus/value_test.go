@@ -1,8 +1,11 @@
 package modbus
 
 import (
+	mb "github.com/simonvetter/modbus"
+	"io"
 	"log/slog"
 	"math"
+	"os"
 	"testing"
 	"time"
 )
@@ -198,4 +201,35 @@ func mustMetrics(t testing.TB) *metrics {
 		t.Fatal(err)
 	}
 	return m
+}
+
+func TestClassifyLibraryErrors(t *testing.T) {
+	rtu := &Bus{cfg: BusConfig{RTU: &RTUConfig{}}}
+	tcp := &Bus{cfg: BusConfig{TCP: "h:1"}}
+	cases := []struct {
+		err               error
+		result            string
+		code              int
+		rtuBroken, tcpBrk bool
+	}{
+		{nil, resultOK, 0, false, false},
+		{mb.ErrRequestTimedOut, resultTimeout, 0, false, false},
+		{os.ErrDeadlineExceeded, resultTimeout, 0, false, false},
+		{mb.ErrBadCRC, resultCRC, 0, false, false},
+		{mb.ErrBadUnitId, resultProtocol, 0, false, true},
+		{mb.ErrShortFrame, resultProtocol, 0, false, true},
+		{mb.ErrIllegalDataAddress, resultException, 2, false, false},
+		{mb.ErrServerDeviceBusy, resultException, 6, false, false},
+		{mb.ErrGWTargetFailedToRespond, resultException, 11, false, false},
+		{io.EOF, resultError, 0, true, true},
+	}
+	for _, c := range cases {
+		r, code := classify(c.err)
+		if r != c.result || code != c.code {
+			t.Errorf("%v: %s/%d, want %s/%d", c.err, r, code, c.result, c.code)
+		}
+		if rtu.linkBroken(r) != c.rtuBroken || tcp.linkBroken(r) != c.tcpBrk {
+			t.Errorf("%v: link broken rtu=%v tcp=%v", c.err, rtu.linkBroken(r), tcp.linkBroken(r))
+		}
+	}
 }
