@@ -64,6 +64,7 @@ type BusStatus struct {
 	Dropped   uint64       `json:"dropped"`
 	Queued    int          `json:"queued"`
 	Reopens   uint64       `json:"reopens"`
+	Resyncs   uint64       `json:"resyncs"` // RTU line reopened after a timeout or garbled answer (see resync)
 	LastError string       `json:"last_error,omitempty"`
 	Since     time.Time    `json:"since"`
 	Units     []UnitStatus `json:"units"`
@@ -437,7 +438,16 @@ func (b *Bus) open() (*mb.ModbusClient, string, error) {
 	if err != nil {
 		return nil, path, fmt.Errorf("modbus client %s: %w", path, err)
 	}
-	err = b.serial.Open(func() error {
+	if err := b.openRTU(c); err != nil {
+		return nil, path, fmt.Errorf("open %s: %w", path, err)
+	}
+	return c, path, nil
+}
+
+// openRTU opens an RTU client's device inside the serial layer's guard and refuses an fd the
+// serial library cannot select on.
+func (b *Bus) openRTU(c *mb.ModbusClient) error {
+	return b.serial.Open(func() error {
 		if err := c.Open(); err != nil {
 			return err
 		}
@@ -447,10 +457,26 @@ func (b *Bus) open() (*mb.ModbusClient, string, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, path, fmt.Errorf("open %s: %w", path, err)
+}
+
+// resync clears an RTU line after a timeout or a garbled answer. RTU answers carry no request
+// id: the late answer of a request that timed out would otherwise be read as the answer to the
+// next request, and with the same unit, function and length it would be accepted, publishing one
+// point's registers as another's. The library flushes the line only after CRC and framing
+// errors. So, as libmodbus does in its error recovery, wait one more timeout for a late answer
+// to arrive, then close the device (the kernel drops what it holds) and open it again (the
+// library discards what is still arriving). An answer later than twice the timeout is beyond
+// any master: keep timeout above the slowest unit's answer time.
+func (b *Bus) resync(ctx context.Context, c *mb.ModbusClient) error {
+	c.Close()
+	sleepCtx(ctx, b.cfg.Timeout)
+	if err := b.openRTU(c); err != nil {
+		return err
 	}
-	return c, path, nil
+	b.mu.Lock()
+	b.st.Resyncs++
+	b.mu.Unlock()
+	return nil
 }
 
 // session polls and writes on an open link until ctx is done (nil) or the link fails.
@@ -467,7 +493,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 	for ctx.Err() == nil {
 		b.expireQueue(time.Now())
 		if cmd, ok := b.pop(); ok {
-			if err := b.write(c, cmd); err != nil {
+			if err := b.write(ctx, c, cmd); err != nil {
 				return err
 			}
 			continue
@@ -495,7 +521,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 			}
 			continue
 		}
-		if err := b.poll(c, r); err != nil {
+		if err := b.poll(ctx, c, r); err != nil {
 			return err
 		}
 	}
@@ -604,7 +630,7 @@ func (b *Bus) count(u *unit, result string, code int, err error) {
 }
 
 // do runs one request with retries (none for an offline unit's probe).
-func (b *Bus) do(u *unit, fn func() error) (result string, code int, err error) {
+func (b *Bus) do(ctx context.Context, c *mb.ModbusClient, u *unit, fn func() error) (result string, code int, err error) {
 	attempts := 1 + *b.cfg.Retries
 	if u.fails > 0 {
 		// Already failing (or offline): one try, so a silent unit costs the bus one timeout.
@@ -620,18 +646,23 @@ func (b *Bus) do(u *unit, fn func() error) (result string, code int, err error) 
 		if b.linkBroken(result) {
 			break
 		}
+		if b.cfg.RTU != nil && result != resultCRC {
+			if rerr := b.resync(ctx, c); rerr != nil {
+				return resultError, 0, fmt.Errorf("reopen after %s: %w", err, rerr)
+			}
+		}
 	}
 	return result, code, err
 }
 
-func (b *Bus) poll(c *mb.ModbusClient, r *request) error {
+func (b *Bus) poll(ctx context.Context, c *mb.ModbusClient, r *request) error {
 	u := r.unit
 	if err := c.SetUnitId(u.id); err != nil {
 		return fmt.Errorf("set unit id: %w", err)
 	}
 	var regs []uint16
 	var bits []bool
-	result, code, err := b.do(u, func() (err error) {
+	result, code, err := b.do(ctx, c, u, func() (err error) {
 		switch r.kind {
 		case Coil:
 			bits, err = c.ReadCoils(r.addr, r.qty)
@@ -786,7 +817,7 @@ func (b *Bus) publish(p *point, v any, q string, at time.Time) {
 }
 
 // write performs one queued write; a non-nil error means the link broke.
-func (b *Bus) write(c *mb.ModbusClient, w writeCmd) error {
+func (b *Bus) write(ctx context.Context, c *mb.ModbusClient, w writeCmd) error {
 	p, u := w.p, w.p.unit
 	if err := c.SetUnitId(u.id); err != nil {
 		return fmt.Errorf("set unit id: %w", err)
@@ -811,7 +842,7 @@ func (b *Bus) write(c *mb.ModbusClient, w writeCmd) error {
 			fn = func() error { return c.WriteRegisters(p.addr, regs) }
 		}
 	}
-	result, code, err := b.do(u, fn)
+	result, code, err := b.do(ctx, c, u, fn)
 	b.met.writes.WithLabelValues(b.cfg.Name, u.name, result).Inc()
 	b.mu.Lock()
 	b.st.Writes++

@@ -22,7 +22,9 @@
 // are published once with quality stale, and it is probed with one request per offline_backoff
 // period instead of at its poll rate. So a unit that goes silent costs the bus (retries+1)
 // timeouts once, then one timeout per poll for a few polls, then one per backoff period, and the
-// other units keep their rate.
+// other units keep their rate. On RTU each timeout is followed by a resync (one more timeout of
+// quiet, then the device is reopened), because RTU answers carry no request id and a late
+// answer would otherwise be read as the next request's.
 //
 // # Published values
 //
