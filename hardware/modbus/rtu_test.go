@@ -114,8 +114,11 @@ func TestRTUTwoUnitsSilentUnitSoak(t *testing.T) {
 		if !within(a+b, d.Seconds(), 2) && !(float64(a+b) < d.Seconds() && within(a+b+int(peerMisses), d.Seconds(), 2)) {
 			t.Errorf("u1/p%d: %d publishes in %v, want %v within 2%% (peer misses %v)", p, a+b, d, d.Seconds(), peerMisses)
 		}
-		if float64(b) < 0.9*float64(a) {
-			t.Errorf("u1/p%d: rate fell from %d to %d per %v after u2 went silent (more than 10%%)", p, a, b, d/2)
+		// The second half's rate against the schedule (one sample of slack for where the
+		// halves' boundary falls between two slots; the first half is no better reference,
+		// it has the same boundary).
+		if float64(b) < 0.9*(d/2).Seconds()-1 {
+			t.Errorf("u1/p%d: %d publishes in the %v after u2 went silent (first half %d), want at least 90%% of %v", p, b, d/2, a, (d / 2).Seconds())
 		}
 		u2 := count(fmt.Sprintf("modbus/line/u2/p%d", p), t0, half)
 		u2first = append(u2first, u2)
