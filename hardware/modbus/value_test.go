@@ -122,9 +122,9 @@ func TestPlanMergesAdjacentUpToTheProtocolLimit(t *testing.T) {
 		{Name: "slow", Type: Holding, Address: a(4), Poll: 5 * time.Second},
 		{Name: "in", Type: Input, Address: a(4)},
 		{Name: "big1", Type: Input, Address: a(100), DataType: "string", Count: 100},
-		{Name: "big2", Type: Input, Address: a(200), DataType: "string", Count: 30}, // 100+... no: 100..199 then 200..229 > 125
+		{Name: "big2", Type: Input, Address: a(200), DataType: "string", Count: 30}, // a gap after big1: its own request
 		{Name: "c0", Type: Coil, Address: a(0)},
-		{Name: "c1999", Type: Coil, Address: a(1)},
+		{Name: "c1", Type: Coil, Address: a(1)},
 	}}}}}
 	ApplyDefaults(buses)
 	if err := Validate(buses); err != nil {
