@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/modbus"
 	"github.com/edged-dev/edged/internal/confkit"
 	"go.bug.st/serial"
 	"gopkg.in/yaml.v3"
@@ -34,6 +35,9 @@ type Config struct {
 	// Serial lists the serial devices edged reads frames from and writes commands to. Each one
 	// is opened independently; a missing device does not stop the others or edged.
 	Serial []SerialConfig `yaml:"serial"`
+	// Modbus lists Modbus buses (RTU serial lines or TCP connections) and the units polled on
+	// them; see package hardware/modbus.
+	Modbus []modbus.BusConfig `yaml:"modbus"`
 }
 
 // SerialConfig is one serial device.
@@ -136,6 +140,7 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Serial {
 		c.Serial[i].ApplyDefaults()
 	}
+	modbus.ApplyDefaults(c.Modbus)
 }
 
 // ApplyDefaults fills zero values with the defaults.
@@ -197,6 +202,7 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, confkit.Prefix(key, s.Validate()))
 	}
+	errs = append(errs, modbus.Validate(c.Modbus))
 	return errors.Join(errs...)
 }
 

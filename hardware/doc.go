@@ -10,6 +10,10 @@
 // implement frame codecs or CBOR/JSON transcoding itself: those are pure functions in package
 // wire.
 //
+// Modbus buses (hardware.modbus) are run by package hardware/modbus; the Manager starts them with
+// the ports and lends each RTU bus this package's serial layer (path or USB match resolution and
+// the fd reserve below, see modbus.go), because the Modbus library opens its devices itself.
+//
 // # Data path
 //
 // Each configured port has one goroutine (started by Manager.Run) that owns the port for its

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/modbus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.bug.st/serial"
 )
@@ -27,6 +28,7 @@ type Manager struct {
 	local   Local
 	metrics *metrics
 	ports   []*port
+	modbus  *modbus.Manager
 	started atomic.Bool
 }
 
@@ -38,11 +40,12 @@ func New(cfg Config, local Local, log *slog.Logger, reg prometheus.Registerer) (
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Serial = slices.Clone(cfg.Serial)
+	cfg.Modbus = modbus.Clone(cfg.Modbus)
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hardware config: %w", err)
 	}
-	if local == nil && len(cfg.Serial) > 0 {
+	if local == nil && (len(cfg.Serial) > 0 || len(cfg.Modbus) > 0) {
 		return nil, errors.New("hardware: nil Local")
 	}
 	met, err := newMetrics(reg)
@@ -52,6 +55,12 @@ func New(cfg Config, local Local, log *slog.Logger, reg prometheus.Registerer) (
 	m := &Manager{log: log, local: local, metrics: met}
 	for i := range cfg.Serial {
 		m.ports = append(m.ports, newPort(cfg.Serial[i], local, log.With("port", cfg.Serial[i].Name), met, defaultOpener()))
+	}
+	if len(cfg.Modbus) > 0 {
+		// Defaults are already applied; modbus.New applies them again to its own copy (idempotent).
+		if m.modbus, err = modbus.New(cfg.Modbus, local, log.With("component", "modbus"), reg, newModbusSerial); err != nil {
+			return nil, fmt.Errorf("hardware: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -67,6 +76,9 @@ func (m *Manager) Run(ctx context.Context) {
 	for _, p := range m.ports {
 		wg.Go(func() { p.run(ctx) })
 	}
+	if m.modbus != nil {
+		wg.Go(func() { m.modbus.Run(ctx) })
+	}
 	wg.Wait()
 }
 
@@ -78,6 +90,9 @@ func (m *Manager) Status() []PortStatus {
 	}
 	return out
 }
+
+// ModbusStatus is a snapshot of every Modbus bus, in config order (nil without any).
+func (m *Manager) ModbusStatus() []modbus.BusStatus { return m.modbus.Status() }
 
 // opener opens a port and closes it again; tests swap in fakes.
 type opener struct {

@@ -340,6 +340,7 @@ func (d *daemon) status() any {
 		"data_dir_bytes": dirSize(d.cfg.DataDir),
 		"connectors":     conns,
 		"serial":         ports,
+		"modbus":         d.hw.ModbusStatus(),
 		// For the dashboard and `edged status`; computed from the figures above, so the
 		// views never disagree.
 		"health":    admin.Verdict(conns, ports, st),
