@@ -1,0 +1,60 @@
+// Package faultfs is a power-cut file system for tests: a FUSE file system that passes through
+// to a backing directory but keeps everything written and not yet made durable apart, so that
+// Cut can throw it away the way a power loss does. kill -9 alone cannot show a missing fsync:
+// the page cache survives the process. Under faultfs it does not survive the Cut.
+//
+// # The model (strict POSIX, stricter than ext4's defaults)
+//
+//   - File data and file size become durable only through fsync (or fdatasync, or
+//     msync(MS_SYNC) on a shared mapping, which the kernel turns into FUSE writes followed by
+//     FUSE_FSYNC) of that file. Until then writes and truncates are pending.
+//   - Directory entries (create, mkdir, link, unlink, rmdir, rename) become durable only through
+//     fsync of the directory that holds the entry. A rename between two directories needs both
+//     to be synced; if only the destination is, a file keeps both names (as after a crash
+//     between the two halves of a journaled rename on some file systems); a directory moves.
+//   - A name made durable by a directory fsync refers to the inode's durable content: a file
+//     created, extended with ftruncate and mmap'd, whose directory was synced but not the file
+//     itself, comes back 0 bytes long after a Cut.
+//   - fsync of a file whose name is not durable keeps the data with the inode; the data appears
+//     once a directory fsync makes a name durable, and is gone with the inode if none does.
+//   - close, munmap, flock and a clean process exit make nothing durable.
+//
+// ext4 with data=ordered is more forgiving (an fsync commits every pending metadata change in
+// the journal, including other files' new names and sizes; auto_da_alloc flushes data on a
+// rename over an existing file). Code that survives this model survives ext4's; the reverse is
+// not true.
+//
+// # Cut
+//
+// Cut marks the file system dead (every later request fails with EIO and records nothing, so
+// dirty pages the kernel writes back after the processes were killed are dropped), detaches
+// the mount lazily and waits for the FUSE server to finish. The backing directory then holds
+// exactly the durable state; Mount on it again to go on. Processes using the mount must be
+// killed (SIGKILL) before Cut, as a power cut stops them.
+//
+// # What is not modelled
+//
+//   - Torn writes: a write or a synced range is either wholly pending or wholly durable; a
+//     sector half written at the instant of the cut does not exist here.
+//   - Reordering within pending data: a Cut drops all pending writes of a file, never a subset
+//     (a real disk may have persisted some unsynced pages and not others). Likewise pending
+//     directory changes are dropped as a whole per directory.
+//   - Metadata other than names and sizes (mode, times, ownership, xattrs) is applied at once
+//     and never rolled back; symlinks, device nodes and sockets are not supported (ENOTSUP).
+//     Entries of those kinds found in the backing directory at Mount are hidden.
+//   - fallocate reserves space in the backing file at once (mode 0 or KEEP_SIZE); the size
+//     change of mode 0 is pending like a truncate. Punching holes is not supported.
+//   - Full disks: writes are kept in a shadow file next to the store, so ENOSPC shows up where
+//     the backing file system is full, not where the modelled disk would be.
+//   - Swapping two directories by rename in one directory fsync is not supported.
+//   - Direct I/O: the mount does not use direct_io, so mmap works; the kernel page cache sits
+//     above the file system as it does on a real disk and is lost with the mount at Cut.
+//
+// # Layout
+//
+// Durable file contents live in a store directory next to the backing directory (same file
+// system), one file per inode, hard-linked into the backing tree under each durable name, so
+// an fsync writes into the inode that the durable names already refer to. Pending writes live
+// in a sparse shadow file per inode plus an in-memory list of dirty ranges. The store is
+// removed at Cut, which also deletes inodes that never got a durable name, as fsck would.
+package faultfs
