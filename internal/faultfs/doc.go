@@ -3,15 +3,19 @@
 // Cut can throw it away the way a power loss does. kill -9 alone cannot show a missing fsync:
 // the page cache survives the process. Under faultfs it does not survive the Cut.
 //
-// # The model (strict POSIX, stricter than ext4's defaults)
+// # The model
 //
 //   - File data and file size become durable only through fsync (or fdatasync, or
 //     msync(MS_SYNC) on a shared mapping, which the kernel turns into FUSE writes followed by
-//     FUSE_FSYNC) of that file. Until then writes and truncates are pending.
-//   - Directory entries (create, mkdir, link, unlink, rmdir, rename) become durable only through
-//     fsync of the directory that holds the entry. A rename between two directories needs both
-//     to be synced; if only the destination is, a file keeps both names (as after a crash
-//     between the two halves of a journaled rename on some file systems); a directory moves.
+//     FUSE_FSYNC) of that file. Until then writes, truncates and fallocate's size changes are
+//     pending. This is stricter than ext4, where ftruncate is a journaled metadata change that
+//     any later fsync commits.
+//   - Directory entries (create, mkdir, link, unlink, rmdir, rename) are pending until a
+//     journal commit: by default any fsync of a file or directory makes every pending entry in
+//     the file system durable, as ext4 (data=ordered) and XFS do in practice. With
+//     Options.StrictNames an entry becomes durable only through fsync of the directory that
+//     holds it (POSIX's letter). A rename between two directories then needs both to be
+//     synced; if only the destination is, a file keeps both names; a directory moves.
 //   - A name made durable by a directory fsync refers to the inode's durable content: a file
 //     created, extended with ftruncate and mmap'd, whose directory was synced but not the file
 //     itself, comes back 0 bytes long after a Cut.
@@ -19,10 +23,10 @@
 //     once a directory fsync makes a name durable, and is gone with the inode if none does.
 //   - close, munmap, flock and a clean process exit make nothing durable.
 //
-// ext4 with data=ordered is more forgiving (an fsync commits every pending metadata change in
-// the journal, including other files' new names and sizes; auto_da_alloc flushes data on a
-// rename over an existing file). Code that survives this model survives ext4's; the reverse is
-// not true.
+// ext4 with data=ordered is more forgiving on sizes (an fsync commits other files' ftruncate
+// too) and on renames (auto_da_alloc flushes data on a rename over an existing file). Code that
+// survives this model survives ext4's as far as the modelled features go; the reverse is not
+// true.
 //
 // # Cut
 //

@@ -28,6 +28,11 @@ type Options struct {
 	DropFsync func(name string) bool
 	// DropDirFsync is DropFsync for directory fsyncs (name "" for the root).
 	DropDirFsync func(name string) bool
+	// StrictNames makes a directory entry durable only through an fsync of its directory
+	// (POSIX's letter). Without it, every fsync that is not dropped, of a file or a directory,
+	// also makes every pending directory entry in the file system durable, as ext4's journal
+	// commit does.
+	StrictNames bool
 }
 
 // Stats are counters of one mount.
@@ -443,6 +448,11 @@ func (f *FS) syncFile(c *inode) error {
 		}
 	}
 	c.dsize = c.size
+	if !f.opts.StrictNames {
+		if err := f.commitNames(); err != nil {
+			return err
+		}
+	}
 	c.dirty = nil
 	c.hideFrom = math.MaxInt64
 	if c.shadow != nil {
@@ -468,15 +478,52 @@ func (f *FS) syncDir(d *inode) error {
 		f.stats.DroppedFsyncs++
 		return nil
 	}
+	f.stats.DirFsyncs++
+	if !f.opts.StrictNames {
+		return f.commitNames()
+	}
+	return f.commitDir(d)
+}
+
+func (f *FS) commitDir(d *inode) error {
+	if sameEntries(d.live, d.durable) {
+		return nil
+	}
 	d.durable = make(map[string]*inode, len(d.live))
 	for k, v := range d.live {
 		d.durable[k] = v
 	}
-	f.stats.DirFsyncs++
 	if d.bpath == "" {
 		return nil
 	}
 	return f.apply(d)
+}
+
+// commitNames makes every pending directory entry durable: the journal commit. Parents go
+// first, so a new directory has its backing path before its entries are applied.
+func (f *FS) commitNames() error {
+	var dirs []*inode
+	f.walkLive(f.root, func(d *inode) { dirs = append(dirs, d) }, map[*inode]bool{})
+	for _, d := range dirs {
+		if err := f.commitDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkLive visits the directories reachable through live entries, parents before children.
+func (f *FS) walkLive(d *inode, fn func(*inode), seen map[*inode]bool) {
+	if seen[d] {
+		return
+	}
+	seen[d] = true
+	fn(d)
+	for _, c := range d.live {
+		if c.isDir {
+			f.walkLive(c, fn, seen)
+		}
+	}
 }
 
 // apply makes the backing directory of d hold exactly d's durable entries.

@@ -180,7 +180,7 @@ func TestFsyncKeepsData(t *testing.T) {
 }
 
 func TestCreateWithoutDirFsyncIsLost(t *testing.T) {
-	r := newRig(t, Options{})
+	r := newRig(t, Options{StrictNames: true})
 	r.write("f", []byte("synced data, unsynced name"), true)
 	if err := os.Mkdir(r.path("d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestDirFsyncWithoutFileFsyncKeepsEmptyFile(t *testing.T) {
 }
 
 func TestRenameIsDurableOnlyAfterDirFsync(t *testing.T) {
-	r := newRig(t, Options{})
+	r := newRig(t, Options{StrictNames: true})
 	r.write("a", []byte("A"), true)
 	r.syncDir(".")
 	if err := os.Rename(r.path("a"), r.path("b")); err != nil {
@@ -227,6 +227,44 @@ func TestRenameIsDurableOnlyAfterDirFsync(t *testing.T) {
 	r.cut()
 	r.want("a", "NEW")
 	r.wantGone("new")
+}
+
+// By default (the journal model) any fsync commits every pending name, and only names.
+func TestAnyFsyncCommitsNames(t *testing.T) {
+	r := newRig(t, Options{})
+	r.write("a", []byte("A"), true)
+	r.write("unsynced", []byte("U"), false)
+	if err := os.Mkdir(r.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.write("d/f", []byte("F"), false)
+	r.cut()
+	r.want("a", "A") // its own fsync committed its name
+	r.wantGone("unsynced")
+	r.wantGone("d")
+
+	r.write("b", []byte("B"), false)
+	if err := os.Rename(r.path("a"), r.path("c")); err != nil {
+		t.Fatal(err)
+	}
+	r.cut() // no fsync at all: nothing changed
+	r.want("a", "A")
+	r.wantGone("b")
+
+	r.write("b", []byte("B"), false)
+	if err := os.Mkdir(r.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.write("d/f", []byte("F"), false)
+	if err := os.Rename(r.path("a"), r.path("c")); err != nil {
+		t.Fatal(err)
+	}
+	r.write("other", []byte("O"), true) // a journal commit
+	r.cut()
+	r.want("b", "")   // name durable, data not
+	r.want("d/f", "") // in a new directory too
+	r.want("c", "A")
+	r.wantGone("a")
 }
 
 func TestUnlinkIsDurableOnlyAfterDirFsync(t *testing.T) {
@@ -266,7 +304,7 @@ func TestTruncateIsPending(t *testing.T) {
 }
 
 func TestSubdirectoryNeedsBothFsyncs(t *testing.T) {
-	r := newRig(t, Options{})
+	r := newRig(t, Options{StrictNames: true})
 	if err := os.Mkdir(r.path("d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
