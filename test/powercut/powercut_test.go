@@ -38,6 +38,8 @@ type rig struct {
 	next    int
 	cuts    map[string]int
 	aside   int
+	// asideOK: a store given up as corrupt is an expected outcome (the negative control)
+	asideOK bool
 	dropped faultfs.Stats // summed Cut stats
 }
 
@@ -134,6 +136,9 @@ func (r *rig) start() {
 	testutil.WaitTCP(r.t, r.broker, 30*time.Second)
 	if n := len(movedAside(r.mnt)); n > r.aside {
 		r.aside = n
+		if r.asideOK {
+			return
+		}
 		r.t.Errorf("after cut %d edged moved its store aside as corrupt (acknowledged messages in it will not be delivered):\n%s",
 			r.total(), tail(r.edged.Out.String(), 3000))
 	}
@@ -317,20 +322,33 @@ func TestPowerCutRightAfterRestart(t *testing.T) {
 	}
 }
 
-// TestPowerCutDetectsMissingFsync is the negative control: the same harness with the fsyncs of
-// badger's write-ahead files (memtable logs and value logs: what a group commit syncs) turned
-// into no-ops must see acknowledged messages lost. If it did not, the harness could not see a
-// missing fsync.
+// TestPowerCutDetectsMissingFsync is the negative control: the same harness with the group
+// commit's fsync gone must see acknowledged messages lost. storage has no switch for that, so
+// faultfs drops it: every fsync of badger's write-ahead files (memtable logs *.mem, value logs
+// *.vlog) after the first one of each file is a no-op (the first one makes the preallocated
+// size durable, as the file would be on a disk that honours ftruncate, so the loss shows as
+// acknowledged messages missing, not as a store that fails to open). If this test saw no loss,
+// the harness could not see a missing fsync.
 func TestPowerCutDetectsMissingFsync(t *testing.T) {
-	noWAL := func(name string) bool { return strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog") }
-	r := newRig(t, faultfs.Options{DropFsync: noWAL}, uint64(time.Now().UnixNano()))
+	synced := map[string]bool{}
+	noGroupCommitSync := func(name string) bool {
+		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			return false
+		}
+		if !synced[name] {
+			synced[name] = true // faultfs calls this under its lock: no race
+			return false
+		}
+		return true
+	}
+	r := newRig(t, faultfs.Options{DropFsync: noGroupCommitSync}, uint64(time.Now().UnixNano()))
+	r.asideOK = true
 	for r.total() < 5 {
 		r.start()
 		r.publishAndCut("ingest", 200, pick(r.rng, 200*time.Millisecond, 600*time.Millisecond), 0)
 	}
-	r.aside = 1 << 30 // a store given up as corrupt is one of the expected outcomes here
 	acked, lost, dups, _ := r.finish()
-	t.Logf("negative control (WAL fsyncs dropped): %s", r.summary(acked, lost, dups))
+	t.Logf("negative control (group-commit fsyncs dropped): %s", r.summary(acked, lost, dups))
 	if acked == 0 || lost == 0 {
 		t.Fatalf("with the WAL fsyncs dropped the harness saw no loss (acked %d, lost %d): it cannot detect a missing fsync", acked, lost)
 	}
