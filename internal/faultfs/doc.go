@@ -54,6 +54,16 @@
 //   - Direct I/O: the mount does not use direct_io, so mmap works; the kernel page cache sits
 //     above the file system as it does on a real disk and is lost with the mount at Cut.
 //
+// # mmap, measured
+//
+// Stores into a shared mapping reach the file system only as page write-back (FUSE_WRITE of
+// whole 4 KiB pages). msync(MS_SYNC) writes the dirty pages back and then sends FUSE_FSYNC, so
+// it makes them durable like fsync. Pages stored after the last msync are written back at
+// munmap/close or later and stay pending: a mapping written, msync'd, written again, unmapped
+// and closed arrived as 3 page writes and 1 fsync, and the last store was gone after the Cut
+// (TestMmapMsync). Never touch the mount through a mapping from the process that serves it: a
+// page fault there waits for a server goroutine that the Go runtime may have stopped for GC.
+//
 // # Layout
 //
 // Durable file contents live in a store directory next to the backing directory (same file
