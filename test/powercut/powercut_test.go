@@ -156,6 +156,9 @@ func (r *rig) cut(mode string) {
 		r.t.Fatal(err)
 	}
 	r.cuts[mode]++
+	if n := r.total(); n%25 == 0 {
+		r.t.Logf("%d cuts, %d acked so far", n, r.acked.len())
+	}
 	r.dropped.DiscardedBytes += st.DiscardedBytes
 	r.dropped.DiscardedFiles += st.DiscardedFiles
 	r.dropped.DiscardedDirs += st.DiscardedDirs
