@@ -4,7 +4,9 @@
 #   make bench               full run (several minutes); table on stdout and in bench/RESULTS.md
 #   BENCH_QUICK=1 make bench one short run of each figure (under a minute)
 #   make bench-readme        splice bench/RESULTS.md into README.md between the bench markers
-#   make soak                storage crash test, 500 kill -9 cycles, then the bridge flap tests x20
+#   make soak                storage crash test, 500 kill -9 cycles, then the bridge flap tests x20,
+#                            then soak-powercut
+#   make soak-powercut       the power-cut crash test (real edged on faultfs), 300 cuts
 
 BENCH_BIN     := bin/edged-bench
 BENCH_RESULTS ?= bench/RESULTS.md
@@ -12,9 +14,11 @@ BENCH_ARGS    ?=
 SOAK_CYCLES   ?= 500
 # The bridge's link-flap tests (in-process and real-process) repeated this many times.
 FLAP_COUNT    ?= 20
+# Power cuts in soak-powercut (test/powercut; needs root or fusermount3, and /dev/fuse).
+POWERCUT_CUTS ?= 300
 README        ?= README.md
 
-.PHONY: bench bench-tool bench-readme soak
+.PHONY: bench bench-tool bench-readme soak soak-powercut
 
 bench-tool:
 	$(GO) build -trimpath -o $(BENCH_BIN) ./bench/cmd/edged-bench
@@ -37,6 +41,10 @@ bench-readme: ## put bench/RESULTS.md into README.md between <!-- bench:start --
 soak: ## long durability runs: storage kill -9 crash test, 500 cycles (SOAK_CYCLES=N); bridge link-flap tests x20 (FLAP_COUNT=N)
 	EDGED_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -run TestCrash -count=1 -timeout 60m ./storage/
 	$(GO) test -run 'LinkFlaps' -count=$(FLAP_COUNT) -timeout 60m ./bridge/
+	$(MAKE) --no-print-directory soak-powercut
+
+soak-powercut: ## power-cut crash test: real edged on faultfs (FUSE), 300 cuts (POWERCUT_CUTS=N), then every acked message must arrive
+	EDGED_POWERCUT_CUTS=$(POWERCUT_CUTS) $(GO) test -run 'TestPowerCut' -count=1 -v -timeout 120m ./test/powercut/
 
 # The fleet soak needs root (network namespaces, veth, a bridge), nats-server and mosquitto.
 # Its tables go to bench/FLEET.md and into bench/RESULTS.md between the fleet markers (a later
