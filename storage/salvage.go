@@ -64,12 +64,13 @@ func (db *DB) salvage(aside string) {
 	if err != nil {
 		db.log.Error("salvage: writing into the fresh store failed", "from", aside, "error", err)
 	}
-	db.integ.salvaged.WithLabelValues("copied").Add(float64(res.copied))
+	db.integ.salvaged.WithLabelValues("copied").Add(float64(res.copied + res.dead + res.corrupt))
 	db.integ.salvaged.WithLabelValues("lost").Add(float64(res.lost))
 	db.integ.mu.Lock()
-	db.integ.salvage = &SalvageStats{From: aside, Copied: res.copied + res.dead, Lost: res.lost, Corrupt: res.corrupt}
+	copied := res.copied + res.dead + res.corrupt
+	db.integ.salvage = &SalvageStats{From: aside, Copied: copied, Lost: res.lost, Corrupt: res.corrupt}
 	db.integ.mu.Unlock()
-	db.log.Error(fmt.Sprintf("salvaged %d of %d records from %s", res.copied, res.copied+res.lost, aside),
+	db.log.Error(fmt.Sprintf("salvaged %d of %d records from %s", copied, copied+res.lost, aside),
 		"from", aside, "records_copied", res.copied, "records_lost", res.lost, "corrupt_kept_in_dlq", res.corrupt,
 		"dead_letters_copied", res.dead, "state_keys_copied", res.state, "outboxes", res.outboxes)
 }
@@ -99,6 +100,10 @@ type salvageOutbox struct {
 	next    uint64 // next sequence expected among the records
 	first   bool
 	headMs  int64
+	want    int64 // records the old store should hold (its count; -1: unknown)
+	got     int64 // records found (copied, or kept as corrupt)
+	missing []span
+	nmiss   int64
 }
 
 // copySalvaged writes kvs (sorted by key, newest versions only) into the fresh store.
@@ -134,12 +139,22 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 			}
 		}
 	}
+	for _, so := range obs {
+		so.want = -1
+		if so.hasMeta {
+			so.want = so.m.count
+		}
+	}
 	for n, t := range wit {
 		so := get(n)
 		if !so.hasMeta {
-			so.m = meta{head: t.head, tail: t.tail}
+			so.m, so.want = meta{head: t.head, tail: t.tail}, t.count
 		} else if t.tail > so.m.tail {
-			so.m.tail = t.tail // acked records the log lost: counted as lost below
+			// Acked records the log lost (the meta rolled back with them).
+			if lo := max(so.m.tail+1, t.head); t.tail >= lo {
+				so.want += int64(t.tail - lo + 1)
+			}
+			so.m.tail = t.tail
 		}
 	}
 	for _, so := range obs {
@@ -150,21 +165,46 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 	wb := db.bdb.NewWriteBatch()
 	defer wb.Cancel()
 	now := nowMs()
-	markLost := func(so *salvageOutbox, lo, hi uint64) error {
+	gap := func(so *salvageOutbox, lo, hi uint64) {
 		for s := lo; s <= hi; s++ {
 			if so.dead[s] {
 				continue
 			}
-			dk := seqKey(namePrefix(kindDead, so.name), s)
-			dv := encodeDead(now, ReasonCorrupt+": unreadable in the store moved aside at start-up", nil)
-			if err := wb.Set(dk, dv); err != nil {
-				return err
+			if n := len(so.missing); n > 0 && so.missing[n-1].hi+1 == s {
+				so.missing[n-1].hi = s
+			} else {
+				so.missing = append(so.missing, span{s, s})
 			}
-			so.m.dlqCount++
-			so.m.dlqBytes += int64(len(dk) + len(dv))
-			res.lost++
-			db.integ.deadLetters.WithLabelValues(so.name, ReasonCorrupt).Inc()
-			db.integ.corrupt.WithLabelValues(so.name, causeSalvage).Inc()
+			so.nmiss++
+		}
+	}
+	// markLost writes a dead-letter marker for each missing sequence of so when they are
+	// exactly its shortfall (see recount), and counts the shortfall as lost either way.
+	markLost := func(so *salvageOutbox) error {
+		short := so.want - so.got
+		if so.want < 0 {
+			short = so.nmiss // no count survived: every unexplained hole counts
+		}
+		if short <= 0 {
+			return nil
+		}
+		res.lost += short
+		db.integ.corrupt.WithLabelValues(so.name, causeSalvage).Add(float64(short))
+		db.metrics.dropped.WithLabelValues(so.name, ReasonCorrupt).Add(float64(short))
+		if so.nmiss != short {
+			return nil
+		}
+		for _, sp := range so.missing {
+			for s := sp.lo; s <= sp.hi; s++ {
+				dk := seqKey(namePrefix(kindDead, so.name), s)
+				dv := encodeDead(now, ReasonCorrupt+": unreadable in the store moved aside at start-up", nil)
+				if err := wb.Set(dk, dv); err != nil {
+					return err
+				}
+				so.m.dlqCount++
+				so.m.dlqBytes += int64(len(dk) + len(dv))
+				db.integ.deadLetters.WithLabelValues(so.name, ReasonCorrupt).Inc()
+			}
 		}
 		return nil
 	}
@@ -198,11 +238,10 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 				continue // acked before the damage: garbage
 			}
 			if seq > so.next {
-				if err := markLost(so, so.next, seq-1); err != nil {
-					return res, err
-				}
+				gap(so, so.next, seq-1)
 			}
 			so.next = seq + 1
+			so.got++
 			so.m.tail = max(so.m.tail, seq)
 			ms, _, derr := decodeRecord(kv.val)
 			if derr != nil {
@@ -217,7 +256,8 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 				so.dead[seq] = true
 				res.corrupt++
 				db.integ.deadLetters.WithLabelValues(n, ReasonCorrupt).Inc()
-				db.integ.corrupt.WithLabelValues(n, causeSalvage).Inc()
+				db.integ.corrupt.WithLabelValues(n, causeChecksum).Inc()
+				db.metrics.dropped.WithLabelValues(n, ReasonCorrupt).Inc()
 				continue
 			}
 			if err := wb.Set(kv.key, kv.val); err != nil {
@@ -239,9 +279,10 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 	for _, n := range names {
 		so := obs[n]
 		if so.m.tail >= so.next {
-			if err := markLost(so, so.next, so.m.tail); err != nil {
-				return res, err
-			}
+			gap(so, so.next, so.m.tail)
+		}
+		if err := markLost(so); err != nil {
+			return res, err
 		}
 		if so.first {
 			so.m.head = so.m.tail + 1 // nothing queued
@@ -374,11 +415,19 @@ func readTable(path string, put func(key []byte, meta byte, val []byte)) (err er
 	defer t.DecrRef()
 	it := t.NewIterator(0)
 	defer it.Close()
+	// Block by block (the index holds each block's first key), so a bad block loses only its
+	// own keys: a table iterator ends at the first block it cannot read.
+	starts := t.KeySplits(int(^uint32(0)>>1), nil)
 	n := 0
-	for it.Rewind(); it.Valid(); it.Next() {
-		vs := it.Value()
-		put(it.Key(), vs.Meta, vs.Value)
-		n++
+	for i, k := range starts {
+		for it.Seek([]byte(k)); it.Valid(); it.Next() {
+			if i+1 < len(starts) && y.CompareKeys(it.Key(), []byte(starts[i+1])) >= 0 {
+				break
+			}
+			vs := it.Value()
+			put(it.Key(), vs.Meta, vs.Value)
+			n++
+		}
 	}
 	if n < int(t.KeyCount()) {
 		return fmt.Errorf("read %d of %d keys (damaged block)", n, t.KeyCount())
