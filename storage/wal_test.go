@@ -133,7 +133,18 @@ func checkWALLoss(t *testing.T, dir string) {
 func TestWALTruncatedLossIsReported(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	killedStore(t, dir)
-	p, _, end := newestWAL(t, dir)
+	p, b, end := newestWAL(t, dir)
+	// Salvage replays such logs itself: its reader must see every acknowledged record.
+	ents, _, err := replayLog(b)
+	records := 0
+	for _, e := range ents {
+		if e.key[0] == kindRecord {
+			records++
+		}
+	}
+	if err != nil || records != walRecords {
+		t.Fatalf("replayLog of badger's own log: %d records, %v", records, err)
+	}
 	must(t, os.Truncate(p, int64(end-4000)))
 	checkWALLoss(t, dir)
 }
@@ -146,4 +157,21 @@ func TestWALOverwrittenLossIsReported(t *testing.T) {
 	copy(b[end-6000:], bytes.Repeat([]byte{0xEE}, 8))
 	must(t, os.WriteFile(p, b, 0o644))
 	checkWALLoss(t, dir)
+}
+
+// A store refused after kill -9 (damaged MANIFEST) with its acknowledged records still only in
+// the memtable log: salvage replays the log and copies all of them.
+func TestSalvageReplaysWriteAheadLog(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	killedStore(t, dir)
+	damageManifest(t, dir)
+	c := openCapture(t, dir)
+	ob, _ := c.db.Outbox("wal", Config{})
+	nums, _ := readAll(t, ob)
+	if len(nums) != walRecords || nums[0] != 1 || nums[len(nums)-1] != walRecords {
+		t.Fatalf("salvaged %d of %d acknowledged records", len(nums), walRecords)
+	}
+	if sv := salvageOf(c.db); sv == nil || sv.Copied != walRecords || sv.Lost != 0 {
+		t.Fatalf("salvage %+v", sv)
+	}
 }
