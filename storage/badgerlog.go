@@ -12,8 +12,9 @@ import (
 // truncates), often at Info or Warning level: every line that names damage or a failure goes
 // out at ERROR and is counted in edged_storage_badger_errors_total, whatever level badger gave
 // it; Errorf lines too. Everything else (progress, compaction chatter) is DEBUG, except
-// warnings, which stay WARN. Damage lines are rate-limited to one per second (with the number
-// suppressed): a bad block hit by a compaction loop must not flood the log.
+// warnings, which stay WARN. Damage lines are rate-limited to one per second per kind of line
+// (badger's format string), with the number suppressed: a bad block hit by a compaction loop
+// must not flood the log, nor hide a different problem.
 type badgerLogger struct {
 	l  *slog.Logger
 	in *integrity // nil: not counted (tuneBadger's default, replaced by openBadger)
@@ -44,7 +45,7 @@ func (b badgerLogger) damage(level, f string, a []any) {
 		return
 	}
 	b.in.badgerErrors.Inc()
-	if ok, more := b.in.badgerLog.allow(time.Second, 1); ok {
+	if ok, more := b.in.badgerLimit(f).allow(time.Second, 1); ok {
 		b.l.Error(msg, "badger_level", level, "suppressed_since_last_log", more)
 	}
 }
@@ -73,4 +74,23 @@ func (b badgerLogger) Debugf(f string, a ...any) {
 	if b.l.Enabled(nil, slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
+}
+
+// badgerLimit returns the rate limit of one kind of badger line (bounded: past 64 kinds they
+// share one).
+func (in *integrity) badgerLimit(format string) *rateLimit {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.badgerLogs == nil {
+		in.badgerLogs = map[string]*rateLimit{}
+	}
+	r := in.badgerLogs[format]
+	if r == nil {
+		if len(in.badgerLogs) >= 64 {
+			return &in.badgerLog
+		}
+		r = &rateLimit{}
+		in.badgerLogs[format] = r
+	}
+	return r
 }

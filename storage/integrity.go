@@ -111,8 +111,9 @@ type integrity struct {
 
 	wit *witness // committer goroutine only
 
-	mu      sync.Mutex
-	salvage *SalvageStats
+	mu         sync.Mutex
+	salvage    *SalvageStats
+	badgerLogs map[string]*rateLimit // by badger's format string
 }
 
 func newIntegrity(log *slog.Logger) *integrity {
@@ -193,7 +194,8 @@ func (o *Outbox) unexplained(txn *badger.Txn, lo, hi uint64) []span {
 }
 
 // scan visits ob's records in [from, to] in order (keys only unless fn reads values) until fn
-// returns false. damaged reports evidence of a damaged table block on the way.
+// returns false. damaged reports a damaged table block on the way whose missing records are
+// not accounted for yet (not dead-lettered).
 //
 // badger does not report a table block whose checksum fails: its table iterator just ends, so
 // the keys of that block and of the rest of the table vanish from the merged iteration, and a
@@ -201,8 +203,9 @@ func (o *Outbox) unexplained(txn *badger.Txn, lo, hi uint64) []span {
 // Seek (the table index leads past the bad block). So at every gap that no dead letter
 // explains, the iteration probes the missing sequences with Get and, at the first one found,
 // seeks again and goes on: records behind a bad block are still delivered. A record found
-// that way is the evidence (a hole left by a requeued or purged dead letter never hides a
-// later record). Which missing sequences were lost is decided by recount, against the count.
+// that way after missing ones is the evidence (a hole left by a requeued or purged dead letter
+// never hides a later record from the iterator). Which missing sequences were lost is decided
+// by recount, against the count.
 func (o *Outbox) scan(txn *badger.Txn, from, to uint64, fn func(item *badger.Item) bool) (damaged bool) {
 	if from > to {
 		return false
@@ -213,15 +216,16 @@ func (o *Outbox) scan(txn *badger.Txn, from, to uint64, fn func(item *badger.Ite
 	it.Seek(seqKey(o.prefix, from))
 	for next <= to {
 		if !it.Valid() {
-			if !o.skipDamage(txn, it, next, to) {
+			ok, misses := o.probe(txn, it, next, to)
+			if !ok {
 				return damaged
 			}
-			damaged = true
+			damaged = damaged || misses > 0
 		}
 		s := keySeq(it.Item().Key())
 		if s > next {
-			if o.skipDamage(txn, it, next, min(s-1, to)) {
-				damaged = true
+			if ok, misses := o.probe(txn, it, next, min(s-1, to)); ok {
+				damaged = damaged || misses > 0
 				continue
 			}
 		}
@@ -238,15 +242,24 @@ func (o *Outbox) scan(txn *badger.Txn, from, to uint64, fn func(item *badger.Ite
 // before to, it seeks to the next record still readable in [from, to] (not dead-lettered),
 // and reports whether the iterator is valid again.
 func (o *Outbox) skipDamage(txn *badger.Txn, it *badger.Iterator, from, to uint64) bool {
+	ok, _ := o.probe(txn, it, from, to)
+	return ok
+}
+
+// probe is skipDamage that also says how many sequences it found neither as records nor as
+// dead letters before the record it moved to.
+func (o *Outbox) probe(txn *badger.Txn, it *badger.Iterator, from, to uint64) (bool, int) {
+	misses := 0
 	for _, sp := range o.unexplained(txn, from, to) {
 		for s := sp.lo; s <= sp.hi; s++ {
 			if _, err := txn.Get(seqKey(o.prefix, s)); err == nil {
 				it.Seek(seqKey(o.prefix, s))
-				return it.Valid()
+				return it.Valid(), misses
 			}
+			misses++
 		}
 	}
-	return false
+	return false, misses
 }
 
 // recount compares ob's persisted count with the records actually between its head and tail,

@@ -16,6 +16,7 @@ import (
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // markedEnv is message i with a payload that is unique and easy to find in a raw file.
@@ -102,7 +103,7 @@ func writeBacklog(t *testing.T, dir string, n int) map[int]wire.ID {
 }
 
 // flipIn XORs n bytes of the first *.sst of dir that contains needle, starting at the needle
-// (off >= 0) or at file offset -off-1 (off < 0: a fixed place, e.g. a block header).
+// or, with atStart, at the start of that file (the header of its first block).
 func flipIn(t *testing.T, dir string, needle []byte, n int, atStart bool) string {
 	t.Helper()
 	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
@@ -122,7 +123,12 @@ func flipIn(t *testing.T, dir string, needle []byte, n int, atStart bool) string
 		for i := at; i < at+n && i < len(b); i++ {
 			b[i] ^= 0xA5
 		}
-		must(t, os.WriteFile(p, b, 0o640))
+		// In place (no truncation): the file may be mapped by a running store.
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteAt(b[at:min(at+n, len(b))], int64(at))
+		must(t, err)
+		must(t, f.Close())
 		return p
 	}
 	t.Fatalf("payload %q not found in any table", needle)
@@ -297,5 +303,44 @@ func TestRecordVersion1StillReads(t *testing.T) {
 	must(t, err)
 	if len(recs) != 1 || recs[0].Env.ID != e.ID {
 		t.Fatalf("read %d records", len(recs))
+	}
+}
+
+// A table block that rots under a running store: Read skips past it, still delivers what
+// follows, and the records it hid are counted and marked once.
+func TestBitRotWhileRunning(t *testing.T) {
+	dir := t.TempDir() + "/data"
+	const n = 3000
+	ids := writeBacklog(t, dir, n)
+	c := openCapture(t, dir)
+	flipIn(t, dir, []byte(fmt.Sprintf("PAYLOAD<%06d>", 700)), 64, false)
+	_, dead := checkAccounted(t, c, n, ids)
+	if len(dead) == 0 {
+		t.Fatal("the damage was not seen")
+	}
+}
+
+// badger's log lines that name damage are errors and counted, whatever level badger used;
+// its chatter is debug.
+func TestBadgerDamageLogIsError(t *testing.T) {
+	buf := &testutil.LockedBuffer{}
+	in := newIntegrity(nil)
+	l := in.badgerLogger(slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	l.Infof("All %d tables opened in %s\n", 3, "1ms")
+	l.Infof("truncating log file %s at offset %d", "00001.mem", 40)
+	l.Warningf("While running doCompact: %v\n", fmt.Errorf("checksum mismatch in table 7"))
+	l.Warningf("Slow compaction")
+	l.Errorf("while opening memtable: %v", "bad entry")
+	out := buf.String()
+	for _, want := range []string{`level=DEBUG msg="All 3 tables opened in 1ms"`, `level=ERROR msg="truncating log file 00001.mem at offset 40"`,
+		`level=ERROR msg="While running doCompact: checksum mismatch in table 7"`, `level=WARN msg="Slow compaction"`, `level=ERROR msg="while opening memtable: bad entry"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("missing %s in:\n%s", want, out)
+		}
+	}
+	var m dto.Metric
+	must(t, in.badgerErrors.Write(&m))
+	if v := m.GetCounter().GetValue(); v != 3 {
+		t.Fatalf("badger errors counted %v, want 3", v)
 	}
 }

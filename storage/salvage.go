@@ -26,7 +26,9 @@ func (db *DB) afterOpen(aside string) {
 		db.salvage(aside)
 	}
 	db.checkOutboxes()
-	db.openWitness()
+	if !db.opts.NoRecover { // the CLI's read-only inspections write nothing
+		db.openWitness()
+	}
 }
 
 // Salvage reads a store that badger refused to open, file by file, without badger.Open: a
