@@ -173,6 +173,9 @@ func (s span) n() uint64 { return s.hi - s.lo + 1 }
 // unexplained returns the parts of [lo, hi] that have no dead letter: a record missing from an
 // outbox's key range is either dead-lettered (DeadLetter deletes it there) or lost.
 func (o *Outbox) unexplained(txn *badger.Txn, lo, hi uint64) []span {
+	if lo > hi {
+		return nil
+	}
 	var out []span
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: o.dprefix, PrefetchValues: false})
 	defer it.Close()
@@ -205,7 +208,9 @@ func (o *Outbox) unexplained(txn *badger.Txn, lo, hi uint64) []span {
 // seeks again and goes on: records behind a bad block are still delivered. A record found
 // that way after missing ones is the evidence (a hole left by a requeued or purged dead letter
 // never hides a later record from the iterator). Which missing sequences were lost is decided
-// by recount, against the count.
+// by recount, against the count. Missing records with nothing readable after them look like
+// such holes here; the recount at the next Open and the check when the queue runs empty
+// (counterGap) still count them.
 func (o *Outbox) scan(txn *badger.Txn, from, to uint64, fn func(item *badger.Item) bool) (damaged bool) {
 	if from > to {
 		return false
