@@ -45,6 +45,12 @@ func (db *DB) afterOpen(aside string) {
 // retained: plain key/values, copied as they are). A record whose checksum fails goes to the
 // dead letters as corrupt; a sequence between head and tail that is nowhere readable is lost:
 // a dead-letter marker says so, and it is counted. The totals are logged at ERROR.
+//
+// Limits: the live keys are collected in memory before they are copied (about the size of the
+// queued data); an outbox whose meta and witness are both unreadable restarts at the first
+// record found, so records acked but not yet reclaimed may be delivered again (at-least-once).
+// Entries after a damaged one in a write-ahead log are not searched for (badger would not
+// replay them either).
 
 // salvageKV is one live key of the quarantined store.
 type salvageKV struct {
@@ -238,6 +244,9 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 			seq := keySeq(kv.key)
 			if seq < so.m.head || seq == 0 {
 				continue // acked before the damage: garbage
+			}
+			if so.first && so.want < 0 {
+				so.next = seq // no meta, no witness: the head is unknown; start at the first found
 			}
 			if seq > so.next {
 				gap(so, so.next, seq-1)
