@@ -249,6 +249,7 @@ func Open(o Options) (*DB, error) {
 	db.trimDone = make(chan struct{})
 	go db.commitLoop()
 	go db.trimLoop()
+	db.startScrub() // integrity.go
 	return db, nil
 }
 
@@ -351,6 +352,7 @@ func (db *DB) Close() error {
 	close(db.quit)
 	<-db.done
 	<-db.trimDone
+	db.waitScrub()
 	db.closeWitness()
 	err := db.bdb.Close()
 	db.lock.unlock(true)

@@ -344,3 +344,28 @@ func TestBadgerDamageLogIsError(t *testing.T) {
 		t.Fatalf("badger errors counted %v, want 3", v)
 	}
 }
+
+// The background scrub after Open finds records lost from a damaged table before anything
+// reads them, and marks and counts them.
+func TestScrubFindsLossWithoutReads(t *testing.T) {
+	dir := t.TempDir() + "/data"
+	const n = 3000
+	writeBacklog(t, dir, n)
+	flipIn(t, dir, []byte(fmt.Sprintf("PAYLOAD<%06d>", 2000)), 64, false)
+	c := openCapture(t, dir)
+	ob, err := c.db.Outbox("rot", Config{})
+	must(t, err)
+	testutil.WaitFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if ob.Stats().DLQDepth == 0 {
+			return fmt.Errorf("no loss found yet")
+		}
+		return nil
+	})
+	s := ob.Stats()
+	if s.Depth+s.DLQDepth != n {
+		t.Fatalf("depth %d + dlq %d != %d", s.Depth, s.DLQDepth, n)
+	}
+	if v := c.metric(t, "edged_storage_corrupt_records_total", map[string]string{"outbox": "rot", "cause": causeUnreadable}); int64(v) != s.DLQDepth {
+		t.Fatalf("corrupt metric %v != dlq %d", v, s.DLQDepth)
+	}
+}
