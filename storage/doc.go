@@ -17,9 +17,9 @@
 //     record that fails goes to the dead letters with reason "corrupt" as it is; records a
 //     damaged block hid are found by their sequence gap (Read skips past the block and still
 //     delivers what follows), taken out of the count, and marked in the dead letters. At Open
-//     each outbox is recounted against its records, and its tails are compared with the
-//     witness (OUTBOX-TAILS, rewritten after every fsync) to count acked records a damaged
-//     write-ahead log lost. badger's own log lines about damage go out at ERROR and are
+//     each outbox's tails are compared with the witness (OUTBOX-TAILS, rewritten after every
+//     fsync) to count acked records a damaged write-ahead log lost; then, in the background,
+//     each outbox is recounted against its records. badger's own log lines about damage go out at ERROR and are
 //     counted. A store badger refuses is salvaged file by file into the fresh one before
 //     anything is served. Every such loss is counted (edged_storage_corrupt_records_total by
 //     cause, edged_outbox_dropped_total{reason="corrupt"}) and logged at ERROR with its size;
