@@ -45,7 +45,7 @@ func (b badgerLogger) damage(level, f string, a []any) {
 		return
 	}
 	b.in.badgerErrors.Inc()
-	if ok, more := b.in.badgerLimit(f).allow(time.Second, 1); ok {
+	if ok, more := b.in.limit("badger\x00"+f).allow(time.Second, 1); ok {
 		b.l.Error(msg, "badger_level", level, "suppressed_since_last_log", more)
 	}
 }
@@ -74,23 +74,4 @@ func (b badgerLogger) Debugf(f string, a ...any) {
 	if b.l.Enabled(nil, slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
-}
-
-// badgerLimit returns the rate limit of one kind of badger line (bounded: past 64 kinds they
-// share one).
-func (in *integrity) badgerLimit(format string) *rateLimit {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.badgerLogs == nil {
-		in.badgerLogs = map[string]*rateLimit{}
-	}
-	r := in.badgerLogs[format]
-	if r == nil {
-		if len(in.badgerLogs) >= 64 {
-			return &in.badgerLog
-		}
-		r = &rateLimit{}
-		in.badgerLogs[format] = r
-	}
-	return r
 }

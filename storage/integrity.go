@@ -106,15 +106,14 @@ type integrity struct {
 	deadLetters  *prometheus.CounterVec // outbox, reason
 	badgerErrors prometheus.Counter
 	salvaged     *prometheus.CounterVec // result
-	corruptLog   rateLimit
 	badgerLog    rateLimit
 
 	wit       *witness // committer goroutine only
 	scrubDone chan struct{}
 
-	mu         sync.Mutex
-	salvage    *SalvageStats
-	badgerLogs map[string]*rateLimit // by badger's format string
+	mu      sync.Mutex
+	salvage *SalvageStats
+	limits  map[string]*rateLimit // log rate limits by kind of line
 }
 
 func newIntegrity(log *slog.Logger) *integrity {
@@ -160,7 +159,7 @@ func (db *DB) lost(ob string, cause string, n int64, first, last uint64, msg str
 	if db.metrics != nil {
 		db.metrics.dropped.WithLabelValues(ob, ReasonCorrupt).Add(float64(n))
 	}
-	if ok, more := in.corruptLog.allow(time.Second, uint64(n)); ok {
+	if ok, more := in.limit("lost\x00"+ob+"\x00"+cause).allow(time.Second, uint64(n)); ok {
 		db.log.Error(msg, "outbox", ob, "cause", cause, "records", n, "first_seq", first, "last_seq", last,
 			"suppressed_since_last_log", more)
 	}
@@ -605,4 +604,23 @@ func (db *DB) submitOrInline(o *op) error {
 		return db.runInline(o)
 	}
 	return db.submit(context.Background(), o)
+}
+
+// limit returns the rate limit of one kind of log line (bounded: past 256 kinds they share
+// one), so one outbox's damage never hides another's.
+func (in *integrity) limit(kind string) *rateLimit {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.limits == nil {
+		in.limits = map[string]*rateLimit{}
+	}
+	r := in.limits[kind]
+	if r == nil {
+		if len(in.limits) >= 256 {
+			return &in.badgerLog
+		}
+		r = &rateLimit{}
+		in.limits[kind] = r
+	}
+	return r
 }
