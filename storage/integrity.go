@@ -419,6 +419,14 @@ func (db *DB) startScrub() {
 	}
 	go func() {
 		defer close(in.scrubDone)
+		defer func() {
+			// badger can panic on a damaged block it parses before checking its checksum; at
+			// start-up that would be a crash loop. Report it instead.
+			if r := recover(); r != nil {
+				in.badgerErrors.Inc()
+				db.log.Error("checking the outboxes against their records stopped: badger panicked on damaged data", "panic", fmt.Sprint(r))
+			}
+		}()
 		for _, ob := range db.Outboxes() {
 			var m meta
 			var found int64

@@ -155,7 +155,15 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 	var bads []bad
 	var damaged bool // a damaged table block hid records (integrity.go)
 	total := 0
-	err := o.db.bdb.View(func(txn *badger.Txn) error {
+	err := o.db.bdb.View(func(txn *badger.Txn) (err error) {
+		defer func() {
+			// badger can panic on a damaged block it parses before checking its checksum:
+			// an error for this Read, not a crash of the gateway.
+			if r := recover(); r != nil {
+				o.db.integ.badgerErrors.Inc()
+				err = fmt.Errorf("badger panicked on damaged data: %v", r)
+			}
+		}()
 		damaged = o.scan(txn, start, tail, func(item *badger.Item) bool {
 			if len(out) >= maxMsgs {
 				return false
