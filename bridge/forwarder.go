@@ -62,10 +62,10 @@ type ConnectorStatus struct {
 }
 
 type metrics struct {
-	sent, deadLetters, stalls, reconnects, captured, captureFailed, downlink, downlinkFailed *prometheus.CounterVec
-	failed                                                                                   *prometheus.CounterVec
-	inflight                                                                                 *prometheus.GaugeVec
-	state                                                                                    *prometheus.GaugeVec
+	sent, stalls, reconnects, captured, captureFailed, downlink, downlinkFailed *prometheus.CounterVec
+	failed                                                                      *prometheus.CounterVec
+	inflight                                                                    *prometheus.GaugeVec
+	state                                                                       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,9 +73,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "edged", Subsystem: "bridge", Name: name, Help: help}, labels)
 	}
 	m := &metrics{
-		sent:           cv("sent_total", "Messages confirmed by the remote.", "connector"),
-		failed:         cv("failed_total", "Failed attempts by reason (connect, send, rejected, stall, redirect).", "connector", "reason"),
-		deadLetters:    cv("dead_letters_total", "Messages the remote rejected permanently, moved to dead letters.", "connector"),
+		sent:   cv("sent_total", "Messages confirmed by the remote.", "connector"),
+		failed: cv("failed_total", "Failed attempts by reason (connect, send, rejected, stall, redirect).", "connector", "reason"),
+		// Dead letters are counted by storage (edged_outbox_dead_letters_total{outbox,reason}), which
+		// sees every entry, the corrupt records it finds as well as the remote's rejections.
 		stalls:         cv("stalls_total", "Times the remote stopped confirming for stall_timeout.", "connector"),
 		reconnects:     cv("reconnects_total", "Successful connects after the first.", "connector"),
 		captured:       cv("captured_total", "Envelopes appended to the connector's outbox.", "connector"),
@@ -87,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edged", Subsystem: "bridge", Name: "state",
 			Help: "1 for the connector's current state."}, []string{"connector", "state"}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.failed, m.deadLetters, m.stalls, m.reconnects, m.captured,
+	for _, c := range []prometheus.Collector{m.sent, m.failed, m.stalls, m.reconnects, m.captured,
 		m.captureFailed, m.downlink, m.downlinkFailed, m.inflight, m.state} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -135,7 +136,6 @@ func (f *forwarder) initStatus() {
 		f.m.failed.WithLabelValues(f.cfg.Name, lbl)
 	}
 	f.m.sent.WithLabelValues(f.cfg.Name)
-	f.m.deadLetters.WithLabelValues(f.cfg.Name)
 	f.m.stalls.WithLabelValues(f.cfg.Name)
 	f.m.reconnects.WithLabelValues(f.cfg.Name)
 	f.m.inflight.WithLabelValues(f.cfg.Name)
@@ -506,7 +506,6 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 				return done, fmt.Errorf("dead-letter %d: %w", m.Seq, err)
 			}
 			f.dead.Add(1)
-			f.m.deadLetters.WithLabelValues(f.cfg.Name).Inc()
 			f.m.failed.WithLabelValues(f.cfg.Name, "rejected").Inc()
 			f.log.Warn("message rejected permanently; moved to dead letters", "id", m.Env.ID.String(), "topic", m.Env.Topic, "err", r)
 		} else {

@@ -111,9 +111,13 @@ func (g *group) trimHead(ob *Outbox, w *work, want func(seq uint64, size int64, 
 		})
 		return ms
 	}
-	for it.Seek(seqKey(ob.prefix, w.m.head)); it.Valid(); it.Next() {
+	next := w.m.head
+	// A damaged table block ends badger's iteration early; skipDamage seeks past it
+	// (integrity.go), so records behind it are neither skipped nor given up.
+	for it.Seek(seqKey(ob.prefix, w.m.head)); it.Valid() || ob.skipDamage(g.txn, it, next, w.m.tail); it.Next() {
 		item = it.Item()
 		seq := keySeq(item.Key())
+		next = seq + 1
 		size := int64(len(item.Key())) + item.ValueSize()
 		if !want(seq, size, appendMs) {
 			w.m.head, w.m.headMs = seq, appendMs()
@@ -131,9 +135,7 @@ func (g *group) trimHead(ob *Outbox, w *work, want func(seq uint64, size int64, 
 	w.m.head, w.m.headMs = w.m.tail+1, 0
 	g.wrote = true
 	if w.m.count != 0 || w.m.bytes != 0 {
-		if w.m.count != 0 {
-			g.db.log.Warn("outbox counters out of step with records; corrected", "outbox", ob.name, "count", w.m.count, "bytes", w.m.bytes)
-		}
+		g.counterGap(ob, w) // a loss, counted and logged (integrity.go)
 		w.m.count, w.m.bytes = 0, 0
 	}
 	return false, nil
@@ -355,6 +357,8 @@ func (db *DB) runGroup(pending []*op) []*op {
 		// The transaction is in badger (and visible) but maybe not on disk: keep the in-memory
 		// state in step with badger, tell the callers (who retry: at-least-once).
 		err = fmt.Errorf("storage fsync: %w", diskErr(err))
+	} else {
+		db.witness(g) // durable now: record the tails outside the log (witness.go)
 	}
 	db.finish(g, applied, err, true)
 	for _, ob := range g.order {

@@ -71,9 +71,7 @@ func (o *Outbox) Requeue(ctx context.Context, seqs ...uint64) (int, error) {
 			}
 			nrec := make([]byte, len(rec))
 			copy(nrec, rec)
-			if len(nrec) >= recHeader {
-				copy(nrec, encodeRecord(g.now, nil)) // requeued: its TTL starts again
-			}
+			setRecordTime(nrec, g.now) // requeued: its TTL starts again
 			if !g.room(3, g.cost(dk, nrec)+int64(len(dk))+12) {
 				return false, nil
 			}

@@ -10,7 +10,20 @@
 //     written through the same group commit;
 //   - the badger tuning for 512 MB / SD-card gateways (tuneBadger), the data-dir lock, disk
 //     space reserve, value-log GC and space reclaim, and recovery from a corrupt store (moved
-//     aside, never deleted);
+//     aside, never deleted, salvaged);
+//   - integrity (integrity.go, witness.go, badgerlog.go, salvage.go): every record carries a
+//     CRC-32C of its envelope, checked on every Read, and badger verifies each table block's
+//     checksum when it reads it (OnBlockRead). Nothing damaged is ever returned as data: a
+//     record that fails goes to the dead letters with reason "corrupt" as it is; records a
+//     damaged block hid are found by their sequence gap (Read skips past the block and still
+//     delivers what follows), taken out of the count, and marked in the dead letters. At Open
+//     each outbox's tails are compared with the witness (OUTBOX-TAILS, rewritten after every
+//     fsync) to count acked records a damaged write-ahead log lost; then, in the background,
+//     each outbox is recounted against its records. badger's own log lines about damage go out at ERROR and are
+//     counted. A store badger refuses is salvaged file by file into the fresh one before
+//     anything is served. Every such loss is counted (edged_storage_corrupt_records_total by
+//     cause, edged_outbox_dropped_total{reason="corrupt"}) and logged at ERROR with its size;
+//     every dead letter is counted in edged_outbox_dead_letters_total{reason};
 //   - the `edged outbox` CLI (OutboxCLI), which works on a stopped daemon's data dir.
 //
 // What it must not do:
@@ -24,5 +37,7 @@
 //     persisted head/tail and a key range found with one Seek;
 //   - write when nothing changes: housekeeping only writes when something expired or was
 //     deleted, so an idle gateway does not wear its SD card;
-//   - delete user data on its own: a store that fails to open is renamed, not removed.
+//   - delete user data on its own: a store that fails to open is renamed, not removed (and
+//     only read by the salvage);
+//   - lose a record silently: a loss it cannot prevent it counts and reports with its size.
 package storage

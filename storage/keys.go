@@ -2,7 +2,6 @@ package storage
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -11,7 +10,8 @@ import (
 // length-prefixed (so no name is a prefix of another) and, for records, a big-endian sequence
 // number, so byte order is FIFO order and a queue's head can be found with one Seek.
 //
-//	'o' len name seq8  -> record:      ver(1) appendMs(8) cbor-envelope
+//	'o' len name seq8  -> record:      ver(1)=2 appendMs(8) crc32c(4) cbor-envelope (integrity.go;
+//	                                   ver 1, written before checksums, has no crc32c)
 //	'd' len name seq8  -> dead letter: ver(1) deadMs(8) reasonLen(uvarint) reason record
 //	'h' len name       -> outbox meta (head, tail, count, bytes, dlq, drops); see meta
 //	's' key            -> StateStore (broker sessions, subscriptions, inflight, retained)
@@ -24,8 +24,7 @@ const (
 	kindFormat = 'v'
 
 	formatVersion = 1
-	recordVersion = 1
-	recHeader     = 9 // ver + appendMs
+	recordVersion = 1 // of dead letters; records are recordV2 (integrity.go)
 )
 
 // maxNameLen bounds outbox names (connector names).
@@ -49,23 +48,6 @@ func keySeq(k []byte) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(k[len(k)-8:])
-}
-
-func encodeRecord(appendMs int64, env []byte) []byte {
-	v := make([]byte, recHeader+len(env))
-	v[0] = recordVersion
-	binary.BigEndian.PutUint64(v[1:9], uint64(appendMs))
-	copy(v[recHeader:], env)
-	return v
-}
-
-var errBadRecord = errors.New("bad record header")
-
-func decodeRecord(v []byte) (appendMs int64, env []byte, err error) {
-	if len(v) < recHeader || v[0] != recordVersion {
-		return 0, nil, errBadRecord
-	}
-	return int64(binary.BigEndian.Uint64(v[1:9])), v[recHeader:], nil
 }
 
 func encodeDead(deadMs int64, reason string, rec []byte) []byte {

@@ -30,8 +30,9 @@ func newMetrics(db *DB, reg prometheus.Registerer) *metrics {
 	m.diskFull = prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_storage_disk_full_total",
 		Help: "Group commits that refused growth because the data dir file system was short of free space."})
 	m.corrupt = prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_storage_corrupt_recoveries_total",
-		Help: "Times a corrupt store was moved aside and replaced by an empty one at start-up."})
+		Help: "Times a corrupt store was moved aside (and salvaged into a fresh one) at start-up."})
 	m.cs = []prometheus.Collector{m.appended, m.dropped, m.commits, m.commitSeconds, m.diskFull, m.corrupt, &collector{db: db}}
+	m.cs = append(m.cs, db.integ.collectors()...) // integrity.go
 	if reg != nil {
 		for _, c := range m.cs {
 			if err := reg.Register(c); err != nil {

@@ -153,19 +153,25 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 		err error
 	}
 	var bads []bad
+	var damaged bool // a damaged table block hid records (integrity.go)
 	total := 0
-	err := o.db.bdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: o.prefix, PrefetchValues: false})
-		defer it.Close()
-		for it.Seek(seqKey(o.prefix, start)); it.Valid() && len(out) < maxMsgs; it.Next() {
-			item := it.Item()
-			seq := keySeq(item.Key())
-			if seq > tail {
-				break
+	err := o.db.bdb.View(func(txn *badger.Txn) (err error) {
+		defer func() {
+			// badger can panic on a damaged block it parses before checking its checksum:
+			// an error for this Read, not a crash of the gateway.
+			if r := recover(); r != nil {
+				o.db.integ.badgerErrors.Inc()
+				err = fmt.Errorf("badger panicked on damaged data: %v", r)
 			}
+		}()
+		damaged = o.scan(txn, start, tail, func(item *badger.Item) bool {
+			if len(out) >= maxMsgs {
+				return false
+			}
+			seq := keySeq(item.Key())
 			size := len(item.Key()) + int(item.ValueSize())
 			if len(out) > 0 && maxBytes > 0 && total+size > maxBytes {
-				break
+				return false
 			}
 			var env *wire.Envelope
 			err := item.Value(func(v []byte) error {
@@ -178,17 +184,32 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 			})
 			if err != nil {
 				bads = append(bads, bad{seq, err})
-				continue
+				return true
 			}
 			out = append(out, Record{Seq: seq, Env: env, Size: size})
 			total += size
-		}
+			return true
+		})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read outbox %q: %w", o.name, err)
 	}
+	if damaged {
+		// Records behind the damage were still read; recount tells how many were lost, marks
+		// them, and counts them once. Failing to must not wedge the outbox.
+		if _, err := o.recount(causeUnreadable, "unreadable (damaged table block)"); err != nil {
+			o.db.log.Error("counting lost outbox records failed", "outbox", o.name, "error", err)
+		}
+	}
 	for _, b := range bads {
+		if errors.Is(b.err, errRecordChecksum) {
+			if err := o.DeadLetter(b.seq, ReasonCorrupt+": "+b.err.Error()); err != nil && !errors.Is(err, ErrNotFound) {
+				return out, err
+			}
+			o.db.lost(o.name, causeChecksum, 1, b.seq, b.seq, "outbox record damaged (checksum mismatch): never delivered, moved to dead letters as it is")
+			continue
+		}
 		o.db.log.Error("outbox record does not decode; moved to dead letters", "outbox", o.name, "seq", b.seq, "error", b.err)
 		if err := o.DeadLetter(b.seq, "undecodable: "+b.err.Error()); err != nil && !errors.Is(err, ErrNotFound) {
 			return out, err
@@ -214,6 +235,14 @@ func (o *Outbox) Ack(uptoSeq uint64) error {
 // DeadLetter moves record seq to the outbox's dead-letter queue with reason (the remote
 // rejected it permanently). Durable when it returns; ErrNotFound if seq is not queued.
 func (o *Outbox) DeadLetter(seq uint64, reason string) error {
+	err := o.deadLetter(seq, reason)
+	if err == nil {
+		o.db.integ.deadLetters.WithLabelValues(o.name, deadReason(reason)).Inc()
+	}
+	return err
+}
+
+func (o *Outbox) deadLetter(seq uint64, reason string) error {
 	return o.db.submit(context.Background(), &op{grows: true, apply: func(g *group) (bool, error) {
 		w := g.work(o)
 		if seq < w.m.head || seq > w.m.tail {

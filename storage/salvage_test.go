@@ -1,0 +1,168 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edged-dev/edged/wire"
+)
+
+// salvageFixture writes a closed store in dir: outbox "a" with 2000 messages of which seq 10
+// is a dead letter and 1..100 are acked, outbox "b" with 500, and one broker state key. It
+// returns the envelope ids by outbox and sequence.
+func salvageFixture(t *testing.T, dir string) map[string]map[uint64]wire.ID {
+	t.Helper()
+	db := openT(t, dir)
+	ids := map[string]map[uint64]wire.ID{"a": {}, "b": {}}
+	for name, n := range map[string]int{"a": 2000, "b": 500} {
+		ob, err := db.Outbox(name, Config{})
+		must(t, err)
+		var es []*wire.Envelope
+		for i := 1; i <= n; i++ {
+			e := markedEnv(i)
+			ids[name][uint64(i)] = e.ID
+			es = append(es, e)
+			if len(es) == 100 || i == n {
+				must(t, ob.Append(context.Background(), es...))
+				es = nil
+			}
+		}
+	}
+	a, _ := db.Outbox("a", Config{})
+	must(t, a.DeadLetter(10, "http 400: bad request"))
+	must(t, a.Ack(100))
+	must(t, db.State().Put("sess/client-1", []byte("session bytes")))
+	must(t, db.Close())
+	return ids
+}
+
+func damageManifest(t *testing.T, dir string) {
+	t.Helper()
+	p := filepath.Join(dir, "MANIFEST")
+	b, err := os.ReadFile(p)
+	must(t, err)
+	for i := 8; i < len(b); i += 7 {
+		b[i] ^= 0xFF
+	}
+	must(t, os.WriteFile(p, b, 0o644))
+}
+
+// drainIDs reads the whole outbox and checks order and ids.
+func drainIDs(t *testing.T, ob *Outbox, ids map[uint64]wire.ID) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	var after uint64
+	for {
+		recs, err := ob.Read(after, 500, 1<<20)
+		must(t, err)
+		if len(recs) == 0 {
+			return seqs
+		}
+		for _, r := range recs {
+			if r.Env.ID != ids[r.Seq] || !bytes.Equal(r.Env.Payload, markedEnv(int(r.Seq)).Payload) {
+				t.Fatalf("%s seq %d: id or payload changed", ob.name, r.Seq)
+			}
+			if len(seqs) > 0 && r.Seq <= seqs[len(seqs)-1] {
+				t.Fatalf("%s: order broken at %d", ob.name, r.Seq)
+			}
+			seqs = append(seqs, r.Seq)
+		}
+		after = recs[len(recs)-1].Seq
+	}
+}
+
+// badger refuses a store whose MANIFEST is damaged; it is moved aside, and every record, dead
+// letter and state key is salvaged into the fresh store with its sequence and id.
+func TestSalvageAfterManifestDamage(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ids := salvageFixture(t, dir)
+	damageManifest(t, dir)
+
+	c := openCapture(t, dir)
+	st := c.db.Stats()
+	if st.MovedAside == "" {
+		t.Fatal("the damaged store was not moved aside (the test damages nothing badger notices)")
+	}
+	if _, err := os.Stat(filepath.Join(st.MovedAside, "MANIFEST")); err != nil {
+		t.Fatalf("the quarantined store is not kept: %v", err)
+	}
+	a, _ := c.db.Outbox("a", Config{})
+	b, _ := c.db.Outbox("b", Config{})
+	if sa := drainIDs(t, a, ids["a"]); len(sa) != 1900 || sa[0] != 101 || sa[len(sa)-1] != 2000 {
+		t.Fatalf("a: %d records salvaged", len(sa))
+	}
+	if sb := drainIDs(t, b, ids["b"]); len(sb) != 500 || sb[0] != 1 {
+		t.Fatalf("b: %d records salvaged", len(sb))
+	}
+	if sv := salvageOf(c.db); sv == nil || sv.Copied != 1900+500+1 || sv.Lost != 0 {
+		t.Fatalf("salvage %+v, want 2401 copied, 0 lost", sv)
+	}
+	if !strings.Contains(c.log.String(), "salvaged 2401 of 2401 records") {
+		t.Fatalf("no salvage summary in the log:\n%s", c.log.String())
+	}
+	dl, err := a.DeadLetters(0, 0)
+	must(t, err)
+	if len(dl) != 1 || dl[0].Seq != 10 || dl[0].Reason != "http 400: bad request" || dl[0].Env.ID != ids["a"][10] {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	if s := a.Stats(); s.Depth != 1900 || s.DLQDepth != 1 || s.Head != 101 || s.Tail != 2000 {
+		t.Fatalf("a stats %+v", s)
+	}
+	var state []string
+	must(t, c.db.State().Scan("", func(k string, v []byte) error { state = append(state, k+"="+string(v)); return nil }))
+	if len(state) != 1 || state[0] != "sess/client-1=session bytes" {
+		t.Fatalf("state %v", state)
+	}
+	// New messages continue the sequence.
+	must(t, a.Append(context.Background(), markedEnv(2001)))
+	if s := a.Stats(); s.Tail != 2001 {
+		t.Fatalf("tail after append %d", s.Tail)
+	}
+	if v := c.metric(t, "edged_storage_salvaged_records_total", map[string]string{"result": "copied"}); v != 2401 {
+		t.Fatalf("salvaged metric %v", v)
+	}
+}
+
+// Salvage with a damaged table too: what is readable is copied, the unreadable records are
+// counted as lost and marked in the dead letters, and the counts agree.
+func TestSalvageCountsUnreadableRecords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ids := salvageFixture(t, dir)
+	flipIn(t, dir, []byte(fmt.Sprintf("PAYLOAD<%06d>", 1200)), 64, false)
+	damageManifest(t, dir)
+
+	c := openCapture(t, dir)
+	var delivered, lostMarks int
+	for _, name := range []string{"a", "b"} {
+		ob, _ := c.db.Outbox(name, Config{})
+		delivered += len(drainIDs(t, ob, ids[name]))
+		dl, err := ob.DeadLetters(0, 0)
+		must(t, err)
+		for _, d := range dl {
+			if strings.HasPrefix(d.Reason, ReasonCorrupt) {
+				lostMarks++
+			}
+		}
+	}
+	if delivered == 0 {
+		t.Fatal("nothing salvaged")
+	}
+	st := salvageOf(c.db)
+	if st == nil || st.Lost == 0 {
+		t.Fatalf("salvage %+v: want lost records", st)
+	}
+	if int64(lostMarks) != st.Lost || int64(delivered)+st.Lost != 1900+500 {
+		t.Fatalf("delivered %d, lost %d, marked %d: want delivered+lost = 2400 and every loss marked", delivered, st.Lost, lostMarks)
+	}
+	if !strings.Contains(c.log.String(), fmt.Sprintf("salvaged %d of %d records", st.Copied, st.Copied+st.Lost)) {
+		t.Fatalf("no salvage summary in the log:\n%s", c.log.String())
+	}
+	if v := c.metricSum(t, "edged_storage_corrupt_records_total", map[string]string{"cause": causeSalvage}); int64(v) != st.Lost {
+		t.Fatalf("corrupt metric %v != lost %d", v, st.Lost)
+	}
+}
