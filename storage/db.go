@@ -70,6 +70,9 @@ type Options struct {
 	NoRecover bool
 	// GCInterval is the period of value-log GC and TTL checks. 0 means 1 minute.
 	GCInterval time.Duration
+	// ReserveBytes is the emergency reserve file kept in the data dir and released when the
+	// file system runs full (diskfull.go). 0 means DefaultReserveBytes; negative: none.
+	ReserveBytes int64
 }
 
 // DB is the one badger database of a gateway: outboxes, dead letters and broker state.
@@ -101,6 +104,7 @@ type DB struct {
 	committedOps atomic.Uint64
 	diskFullLog  rateLimit
 	freedSinceGC atomic.Int64
+	space        *spaceGuard // full disk and file repair (diskfull.go, repair.go)
 }
 
 // tuneBadger is the constrained-hardware profile. Every figure is the memory (or disk) it buys
@@ -182,6 +186,9 @@ func Open(o Options) (*DB, error) {
 	if o.GCInterval <= 0 {
 		o.GCInterval = time.Minute
 	}
+	if o.ReserveBytes == 0 {
+		o.ReserveBytes = DefaultReserveBytes
+	}
 	log := o.Logger
 	dir := filepath.Clean(o.Dir)
 	if o.NoRecover {
@@ -197,6 +204,9 @@ func Open(o Options) (*DB, error) {
 	}
 	db := &DB{opts: o, log: log, lock: lk, outboxes: map[string]*Outbox{}}
 	db.budget = newBudget(tuneBadger(dir, log))
+	db.space = newSpaceGuard(dir, tuneBadger(dir, log), o)
+	db.space.repairFiles()
+	db.space.beforeOpen()
 
 	err = db.openBadger(dir)
 	if err != nil && !isCorruption(err) {
@@ -234,6 +244,8 @@ func Open(o Options) (*DB, error) {
 
 	db.metrics = newMetrics(db, o.Registerer)
 	db.metrics.corrupt.Add(float64(db.corrupt))
+	db.space.register(o.Registerer)
+	db.space.afterOpen()
 	db.state = &StateStore{db: db}
 	db.reqs = make(chan *op, 1024)
 	db.quit = make(chan struct{})
@@ -341,9 +353,11 @@ func (db *DB) Close() error {
 	close(db.quit)
 	<-db.done
 	<-db.trimDone
+	db.space.close()
 	err := db.bdb.Close()
 	db.lock.unlock(true)
 	db.metrics.unregister()
+	db.space.unregister()
 	if err != nil {
 		db.closeErr = fmt.Errorf("close storage: %w", err)
 	}
@@ -460,6 +474,8 @@ type Stats struct {
 	// CorruptRecoveries is 1 when this Open found a corrupt store and moved it to MovedAside.
 	CorruptRecoveries int    `json:"corrupt_recoveries"`
 	MovedAside        string `json:"moved_aside,omitempty"`
+	// Space: disk full, emergency reserve, start-up repairs and the health verdict.
+	Space SpaceStats `json:"space"`
 }
 
 // Stats returns the statistics of every outbox and of the store.
@@ -473,6 +489,7 @@ func (db *DB) Stats() Stats {
 	if f, err := diskFree(db.opts.Dir); err == nil {
 		s.DiskFree = f
 	}
+	s.Space = db.space.stats(s.DiskFree)
 	return s
 }
 
