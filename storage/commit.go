@@ -297,7 +297,7 @@ func (db *DB) runGroup(pending []*op) []*op {
 	if db.opts.MinFreeBytes > 0 {
 		for _, o := range pending {
 			if o.grows {
-				if free, err := diskFree(db.opts.Dir); err == nil && free < db.opts.MinFreeBytes {
+				if free, err := diskFree(db.opts.Dir); err == nil && db.space.effectiveFree(free) < db.opts.MinFreeBytes {
 					diskFull = true
 					db.metrics.diskFull.Inc()
 					if ok, n := db.diskFullLog.allow(10*time.Second, 1); ok {
@@ -453,6 +453,7 @@ func (db *DB) housekeeping() {
 	}
 	// Value-log GC rewrites values through the write path: only into prepared space, and not
 	// on a short disk (it grows before it frees).
+	db.space.poll(true)
 	if db.freedSinceGC.Load() > 0 && db.space.ready() == nil && db.space.readyVlogGC() == nil && !db.space.diskShort() {
 		db.freedSinceGC.Store(0)
 		defer db.space.afterWrite(true)
@@ -480,7 +481,9 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 	garbage, debt, empty := ob.garbage, ob.debt, ob.cm.count == 0
 	ob.mu.Unlock()
 	if empty && garbage > 0 && debt >= reclaimAfter {
-		// DropPrefix flushes the memtable and rotates the WAL: only into prepared space.
+		// DropPrefix flushes the memtable, rewrites tables and rotates the WAL: only into
+		// prepared space, with the reserve released first if the disk is short.
+		db.space.poll(true)
 		if db.space.ready() != nil {
 			return
 		}

@@ -206,7 +206,10 @@ func Open(o Options) (*DB, error) {
 	db.budget = newBudget(tuneBadger(dir, log))
 	db.space = newSpaceGuard(dir, tuneBadger(dir, log), o)
 	db.space.repairFiles()
-	db.space.beforeOpen()
+	if err := db.space.beforeOpen(); err != nil {
+		lk.unlock(true)
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
 
 	err = db.openBadger(dir)
 	if err != nil && !isCorruption(err) {

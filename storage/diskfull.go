@@ -74,6 +74,11 @@ const (
 	spacePollEvery = time.Second
 )
 
+type spaceSample struct {
+	at   time.Time
+	free int64
+}
+
 // spaceGuard is owned by the committer goroutine (and by Open before it starts); Stats reads
 // only its atomics.
 type spaceGuard struct {
@@ -92,6 +97,8 @@ type spaceGuard struct {
 	vlogOK    bool
 	vlogData  bool // values may live in the value log (big values written now or before)
 	lastPoll  time.Time
+	ref       spaceSample // an older measurement, for quiet
+	roomNeed  int64       // free space a commit needs: a memtable flush (2 x MemTableSize)
 
 	blocked      atomic.Bool  // writes refused: no allocated WAL to write into
 	held         atomic.Bool  // the reserve file exists
@@ -106,7 +113,7 @@ type spaceGuard struct {
 
 func newSpaceGuard(dir string, bo badger.Options, o Options) *spaceGuard {
 	s := &spaceGuard{dir: dir, log: o.Logger, memSize: 2 * bo.MemTableSize, vlogSize: 2 * bo.ValueLogFileSize,
-		minFree: max(o.MinFreeBytes, 0), reserve: max(o.ReserveBytes, 0), activeMem: -1, vlogFid: -1,
+		minFree: max(o.MinFreeBytes, 0), reserve: max(o.ReserveBytes, 0), activeMem: -1, vlogFid: -1, roomNeed: 2 * bo.MemTableSize,
 		repairCounts: map[string]int{}}
 	s.free.Store(-1)
 	s.mReleased = prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_storage_reserve_released_total",
@@ -165,15 +172,29 @@ func (s *spaceGuard) maxFid(ext string) int {
 }
 
 // beforeOpen releases the reserve when the disk is too short for what badger.Open writes
-// (replayed WALs are flushed to tables, a new WAL and value log are created).
-func (s *spaceGuard) beforeOpen() {
-	if _, err := os.Stat(s.path(reserveFile)); err != nil {
-		return
+// (replayed WALs are flushed to tables, a new WAL and value log are created). With no room
+// even then, Open fails with ErrDiskFull rather than let badger fault.
+func (s *spaceGuard) beforeOpen() error {
+	defer func() {
+		if f, err := diskFree(s.dir); err == nil {
+			s.free.Store(f)
+		}
+	}()
+	if _, err := os.Stat(s.path(reserveFile)); err == nil {
+		s.held.Store(true)
 	}
-	s.held.Store(true)
-	if free, err := diskFree(s.dir); err == nil && free < max(s.reserve, DefaultReserveBytes) {
+	if free, err := diskFree(s.dir); s.held.Load() && err == nil && free < s.roomNeed+s.memSize {
+		// Wait (briefly) for an outside writer to stop, or it takes the reserve.
+		for deadline := time.Now().Add(2 * time.Second); !s.quiet() && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
 		s.release(free, "opening the store")
 	}
+	if free, err := diskFree(s.dir); err == nil && free < s.roomNeed {
+		return fmt.Errorf("%w: %s has %d bytes free, opening the store needs %d (free some space; edged starts on its own then)",
+			ErrDiskFull, s.dir, free, s.roomNeed)
+	}
+	return nil
 }
 
 // afterOpen makes what badger created at Open durable (the new WAL, the new value log, the
@@ -209,22 +230,47 @@ func (s *spaceGuard) ready() error {
 		return nil // in-memory or unknown layout: nothing to guard
 	}
 	err := s.tryReady()
-	if err != nil && isNoSpace(err) && s.held.Load() {
-		s.release(s.free.Load(), "preallocating the write-ahead log")
+	if err == nil {
+		err = s.room()
+	}
+	if err != nil && s.held.Load() && s.quiet() {
+		s.release(s.free.Load(), "a write needs room")
 		err = s.tryReady()
+		if err == nil {
+			err = s.room()
+		}
 	}
 	if err != nil {
 		if !s.blocked.Swap(true) || s.blockedLogAllow() {
-			s.log.Error("data dir file system is full: cannot preallocate the write-ahead log, so ALL writes are refused (acks too) until space is freed",
-				"dir", s.dir, "error", err)
+			s.log.Error("data dir file system is full: ALL writes are refused (acks too) until space is freed",
+				"dir", s.dir, "error", err, "reserve_held", s.held.Load())
 		}
 		s.mBlocked.Inc()
-		return fmt.Errorf("%w: %s: no room for the write-ahead log: %v", ErrDiskFull, s.dir, err)
+		return fmt.Errorf("%w: %s: %v", ErrDiskFull, s.dir, err)
 	}
 	if s.blocked.Swap(false) {
-		s.log.Warn("write-ahead log space preallocated again: writes resumed", "dir", s.dir)
+		s.log.Warn("data dir has room again: writes resumed", "dir", s.dir, "free_bytes", s.free.Load())
 	}
 	return nil
+}
+
+// room: any commit may rotate the memtable, whose flush (and the L0 compaction it may start)
+// writes tables through fresh mappings; a commit starts only with room for that.
+func (s *spaceGuard) room() error {
+	if f := s.free.Load(); f >= 0 && f < s.roomNeed {
+		return fmt.Errorf("%d bytes free, a memtable flush needs %d", f, s.roomNeed)
+	}
+	return nil
+}
+
+// quiet reports whether the free space has stopped falling (by more than 256 KiB over at
+// least a second): the reserve is released only then, so an outside writer that is still
+// filling the disk does not take it. Until then the writes that need room wait (ErrDiskFull,
+// retried by the caller). Measured with dd on a loop-mounted ext4 under load: with a 200 ms
+// window dd's writeback pauses looked quiet and dd took the reserve.
+func (s *spaceGuard) quiet() bool {
+	s.poll(true)
+	return time.Since(s.ref.at) >= time.Second && s.free.Load() >= s.ref.free-(256<<10)
 }
 
 func (s *spaceGuard) blockedLogAllow() bool {
@@ -300,9 +346,11 @@ func (s *spaceGuard) afterWrite(vlog bool) error {
 			err = s.next.Sync()
 			s.next.Close()
 			s.activeMem, s.activeOK, s.next = s.nextFid, true, nil
-			if rerr := s.ready(); rerr != nil && err == nil {
-				err = nil // the next commit is refused by ready; this one is durable
-			}
+			// The old memtable is being flushed to a table now: measure, so a short disk
+			// releases the reserve for it. A failure to prepare the next WAL refuses the
+			// next commit (ready); this one is durable.
+			s.poll(true)
+			_ = s.ready()
 		}
 	}
 	if vlog || s.vlogFid < 0 {
@@ -336,10 +384,13 @@ func (s *spaceGuard) poll(force bool) {
 		return
 	}
 	s.free.Store(free)
+	if now := s.lastPoll; now.Sub(s.ref.at) >= 2*time.Second {
+		s.ref = spaceSample{at: now, free: free}
+	}
 	switch {
-	case s.held.Load() && free < s.reserve:
-		s.release(free, "the file system ran full")
 	case !s.held.Load() && s.reserve > 0 && free >= s.minFree+2*s.reserve:
+		// Taken again with a reserve's worth of hysteresis above where growth resumes
+		// (effectiveFree), so it does not flap.
 		if err := allocate(s.path(reserveFile), 0, s.reserve, true); err != nil {
 			os.Remove(s.path(reserveFile))
 			s.log.Warn("could not create the emergency disk reserve", "dir", s.dir, "error", err)
@@ -349,9 +400,6 @@ func (s *spaceGuard) poll(force bool) {
 			s.held.Store(true)
 			s.log.Info("emergency disk reserve in place", "dir", s.dir, "bytes", s.reserve)
 		}
-	}
-	if s.blocked.Load() {
-		_ = s.ready()
 	}
 }
 
@@ -367,7 +415,7 @@ func (s *spaceGuard) release(free int64, why string) {
 		s.free.Store(f)
 	}
 	s.log.Error("data dir file system is full: released the emergency disk reserve so acks, flushes and compactions have room; new messages are refused",
-		"dir", s.dir, "why", why, "free_bytes_before", free, "reserve_bytes", s.reserve)
+		"dir", s.dir, "why", why, "free_bytes_before", free, "free_bytes", s.free.Load(), "reserve_bytes", s.reserve)
 }
 
 // close removes the prepared, unused next WAL (badger must not find a 0-byte WAL at Open).
@@ -403,13 +451,13 @@ func (s *spaceGuard) stats(free int64) SpaceStats {
 	if len(s.repairCounts) > 0 {
 		st.Repairs = s.repairCounts
 	}
-	st.DiskFull = free >= 0 && s.minFree > 0 && free < s.minFree
+	st.DiskFull = free >= 0 && s.minFree > 0 && s.effectiveFree(free) < s.minFree
 	switch {
 	case st.WritesBlocked:
 		st.DiskFull = true
 		st.Health = "degraded: disk full: no room for the write-ahead log, all writes (acks too) refused"
 	case st.DiskFull:
-		st.Health = fmt.Sprintf("degraded: disk full (%d MiB free, below %d MiB): new messages refused, draining goes on", free>>20, s.minFree>>20)
+		st.Health = fmt.Sprintf("degraded: disk full (%d MiB free, %d MiB needed): new messages refused, draining goes on", free>>20, (free-s.effectiveFree(free)+s.minFree)>>20)
 	}
 	return st
 }
@@ -464,5 +512,14 @@ func syncDir(dir string) error {
 // diskShort: below MinFreeBytes (growth refused).
 func (s *spaceGuard) diskShort() bool {
 	f := s.free.Load()
-	return f >= 0 && f < s.minFree
+	return f >= 0 && s.effectiveFree(f) < s.minFree
+}
+
+// effectiveFree is the free space growth may count on: while the reserve is released, its
+// size is not (it must be taken again first), so releasing it never lets new messages in.
+func (s *spaceGuard) effectiveFree(free int64) int64 {
+	if s.reserve > 0 && !s.held.Load() {
+		return free - s.reserve
+	}
+	return free
 }
