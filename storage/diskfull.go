@@ -46,24 +46,33 @@ import (
 //     ValueLogFileSize) is fsynced with the directory when seen and allocated before its first
 //     use.
 //   - Tables (flushes, compactions, DropPrefix) and new file headers cannot be preallocated
-//     from outside: badger creates them O_EXCL and fills them at once. For those the guard
-//     keeps an emergency reserve: a fallocated file (RESERVE) in the data dir, deleted as soon
-//     as the free space falls below its size (someone outside filled the disk: edged itself
-//     stops growing at MinFreeBytes), so flushes and compactions find room, and created again
-//     once the disk has room. At Open the reserve is released first when the disk is short,
-//     because Open flushes replayed WALs and creates new files.
+//     from outside: badger creates them O_EXCL and fills them at once. So a commit (any
+//     commit may rotate the memtable, whose flush writes a table) starts only while the file
+//     system has room for a flush (roomNeed: 2 x MemTableSize), and for the moment an outside
+//     writer has taken that room the guard keeps an emergency reserve: a fallocated file
+//     (RESERVE, Options.ReserveBytes) in the data dir. It is released when a write needs room
+//     and the free space has stopped falling (quiet: an outside writer still filling the disk
+//     would take it), and taken again once the disk has room. While it is released its size
+//     does not count as free for growth (effectiveFree), so releasing it never lets new
+//     messages in. Open releases it first when the disk is short (Open flushes replayed WALs
+//     and creates new files) and fails with ErrDiskFull, instead of faulting, when there is
+//     no room even then.
 //
-// While the next WAL cannot be prepared (not even after releasing the reserve) every write is
-// refused with ErrDiskFull, acks included; reads, Ping and Stats go on, and the guard retries
-// on every commit and every second.
+// A write the guard cannot make safe is refused with ErrDiskFull, acks included (the caller
+// retries; the forwarder reads the same messages again, which the ack protocol allows);
+// reads, Ping and Stats go on. With the reserve released, acks and the DropPrefix of a
+// drained outbox run on a disk that is full for everyone else.
 //
-// What remains: an outside writer that keeps taking every block the moment the reserve is
-// released, while a table is being written, can still fault badger; the reserve covers a
-// filler that stops at ENOSPC (dd, a log that fills the disk), which is the usual case.
+// What remains (measured: tmpfs and loop ext4, dd as the outside writer): a table that badger
+// is writing at the very moment another process takes the last free blocks can still fault
+// (a flush or compaction already under way when the filler passes; edged's own growth stops
+// MinFreeBytes earlier, which is the headroom for exactly these). The guard covers a disk
+// that is full, not one being filled during a table write.
 
 // DefaultReserveBytes is the emergency reserve kept in the data dir (see above). It covers the
 // flush of both memtables (4 MB tables) and a DropPrefix of a drained outbox, with headroom
-// for one L0 compaction of the small-table profile.
+// for one L0 compaction of the small-table profile; the full-disk tests drain 20k queued
+// messages on a full disk with it.
 const DefaultReserveBytes = 16 << 20
 
 const (
