@@ -51,7 +51,8 @@ const MemoryLimit = 48 << 20
 // WAL, tables and value log through mmap'ed, sparsely allocated files: on a really full file
 // system a write to such a page is a SIGBUS, not an error. Refusing growth below this reserve
 // (which covers two memtable WALs, a flush and a compaction of the small-table profile) turns
-// "disk full" into ErrDiskFull instead of a crash.
+// "disk full" into ErrDiskFull instead of a crash. A disk that someone else fills past it is
+// the space guard's (diskfull.go).
 const DefaultMinFreeBytes = 64 << 20
 
 // Options opens a DB.
@@ -63,7 +64,8 @@ type Options struct {
 	// Registerer receives the storage metrics. Nil: metrics are kept but not exported.
 	Registerer prometheus.Registerer
 	// MinFreeBytes: growth (appends, state puts, dead letters) fails with ErrDiskFull while the
-	// file system has less free space. 0 means DefaultMinFreeBytes; negative disables the check.
+	// file system has less free space. 0 means DefaultMinFreeBytes; negative disables the check
+	// (the space guard still refuses a write with no room for a memtable flush: diskfull.go).
 	MinFreeBytes int64
 	// NoRecover makes Open fail with ErrCorrupt instead of moving a corrupt store aside (the CLI
 	// uses it: an operator tool must not "repair" behind the operator's back).
