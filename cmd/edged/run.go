@@ -246,7 +246,7 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 				return nil
 			}
 			adm, err = admin.Start(admin.Options{
-				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
+				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.serving, Logger: log.With("component", "admin"),
 				TokenFile: cfg.Admin.TokenFile, Registerer: reg, Outboxes: d.db, Clients: d.clients, Tap: d.broker, History: d.hist,
 			})
 			if err == nil {
@@ -314,13 +314,28 @@ func listenerAddrs(b *broker.Broker) []string {
 	return out
 }
 
-// healthy is what /healthz and the systemd watchdog ask: the store's commit loop answers
-// (a wedged fsync stops the pings and systemd restarts edged).
+// healthy is what the systemd watchdog asks: the store's commit loop answers (a wedged fsync
+// stops the pings and systemd restarts edged). A full disk is not a reason to restart.
 func (d *daemon) healthy() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.db.Ping(ctx); err != nil {
 		return fmt.Errorf("storage not answering: %w", err)
+	}
+	return nil
+}
+
+// serving is what /healthz answers: alive, and taking messages. On a full disk edged keeps
+// running, draining and acknowledging, but refuses new messages, and a monitor must see that.
+func (d *daemon) serving() error {
+	if err := d.healthy(); err != nil {
+		return err
+	}
+	switch sp := d.db.Stats().Space; {
+	case sp.WritesBlocked:
+		return errors.New("disk full: every write is refused until space is freed")
+	case sp.DiskFull:
+		return errors.New("disk full: new messages are refused; acknowledgements and draining go on")
 	}
 	return nil
 }
