@@ -313,7 +313,7 @@ func TestAdminTokenEndToEnd(t *testing.T) {
 		t.Fatalf("status with token: %v", err)
 	}
 	out, err := execEdged(bin, "status", "-c", e.Config)
-	if err != nil || !strings.Contains(out, "health:") || strings.Contains(out, dashToken) {
+	if err != nil || !strings.Contains(out, ", gateway ") || strings.Contains(out, dashToken) {
 		t.Fatalf("edged status -c: %v\n%s", err, out)
 	}
 	out, err = execEdged(bin, "status", "-admin", e.Admin)
