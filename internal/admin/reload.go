@@ -1,0 +1,63 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+)
+
+// ReloadFunc re-reads and applies the config file. result is the report served as JSON; a
+// non-nil err means the new file was refused (result then lists its problems) and the old
+// configuration keeps running.
+type ReloadFunc func(ctx context.Context, by string) (result any, err error)
+
+// reloadConfig: POST /api/v1/reload. 200 with the report when applied, 422 with the same
+// document (problems included) when the new file was refused.
+func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, c who) {
+	if s.reload == nil {
+		http.Error(w, "reload is not available", http.StatusNotFound)
+		return
+	}
+	res, err := s.reload(r.Context(), "api "+c.remote)
+	s.log.Info("admin action", "action", "reload", "err", err, "remote", c.remote, "auth", c.auth)
+	s.actions.WithLabelValues("reload").Inc()
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+		return
+	}
+	writeJSON(w, res)
+}
+
+// SetToken replaces the bearer token the API wants (a rotated admin.token_file, re-read on
+// reload). A server started without a token keeps serving loopback only: switching the kind
+// of protection needs a restart, and so does dropping the token.
+func (s *Server) SetToken(file string) error {
+	if !s.guard.hasToken {
+		return errors.New("admin.token_file added: restart to require a token")
+	}
+	if file == "" {
+		return errors.New("admin.token_file removed: restart to serve without a token")
+	}
+	tok, err := LoadToken(file)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(tok))
+	s.guard.rotated.Store(&sum)
+	return nil
+}
+
+// token is the digest requests must match: the rotated one if any, else the start-up one.
+func (g *guard) token() [32]byte {
+	if p := g.rotated.Load(); p != nil {
+		return *p
+	}
+	return g.sum
+}
