@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"time"
 )
 
 // ReloadFunc re-reads and applies the config file. result is the report served as JSON; a
@@ -60,4 +63,31 @@ func (g *guard) token() [32]byte {
 		return *p
 	}
 	return g.sum
+}
+
+// Post sends an action to a running edged's admin API (for `edged reload`) with the action
+// header and the bearer token when one is given, and returns the status code and body.
+func Post(url, token string) (int, []byte, error) {
+	c := &http.Client{Timeout: 2 * time.Minute} // a reload waits for forwarders to stop
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set(actionHeader, "1")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return 0, nil, fmt.Errorf("POST %s: %s (the admin API needs its token: pass -c with the config naming admin.token_file)", url, resp.Status)
+	}
+	return resp.StatusCode, b, nil
 }
