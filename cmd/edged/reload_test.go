@@ -294,8 +294,21 @@ bridge:
 			t.Errorf("removed connector's outbox not reported orphaned: %v", st["orphaned_outboxes"])
 		}
 	}
+	stopClean(t, e)
 	t.Logf("%d reloads in %v (%.0f ms each incl. probe), %d messages acked and delivered, %d clients never dropped, worst rule latency %v",
 		reloads, took.Round(time.Millisecond), float64(took.Milliseconds())/float64(reloads), nAcked.Load(), clients, worstRule)
+}
+
+// stopClean stops edged with SIGTERM and fails on a dirty exit or a data race the daemon's
+// race detector reported (the test binary builds edged with -race when run with it).
+func stopClean(t *testing.T, e *testutil.Edged) {
+	t.Helper()
+	if err := e.Stop(30 * time.Second); err != nil {
+		t.Errorf("edged stop: %v", err)
+	}
+	if strings.Contains(e.Out.String(), "DATA RACE") {
+		t.Errorf("edged reported a data race:\n%s", e.Out.String())
+	}
 }
 
 func contains(ss []string, s string) bool {
@@ -388,6 +401,7 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 		}
 		return nil
 	})
+	stopClean(t, e)
 }
 
 // Clients whose rights a reload revokes are disconnected (user removed, password changed, a
@@ -460,6 +474,34 @@ func TestReloadRevokesClients(t *testing.T) {
 	if !strings.Contains(e.Out.String(), "access revoked by reload") {
 		t.Error("revocation not logged")
 	}
+
+	// Listeners: one added, then removed again. bob, on the unchanged listener, stays; the
+	// client of the removed listener is disconnected.
+	addr2 := testutil.FreeAddr(t)
+	writeConfig(t, e, baseConfig(tcpListener(addr)+"\n"+tcpListener(addr2), users(true, true, true)))
+	if code, _, raw := postReload(t, e.Admin); code != 200 || !strings.Contains(raw, "tcp://"+addr2) {
+		t.Fatalf("reload adding a listener: HTTP %d: %s", code, raw)
+	}
+	lost2 := make(chan struct{})
+	c2 := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr2).SetClientID("id-bob2").SetUsername("bob").SetPassword("pw").
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { close(lost2) }))
+	wait(t, c2.Connect(), "connect to the added listener")
+	writeConfig(t, e, baseConfig(tcpListener(addr), users(true, true, true)))
+	if code, _, raw := postReload(t, e.Admin); code != 200 || !strings.Contains(raw, "listeners_removed") {
+		t.Fatalf("reload removing a listener: HTTP %d: %s", code, raw)
+	}
+	select {
+	case <-lost2:
+	case <-time.After(20 * time.Second):
+		t.Error("client of the removed listener still connected")
+	}
+	select {
+	case <-lostBy["bob"]:
+		t.Fatal("bob was disconnected by a change of another listener")
+	default:
+	}
+	wait(t, conn["bob"].Publish("d/2", 1, false, "x"), "bob publishes after the listener changes")
+	stopClean(t, e)
 }
 
 func connectErr(broker, id, user, pass string) error {
