@@ -314,11 +314,12 @@ func (t *trackingRegisterer) unregisterAll() {
 	t.cs = nil
 }
 
-// orphaned lists the outboxes whose connector is no longer configured.
+// orphaned lists the outboxes whose connector is no longer configured and that still hold
+// messages or dead letters (POST /api/v1/outboxes/NAME/purge empties them).
 func orphaned(st storage.Stats) []string {
 	out := []string{}
 	for _, o := range st.Outboxes {
-		if !o.Configured {
+		if !o.Configured && (o.Depth > 0 || o.DLQDepth > 0) {
 			out = append(out, o.Name)
 		}
 	}

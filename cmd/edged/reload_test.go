@@ -110,6 +110,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := testutil.FreeAddr(t)
+	dead := testutil.FreeAddr(t) // connector extra's cloud: nobody listens, so its outbox fills
 	hash := hashOf(t, "devpass")
 	config := func(n int) string {
 		extra := ""
@@ -119,7 +120,7 @@ func TestReloadUnderLoad(t *testing.T) {
       url: tcp://%s
       client_id: gw-extra
       forward: [{from: "sensors/#", to: "extra/{topic}", qos: 1}]
-`, cloud.Addr)
+`, dead)
 		}
 		return fmt.Sprintf(`data_dir: {data_dir}
 gateway_id: gw-test
@@ -289,9 +290,19 @@ bridge:
 		return nil
 	})
 	if reloads%2 == 0 {
+		// extra is removed now, its backlog kept and reported until purged on purpose.
 		st := statusDoc(t, e.Admin)
 		if !strings.Contains(fmt.Sprint(st["orphaned_outboxes"]), "extra") {
 			t.Errorf("removed connector's outbox not reported orphaned: %v", st["orphaned_outboxes"])
+		}
+		if code, body := postAction(t, e.Admin, "/api/v1/outboxes/cloud/purge"); code != http.StatusConflict {
+			t.Errorf("purge of a configured connector's outbox: HTTP %d %s, want 409", code, body)
+		}
+		if code, body := postAction(t, e.Admin, "/api/v1/outboxes/extra/purge"); code != http.StatusOK {
+			t.Errorf("purge of the removed connector's outbox: HTTP %d %s", code, body)
+		}
+		if st := statusDoc(t, e.Admin); strings.Contains(fmt.Sprint(st["orphaned_outboxes"]), "extra") {
+			t.Errorf("purged outbox still reported orphaned: %v", st["orphaned_outboxes"])
 		}
 	}
 	stopClean(t, e)
@@ -309,6 +320,19 @@ func stopClean(t *testing.T, e *testutil.Edged) {
 	if strings.Contains(e.Out.String(), "DATA RACE") {
 		t.Errorf("edged reported a data race:\n%s", e.Out.String())
 	}
+}
+
+func postAction(t *testing.T, admin, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+path, nil)
+	req.Header.Set("X-Edged-Action", "1")
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func contains(ss []string, s string) bool {

@@ -124,6 +124,7 @@ func Start(o Options) (*Server, error) {
 	mux.HandleFunc("POST /api/v1/clients/disconnect", g.action(csrf, s.disconnect))
 	mux.HandleFunc("GET /api/v1/live", g.protect(s.live))
 	mux.HandleFunc("POST /api/v1/reload", g.action(csrf, s.reloadConfig))
+	mux.HandleFunc("POST /api/v1/outboxes/{name}/purge", g.action(csrf, s.purgeOrphaned))
 	// The dashboard's files hold no data (everything comes from the API with the token),
 	// so they are served without it: the login page has to load.
 	ui, _ := fs.Sub(uiFiles, "ui")

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/edged-dev/edged/storage"
 )
 
 // ReloadFunc re-reads and applies the config file. result is the report served as JSON; a
@@ -36,6 +38,31 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	writeJSON(w, res)
+}
+
+// purgeOrphaned: POST /api/v1/outboxes/{name}/purge deletes the backlog and dead letters of
+// an outbox whose connector a reload removed (409 for a configured connector's outbox).
+func (s *Server) purgeOrphaned(w http.ResponseWriter, r *http.Request, c who) {
+	ob, err := s.outbox(r.PathValue("name"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	q, d, err := ob.PurgeOrphaned(ctx)
+	s.log.Info("admin action", "action", "purge_outbox", "outbox", ob.Name(), "purged_queued", q, "purged_dead_letters", d,
+		"err", err, "remote", c.remote, "auth", c.auth)
+	s.actions.WithLabelValues("purge_outbox").Inc()
+	switch {
+	case errors.Is(err, storage.ErrConfigured):
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, map[string]any{"purged": q, "purged_dead_letters": d})
 }
 
 // SetToken replaces the bearer token the API wants (a rotated admin.token_file, re-read on
