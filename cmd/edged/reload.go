@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"reflect"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -47,7 +46,6 @@ type reloadState struct {
 	stopping bool
 
 	hw     atomic.Pointer[hardware.Manager]
-	hwReg  *trackingRegisterer
 	hwStop context.CancelFunc
 	hwDone chan struct{}
 
@@ -64,12 +62,12 @@ type reloadReport struct {
 	// keeps running.
 	Problems []string `json:"problems,omitempty"`
 	// NeedsRestart names the changed settings that take effect only at the next start.
-	NeedsRestart []string             `json:"needs_restart,omitempty"`
-	Errors       []string             `json:"errors,omitempty"`
-	Broker       *broker.ReloadResult `json:"broker,omitempty"`
-	Connectors   *bridge.ReloadResult `json:"connectors,omitempty"`
-	Hardware     string               `json:"hardware,omitempty"` // "restarted" when the section changed
-	TookSeconds  float64              `json:"took_seconds"`
+	NeedsRestart []string               `json:"needs_restart,omitempty"`
+	Errors       []string               `json:"errors,omitempty"`
+	Broker       *broker.ReloadResult   `json:"broker,omitempty"`
+	Connectors   *bridge.ReloadResult   `json:"connectors,omitempty"`
+	Hardware     *hardware.ReloadResult `json:"hardware,omitempty"`
+	TookSeconds  float64                `json:"took_seconds"`
 }
 
 const (
@@ -81,7 +79,6 @@ const (
 func (d *daemon) initReload(path string, reg prometheus.Registerer, log *slog.Logger) error {
 	d.rl.path, d.rl.log, d.rl.reg = path, log, reg
 	d.rl.cur.Store(d.cfg)
-	d.rl.hwReg = &trackingRegisterer{reg: reg}
 	d.rl.total = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_reloads_total",
 		Help: "Config reloads (SIGHUP, edged reload, POST /api/v1/reload), by result (applied, partial, refused)."}, []string{"result"})
 	for _, r := range []string{reloadApplied, reloadPartial, reloadRefused} {
@@ -182,16 +179,11 @@ func (d *daemon) reload(by string) (*reloadReport, error) {
 		errs = append(errs, err)
 	}
 
-	if !reflect.DeepEqual(cur.Hardware, next.Hardware) {
-		d.stopHardware()
-		if err := d.startHardware(next.Hardware); err != nil {
+	if hw := d.hardware(); hw != nil {
+		hr, err := hw.Reload(next.Hardware)
+		rep.Hardware = &hr
+		if err != nil {
 			errs = append(errs, err)
-			// The old ports are stopped; run the old config again rather than nothing.
-			if rerr := d.startHardware(cur.Hardware); rerr != nil {
-				errs = append(errs, fmt.Errorf("hardware: restart with the old config: %w", rerr))
-			}
-		} else {
-			rep.Hardware = "restarted"
 		}
 	}
 
@@ -207,7 +199,10 @@ func (d *daemon) reload(by string) (*reloadReport, error) {
 	}
 	attrs := []any{"by", by, "needs_restart", rep.NeedsRestart, "listeners_added", br.ListenersAdded, "listeners_removed", br.ListenersRemoved,
 		"clients_disconnected", len(br.Disconnected), "connectors_added", cr.Added, "connectors_removed", cr.Removed,
-		"connectors_changed", cr.Changed, "hardware", rep.Hardware, "took", took(t0)}
+		"connectors_changed", cr.Changed, "took", took(t0)}
+	if h := rep.Hardware; h != nil {
+		attrs = append(attrs, "ports_added", h.Added, "ports_removed", h.Removed, "ports_changed", h.Changed, "modbus", h.Modbus)
+	}
 	if len(errs) > 0 {
 		log.Error("reload partly failed", append(attrs, "err", errors.Join(errs...))...)
 		return finish(reloadPartial, errors.Join(errs...))
@@ -238,12 +233,11 @@ func restartOnly(start, next *config.Config) []string {
 // hardware is the running hardware manager.
 func (d *daemon) hardware() *hardware.Manager { return d.rl.hw.Load() }
 
-// startHardware builds and runs the serial and modbus ports of cfg. Its metrics replace the
-// previous manager's (counters restart from zero after a hardware reload).
+// startHardware builds and runs the serial and modbus ports of cfg (reloads go to
+// hardware.Manager.Reload).
 func (d *daemon) startHardware(cfg hardware.Config) error {
 	log := d.rl.log
-	d.rl.hwReg.unregisterAll()
-	hw, err := hardware.New(cfg, d.broker, log.With("component", "hardware"), d.rl.hwReg)
+	hw, err := hardware.New(cfg, d.broker, log.With("component", "hardware"), d.rl.reg)
 	if err != nil {
 		return fmt.Errorf("hardware: %w", err)
 	}
@@ -275,43 +269,6 @@ func (d *daemon) stopHardware() {
 	d.rl.hwStop()
 	<-d.rl.hwDone
 	d.rl.hwStop = nil
-}
-
-// trackingRegisterer remembers what it registered so a restarted part can take its metric
-// names over.
-type trackingRegisterer struct {
-	reg prometheus.Registerer
-	mu  sync.Mutex
-	cs  []prometheus.Collector
-}
-
-func (t *trackingRegisterer) Register(c prometheus.Collector) error {
-	if err := t.reg.Register(c); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	t.cs = append(t.cs, c)
-	t.mu.Unlock()
-	return nil
-}
-
-func (t *trackingRegisterer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := t.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-func (t *trackingRegisterer) Unregister(c prometheus.Collector) bool { return t.reg.Unregister(c) }
-
-func (t *trackingRegisterer) unregisterAll() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, c := range t.cs {
-		t.reg.Unregister(c)
-	}
-	t.cs = nil
 }
 
 // orphaned lists the outboxes whose connector is no longer configured and that still hold
