@@ -109,6 +109,15 @@ func (b *Broker) Reload(cfg Config) (ReloadResult, error) {
 			used[match] = true
 			keep = append(keep, match)
 			tabs.listeners[match.id] = newListenerInfo(lc)
+			// Certificate, key and client CA files are read again: new handshakes get what
+			// they hold now, connected clients stay.
+			if match.spec.tls != nil {
+				if ts, err := newTLSSetup(lc); err != nil {
+					errs = append(errs, fmt.Errorf("broker: listener %s %s: %w (the previous certificate stays)", lc.Type, lc.Address, err))
+				} else {
+					match.spec.tls.cur.Store(ts.cur.Load())
+				}
+			}
 			continue
 		}
 		keep = append(keep, nil) // placeholder, bound below once the old socket is closed

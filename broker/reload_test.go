@@ -2,12 +2,16 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"slices"
 	"testing"
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edged-dev/edged/internal/testutil"
 )
 
 // A role narrowed so that a connected client's subscription is no longer allowed: the client
@@ -71,5 +75,40 @@ func TestReloadRefusals(t *testing.T) {
 	}
 	if got := b.Status().Listeners[0].Bound; got == "" {
 		t.Fatal("listener lost after a refused reload")
+	}
+}
+
+// A TLS listener whose certificate files were replaced behind the same paths serves the new
+// certificate to new clients after a reload, and keeps its connected clients.
+func TestReloadRotatesListenerCertificate(t *testing.T) {
+	pki := newPKI(t)
+	cfg := aclConfig(t)
+	cfg.Listeners = []Listener{{Type: ListenerTLS, Address: "127.0.0.1:0", Cert: pki.serverCert, Key: pki.serverKey}}
+	b := startBroker(t, Options{Config: cfg}, nil)
+	lost := make(chan error, 1)
+	old := mustV3(t, addr(b, 0), "c-old", v3opts{scheme: "ssl", tls: pki.clientTLS(t, ""), user: "ops", pass: "opspw", clean: true,
+		onLost: func(err error) { lost <- err }})
+
+	ca2 := testutil.NewTestCA(t)
+	ca2.WriteServerCert(t, pki.dir, "server", "127.0.0.1") // same paths, new certificate
+	res, err := b.Reload(cfg)
+	must(t, err)
+	if len(res.ListenersAdded)+len(res.ListenersRemoved)+len(res.Disconnected) != 0 {
+		t.Fatalf("certificate rotation changed listeners or clients: %+v", res)
+	}
+	pool2 := x509.NewCertPool()
+	pool2.AddCert(ca2.Cert)
+	if _, err := connectV3(t, addr(b, 0), "c-new", v3opts{scheme: "ssl", tls: &tls.Config{RootCAs: pool2, ServerName: "127.0.0.1"},
+		user: "ops", pass: "opspw", clean: true}); err != nil {
+		t.Fatalf("client trusting the new CA: %v", err)
+	}
+	if _, err := connectV3(t, addr(b, 0), "c-stale", v3opts{scheme: "ssl", tls: pki.clientTLS(t, ""), user: "ops", pass: "opspw", clean: true}); err == nil {
+		t.Fatal("the old certificate is still served after the reload")
+	}
+	must(t, waitTok(t, old.Publish("cmd/a", 1, false, "still connected")))
+	select {
+	case err := <-lost:
+		t.Fatalf("connected client dropped by a certificate rotation: %v", err)
+	default:
 	}
 }
