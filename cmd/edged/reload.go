@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,6 +283,28 @@ func orphaned(st storage.Stats) []string {
 		}
 	}
 	return out
+}
+
+// printReload adds the outboxes kept from removed connectors and the last reload to the
+// human status.
+func printReload(w io.Writer, d *statusDoc, now time.Time) {
+	for _, name := range d.Orphaned {
+		fmt.Fprintf(w, "  outbox %s: its connector was removed; kept until purged (POST /api/v1/outboxes/%s/purge)\n", name, name)
+	}
+	r := d.Reload
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nlast reload %s ago (%s): %s\n", since(r.At, now), r.By, r.Result)
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "  error: %s\n", e)
+	}
+	if len(r.NeedsRestart) > 0 {
+		fmt.Fprintf(w, "  needs a restart: %s\n", strings.Join(r.NeedsRestart, ", "))
+	}
 }
 
 // setupReload is `edged reload`: ask the running daemon to reload its config file.

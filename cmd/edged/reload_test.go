@@ -415,6 +415,9 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 	if r, _ := st["reload"].(map[string]any); r == nil || r["result"] != "refused" {
 		t.Errorf("status reload: %v", st["reload"])
 	}
+	if out, _, _ := runEdged(t, "status", "-admin", e.Admin); !regexp.MustCompile(`(?m)^last reload .* ago \(api 127\.0\.0\.1:\d+\): refused\n  .*bogus_key`).MatchString(out) {
+		t.Errorf("edged status does not show the refused reload:\n%s", out)
+	}
 	// And a good file is applied afterwards, through SIGHUP.
 	writeConfig(t, e, good)
 	before := reloadsApplied(t, e.Admin)
