@@ -203,7 +203,7 @@ bridge:
 					acked.Store(p, true)
 					nAcked.Add(1)
 				}
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 			}
 		}()
 	}
