@@ -418,8 +418,10 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 	if out, _, _ := runEdged(t, "status", "-admin", e.Admin); !regexp.MustCompile(`(?m)^last reload .* ago \(api 127\.0\.0\.1:\d+\): refused\n  .*bogus_key`).MatchString(out) {
 		t.Errorf("edged status does not show the refused reload:\n%s", out)
 	}
-	// And a good file is applied afterwards, through SIGHUP.
-	writeConfig(t, e, good)
+	// And a good file is applied afterwards, through SIGHUP; what only takes effect at start
+	// is reported, the rest applied.
+	next := strings.Replace(baseConfig(tcpListener(addr), "  max_clients: 500"), "gateway_id: gw-test", "gateway_id: gw-other", 1)
+	writeConfig(t, e, next)
 	before := reloadsApplied(t, e.Admin)
 	_ = e.Cmd.Process.Signal(syscall.SIGHUP)
 	testutil.WaitFor(t, 30*time.Second, 10*time.Millisecond, func() error {
@@ -428,6 +430,14 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 		}
 		return nil
 	})
+	st = statusDoc(t, e.Admin)
+	r, _ := st["reload"].(map[string]any)
+	if r == nil || r["by"] != "signal" || fmt.Sprint(r["needs_restart"]) != "[gateway_id broker.max_clients]" || st["gateway_id"] != "gw-test" {
+		t.Errorf("status after a reload needing a restart: gateway_id %v, reload %v", st["gateway_id"], r)
+	}
+	if !c.IsConnectionOpen() {
+		t.Fatal("client dropped by the reload")
+	}
 	stopClean(t, e)
 }
 
