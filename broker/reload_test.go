@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +112,35 @@ func TestReloadRotatesListenerCertificate(t *testing.T) {
 	case err := <-lost:
 		t.Fatalf("connected client dropped by a certificate rotation: %v", err)
 	default:
+	}
+}
+
+// A listener that cannot be bound fails the reload with its name, and everything else of the
+// new config is applied: the users, and the listener that could be bound.
+func TestReloadPartialWhenAPortIsTaken(t *testing.T) {
+	cfg := aclConfig(t)
+	b := startBroker(t, Options{Config: cfg}, nil)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer taken.Close()
+	next := aclConfig(t)
+	next.Users = cfg.Users[:1] // ops removed
+	next.Listeners = append(next.Listeners,
+		Listener{Type: ListenerTCP, Address: taken.Addr().String()},
+		Listener{Type: ListenerTCP, Address: "127.0.0.1:0"})
+	res, err := b.Reload(next)
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("reload with a taken port: %v", err)
+	}
+	if len(res.ListenersAdded) != 1 {
+		t.Fatalf("listeners added %v, want the one that could be bound", res.ListenersAdded)
+	}
+	lns := b.Status().Listeners
+	if len(lns) != 2 || lns[1].Bound == "" {
+		t.Fatalf("listeners after a partial reload: %+v", lns)
+	}
+	mustV3(t, lns[1].Bound, "d1", v3opts{user: "dev", pass: "devpw", clean: true})
+	if _, err := connectV3(t, lns[0].Bound, "o1", v3opts{user: "ops", pass: "opspw", clean: true}); err == nil {
+		t.Fatal("removed user ops still accepted after a partial reload")
 	}
 }
