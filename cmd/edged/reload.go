@@ -155,7 +155,6 @@ func (d *daemon) reload(by string) (*reloadReport, error) {
 		log.Error("reload refused: the new config has problems; the running config stays", "by", by, "problems", len(rep.Problems), "err", err)
 		return finish(reloadRefused, fmt.Errorf("reload refused: %w", err))
 	}
-	cur := d.current()
 	rep.NeedsRestart = restartOnly(d.cfg, next)
 
 	var errs []error
@@ -189,7 +188,13 @@ func (d *daemon) reload(by string) (*reloadReport, error) {
 		}
 	}
 
-	if a := d.rl.adm; a != nil && (cur.Admin.TokenFile != "" || next.Admin.TokenFile != "") {
+	// The kind of protection (token or loopback only) is the start-up one; a token behind the
+	// same or another file is re-read.
+	switch a := d.rl.adm; {
+	case a == nil:
+	case (d.cfg.Admin.TokenFile == "") != (next.Admin.TokenFile == ""):
+		rep.NeedsRestart = append(rep.NeedsRestart, "admin.token_file")
+	case next.Admin.TokenFile != "":
 		if err := a.SetToken(next.Admin.TokenFile); err != nil {
 			errs = append(errs, fmt.Errorf("admin token: %w", err))
 		}
