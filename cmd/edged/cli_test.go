@@ -205,8 +205,8 @@ func TestSIGHUPKeepsRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if !strings.Contains(e.Out.String(), "reload is not supported yet; restart to apply a new config") {
-			return fmt.Errorf("no SIGHUP warning logged")
+		if !strings.Contains(e.Out.String(), "msg=reloaded by=signal") {
+			return fmt.Errorf("SIGHUP did not reload")
 		}
 		return nil
 	})

@@ -37,6 +37,8 @@ type statusDoc struct {
 	Serial        []hardware.PortStatus    `json:"serial"`
 	Health        *admin.Health            `json:"health"`
 	Modbus        []modbus.BusStatus       `json:"modbus"`
+	Reload        *reloadReport            `json:"reload"`            // reload.go
+	Orphaned      []string                 `json:"orphaned_outboxes"` // reload.go
 }
 
 // storageDoc is storage.Stats as it travels in JSON (the outboxes' age in seconds).
@@ -162,6 +164,7 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 		printOutboxes(w, s.Outboxes, true)
 		printStore(w, &s.Stats, d.DataDirBytes, true)
 	}
+	printReload(w, d, now) // reload.go
 
 	fmt.Fprintln(w, "\nserial")
 	if len(d.Serial) == 0 {
