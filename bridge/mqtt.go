@@ -450,7 +450,7 @@ func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 	// whether or not the local publish worked, so a failed delivery was lost for good.
 	o := paho3.NewClientOptions().AddBroker(strings.Replace(ep.url, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
-		SetKeepAlive(m.cfg.KeepAlive).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
+		SetKeepAlive(m.keepalive3()).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
 		SetTLSConfig(m.tls).SetProtocolVersion(4).SetAutoAckDisabled(true).
 		SetConnectionLostHandler(func(paho3.Client, error) { drop() }).
 		// A resumed session's messages (the redelivery of an unacknowledged one above all)

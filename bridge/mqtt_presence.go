@@ -153,6 +153,19 @@ func (m *mqttConn) stopPresence(pl *presenceLoop, c5 *mqtt5.Client, c3 paho3.Cli
 	pl.wg.Wait()
 }
 
+// keepalive3 is the keepalive paho announces for 3.1.1. paho pings only after a whole
+// keepalive without traffic, so the broker's last packet from us may be a keepalive older than
+// the moment the link died, and the will would come up to 2.5 x keepalive later. With presence
+// it announces half the configured keepalive: pings come every half keepalive or so and the
+// will within 1.5 x keepalive of the link's death, as with protocol 5 (whose client pings every
+// half keepalive anyway).
+func (m *mqttConn) keepalive3() time.Duration {
+	if m.cfg.Presence == nil {
+		return m.cfg.KeepAlive
+	}
+	return max(m.cfg.KeepAlive/2, time.Second)
+}
+
 // Endpoints implements Failoverable.
 func (m *mqttConn) Endpoints() []string {
 	out := make([]string, len(m.eps))
