@@ -23,14 +23,15 @@ import (
 // backoff.max + connect_timeout. While it is not on the primary, a prober checks the primary
 // every probeInterval with a full protocol handshake (MQTT CONNECT/CONNACK with its own client
 // id, a WebSocket upgrade, an HTTP answer): an endpoint that accepts TCP but never answers the
-// protocol is not healthy. After failoverSuccesses consecutive successes (a hold time of
-// (failoverSuccesses-1) x probeInterval, so a flapping primary is not chosen) the forwarder
-// switches back at the next batch boundary: every message in flight has a result by then, so
+// protocol is not healthy. After failoverSuccesses consecutive successes spanning at least a
+// hold time of (failoverSuccesses-1) x probeInterval (so a flapping primary is not chosen) the
+// forwarder switches back at the next batch boundary: every message in flight has a result by then, so
 // the order promise holds across endpoints (a message confirmed nowhere is sent again on the
 // next endpoint with the same id; the remote dedupes by id).
 //
 // probeInterval is backoff.max / 2: a primary that is healthy again carries the traffic within
-// about 1.5 x backoff.max (first probe, hold time, batch boundary).
+// about 1.5 x backoff.max (first probe, hold time, batch boundary), plus up to connect_timeout
+// when a probe was still waiting on the endpoint's half-open past.
 const failoverSuccesses = 3
 
 // Failoverable is implemented by connectors configured with several endpoints.
@@ -124,9 +125,11 @@ func (f *forwarder) probePrimary(ctx context.Context) {
 		return
 	}
 	interval := max(f.cfg.Backoff.Max/2, 50*time.Millisecond)
+	hold := time.Duration(failoverSuccesses-1) * interval
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	streak := 0
+	var first time.Time // of the current streak
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,7 +154,12 @@ func (f *forwarder) probePrimary(ctx context.Context) {
 			continue
 		}
 		streak++
-		if streak >= failoverSuccesses {
+		if streak == 1 {
+			first = time.Now()
+		}
+		// A probe that waited out a dead endpoint lets ticks pile up; the hold time, not only
+		// the count, makes the primary prove itself for a while.
+		if streak >= failoverSuccesses && time.Since(first) >= hold {
 			streak = 0
 			select {
 			case f.fo.back <- struct{}{}:
