@@ -2,6 +2,9 @@ package bridge_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
+	"github.com/edged-dev/edged/wire"
 )
 
 // Two clouds; the primary dies mid-drain, comes back half-open (TCP accepted, MQTT never
@@ -246,4 +250,118 @@ func publishBurst(c paho3.Client, topic string, from, n int) error {
 		}
 	}
 	return nil
+}
+
+// The http connector fails over the same way: its probe is a HEAD request, which a half-open
+// primary (TCP accepted, no HTTP answer) fails.
+func TestFailoverHTTP(t *testing.T) {
+	var rec arrivals
+	server := func(name string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodHead {
+				w.WriteHeader(http.StatusMethodNotAllowed) // answered: alive
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			b, err := wire.UnmarshalBatchJSON(body)
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			rec.mu.Lock()
+			for _, e := range b.Envelopes {
+				rec.log = append(rec.log, arrival{Cloud: name, Topic: e.Topic, Payload: e.Payload, ID: e.ID.String(), At: time.Now()})
+			}
+			rec.mu.Unlock()
+			w.WriteHeader(http.StatusOK)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	primary, secondary := server("primary"), server("secondary")
+	px := startHoleProxy(t, primary.Listener.Addr().String())
+	const backoffMax = 2 * time.Second
+	cfg := decodeConnector(t, fmt.Sprintf(`
+name: im
+type: http
+urls: [http://%s/v1/messages, %s/v1/messages]
+connect_timeout: 1s
+timeout: 1s
+backoff: {min: 50ms, max: %v}
+batch: {max_messages: 50}
+forward:
+  - {from: "alerts/#", to: "alerts", qos: 1}
+`, px.Addr(), secondary.URL, backoffMax))
+	s := startStack(t, "", cfg)
+	pub := localClient(t, s.addr, "pub")
+	next := 0
+	burst := func(n int) {
+		t.Helper()
+		if err := publishBurst(pub, "alerts/x", next, n); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+	}
+	count := func(cloud string) int {
+		n := 0
+		for _, a := range rec.snapshot() {
+			if a.Cloud == cloud {
+				n++
+			}
+		}
+		return n
+	}
+	burst(500)
+	waitFor(t, 20*time.Second, func() error {
+		if n := count("primary"); n < 500 {
+			return fmt.Errorf("primary has %d", n)
+		}
+		return nil
+	})
+	px.SetMode(modeDead)
+	burst(500)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("im"); st.EndpointIndex != 1 || count("secondary") < 500 {
+			return fmt.Errorf("endpoint %d, secondary has %d", st.EndpointIndex, count("secondary"))
+		}
+		return nil
+	})
+	px.SetMode(modeBlackhole)
+	before := px.Accepted()
+	for end := time.Now().Add(3 * backoffMax); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if st := s.status("im"); st.EndpointIndex != 1 {
+			t.Fatalf("switched to the half-open primary")
+		}
+	}
+	if px.Accepted() == before {
+		t.Fatalf("no probe reached the half-open primary")
+	}
+	healthy := time.Now()
+	px.SetMode(modeForward)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("im"); st.EndpointIndex != 0 {
+			return fmt.Errorf("endpoint %d", st.EndpointIndex)
+		}
+		return nil
+	})
+	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max = %v)", time.Since(healthy).Round(time.Millisecond), 2*backoffMax)
+	if took := time.Since(healthy); took > 2*backoffMax {
+		t.Fatalf("return to the primary took %v, want <= %v", took, 2*backoffMax)
+	}
+	burst(500)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("im"); st.Depth != 0 {
+			return fmt.Errorf("depth %d", st.Depth)
+		}
+		return nil
+	})
+	all := rec.snapshot()
+	msgs := make([]cloudMsg, 0, len(all))
+	for _, a := range all {
+		msgs = append(msgs, cloudMsg{Topic: a.Topic, Payload: a.Payload, ID: a.ID})
+	}
+	checkSeqs(t, msgs, next, rawSeq)
+	if last := all[len(all)-1]; last.Cloud != "primary" {
+		t.Fatalf("last message at %s", last.Cloud)
+	}
 }
