@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"gopkg.in/yaml.v3"
 
@@ -351,6 +353,119 @@ forward:
 	burst(500)
 	waitFor(t, 20*time.Second, func() error {
 		if st := s.status("im"); st.Depth != 0 {
+			return fmt.Errorf("depth %d", st.Depth)
+		}
+		return nil
+	})
+	all := rec.snapshot()
+	msgs := make([]cloudMsg, 0, len(all))
+	for _, a := range all {
+		msgs = append(msgs, cloudMsg{Topic: a.Topic, Payload: a.Payload, ID: a.ID})
+	}
+	checkSeqs(t, msgs, next, rawSeq)
+	if last := all[len(all)-1]; last.Cloud != "primary" {
+		t.Fatalf("last message at %s", last.Cloud)
+	}
+}
+
+// The websocket connector fails over the same way: its probe is the opening handshake.
+func TestFailoverWebSocket(t *testing.T) {
+	var rec arrivals
+	server := func(name string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			for {
+				_, data, err := c.Read(r.Context())
+				if err != nil {
+					return
+				}
+				b, err := wire.UnmarshalBatchJSON(data)
+				if err != nil || len(b.Envelopes) == 0 {
+					continue // not a batch (a control frame): nothing to record
+				}
+				rec.mu.Lock()
+				for _, e := range b.Envelopes {
+					rec.log = append(rec.log, arrival{Cloud: name, Topic: e.Topic, Payload: e.Payload, ID: e.ID.String(), At: time.Now()})
+				}
+				rec.mu.Unlock()
+				ack, _ := json.Marshal(map[string]string{"ack": b.Envelopes[len(b.Envelopes)-1].ID.String()})
+				if err := c.Write(r.Context(), websocket.MessageText, ack); err != nil {
+					return
+				}
+			}
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	primary, secondary := server("primary"), server("secondary")
+	px := startHoleProxy(t, primary.Listener.Addr().String())
+	const backoffMax = 2 * time.Second
+	cfg := decodeConnector(t, fmt.Sprintf(`
+name: ws
+type: websocket
+urls: [ws://%s/v1/stream, ws://%s/v1/stream]
+connect_timeout: 1s
+backoff: {min: 50ms, max: %v}
+batch: {max_messages: 50}
+forward:
+  - {from: "events/#", to: "{topic}", qos: 1}
+`, px.Addr(), secondary.Listener.Addr().String(), backoffMax))
+	s := startStack(t, "", cfg)
+	s.waitConnected("ws")
+	pub := localClient(t, s.addr, "pub")
+	next := 0
+	burst := func(n int) {
+		t.Helper()
+		if err := publishBurst(pub, "events/x", next, n); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+	}
+	burst(300)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("ws"); st.Depth != 0 {
+			return fmt.Errorf("depth %d", st.Depth)
+		}
+		return nil
+	})
+	px.SetMode(modeDead)
+	burst(300)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("ws"); st.EndpointIndex != 1 || st.Depth != 0 {
+			return fmt.Errorf("endpoint %d, depth %d", st.EndpointIndex, st.Depth)
+		}
+		return nil
+	})
+	px.SetMode(modeBlackhole)
+	before := px.Accepted()
+	for end := time.Now().Add(3 * backoffMax); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if st := s.status("ws"); st.EndpointIndex != 1 {
+			t.Fatalf("switched to the half-open primary")
+		}
+	}
+	if px.Accepted() == before {
+		t.Fatalf("no probe reached the half-open primary")
+	}
+	healthy := time.Now()
+	px.SetMode(modeForward)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("ws"); st.EndpointIndex != 0 || st.State != bridge.StateConnected {
+			return fmt.Errorf("endpoint %d, state %s", st.EndpointIndex, st.State)
+		}
+		return nil
+	})
+	took := time.Since(healthy)
+	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max = %v)", took.Round(time.Millisecond), 2*backoffMax)
+	if took > 2*backoffMax {
+		t.Fatalf("return to the primary took %v, want <= %v", took, 2*backoffMax)
+	}
+	burst(300)
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status("ws"); st.Depth != 0 {
 			return fmt.Errorf("depth %d", st.Depth)
 		}
 		return nil
