@@ -208,6 +208,9 @@ func (w *quantileWindow) quantiles(now time.Time, qs ...float64) ([]time.Duratio
 // delivery is one forwarder's delivery figures for status.
 type delivery struct {
 	latency, rtt quantileWindow
+	// The series of this connector, looked up once: they are hit per message.
+	latObs, rttObs prometheus.Observer
+	bytesC         prometheus.Counter
 	mu           sync.Mutex
 	byClass      map[string]uint64
 	bytes        uint64
@@ -256,9 +259,9 @@ func (d *delivery) status(now time.Time) DeliveryStatus {
 func (f *forwarder) initDelivery() {
 	dm := f.b.dm
 	f.dlv.byClass = map[string]uint64{}
-	dm.latency.WithLabelValues(f.cfg.Name)
-	dm.rtt.WithLabelValues(f.cfg.Name)
-	dm.bytes.WithLabelValues(f.cfg.Name)
+	f.dlv.latObs = dm.latency.WithLabelValues(f.cfg.Name)
+	f.dlv.rttObs = dm.rtt.WithLabelValues(f.cfg.Name)
+	f.dlv.bytesC = dm.bytes.WithLabelValues(f.cfg.Name)
 	dm.failovers.WithLabelValues(f.cfg.Name)
 	for _, c := range allClasses {
 		dm.failures.WithLabelValues(f.cfg.Name, c)
@@ -279,8 +282,8 @@ func (f *forwarder) observeDelivered(m *Message, sentAt, ackAt time.Time) {
 	lat := ackAt.Sub(time.UnixMilli(m.Env.Time))
 	lat = max(lat, 0) // the capture clock is milliseconds; a sub-ms delivery must not go negative
 	rtt := ackAt.Sub(sentAt)
-	f.b.dm.latency.WithLabelValues(f.cfg.Name).Observe(lat.Seconds())
-	f.b.dm.rtt.WithLabelValues(f.cfg.Name).Observe(rtt.Seconds())
+	f.dlv.latObs.Observe(lat.Seconds())
+	f.dlv.rttObs.Observe(rtt.Seconds())
 	f.dlv.latency.observe(ackAt, lat)
 	f.dlv.rtt.observe(ackAt, rtt)
 }
@@ -290,7 +293,7 @@ func (f *forwarder) countBytes(n int) {
 	if n <= 0 {
 		return
 	}
-	f.b.dm.bytes.WithLabelValues(f.cfg.Name).Add(float64(n))
+	f.dlv.bytesC.Add(float64(n))
 	f.dlv.mu.Lock()
 	f.dlv.bytes += uint64(n)
 	f.dlv.mu.Unlock()
