@@ -405,7 +405,9 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 			case <-linkDone:
 				return errors.New("link closed")
 			case <-f.fo.back:
-				return errSwitchBack
+				if f.fo.current() != 0 { // not a signal that raced a failover onto the primary
+					return errSwitchBack
+				}
 			case <-notify:
 			}
 			continue
@@ -446,7 +448,9 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 		}
 		select {
 		case <-f.fo.back: // at a batch boundary: nothing in flight
-			return errSwitchBack
+			if f.fo.current() != 0 {
+				return errSwitchBack
+			}
 		default:
 		}
 	}
