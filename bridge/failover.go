@@ -25,13 +25,14 @@ import (
 // id, a WebSocket upgrade, an HTTP answer): an endpoint that accepts TCP but never answers the
 // protocol is not healthy. After failoverSuccesses consecutive successes spanning at least a
 // hold time of (failoverSuccesses-1) x probeInterval (so a flapping primary is not chosen) the
-// forwarder switches back at the next batch boundary: every message in flight has a result by then, so
-// the order promise holds across endpoints (a message confirmed nowhere is sent again on the
-// next endpoint with the same id; the remote dedupes by id).
+// forwarder switches back at the next batch boundary: every message in flight has a result by
+// then, so the order promise holds across endpoints (a message confirmed nowhere is sent again
+// on the next endpoint with the same id; the remote dedupes by id).
 //
-// probeInterval is backoff.max / 2: a primary that is healthy again carries the traffic within
-// about 1.5 x backoff.max (first probe, hold time, batch boundary), plus up to connect_timeout
-// when a probe was still waiting on the endpoint's half-open past.
+// probeInterval is backoff.max / 3 (re-armed after each probe), so a primary that is healthy
+// again carries the traffic after at most one interval plus the hold time, about backoff.max,
+// plus the probes' own time and the batch boundary; plus up to connect_timeout when a probe was
+// still waiting on the endpoint's half-open past.
 const failoverSuccesses = 3
 
 // Failoverable is implemented by connectors configured with several endpoints.
@@ -124,9 +125,11 @@ func (f *forwarder) probePrimary(ctx context.Context) {
 	if f.fo.conn == nil {
 		return
 	}
-	interval := max(f.cfg.Backoff.Max/2, 50*time.Millisecond)
+	interval := max(f.cfg.Backoff.Max/3, 50*time.Millisecond)
 	hold := time.Duration(failoverSuccesses-1) * interval
-	t := time.NewTicker(interval)
+	// A timer re-armed after each probe, not a ticker: a probe that waited out a half-open
+	// endpoint must not leave ticks queued that would fire the next probes back to back.
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	streak := 0
 	var first time.Time // of the current streak
@@ -136,6 +139,7 @@ func (f *forwarder) probePrimary(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(interval)
 		if f.fo.current() == 0 {
 			streak = 0
 			continue
@@ -157,8 +161,8 @@ func (f *forwarder) probePrimary(ctx context.Context) {
 		if streak == 1 {
 			first = time.Now()
 		}
-		// A probe that waited out a dead endpoint lets ticks pile up; the hold time, not only
-		// the count, makes the primary prove itself for a while.
+		// The count alone could be met quickly by fast probes; the hold time makes the primary
+		// prove itself for a while.
 		if streak >= failoverSuccesses && time.Since(first) >= hold {
 			streak = 0
 			select {
