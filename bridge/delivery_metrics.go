@@ -211,10 +211,10 @@ type delivery struct {
 	// The series of this connector, looked up once: they are hit per message.
 	latObs, rttObs prometheus.Observer
 	bytesC         prometheus.Counter
-	mu           sync.Mutex
-	byClass      map[string]uint64
-	bytes        uint64
-	failovers    uint64
+	mu             sync.Mutex
+	byClass        map[string]uint64
+	bytes          uint64
+	failovers      uint64
 }
 
 // DeliveryStatus is the delivery part of ConnectorStatus: quantiles over the last five minutes
