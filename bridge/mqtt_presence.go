@@ -14,10 +14,11 @@ import (
 )
 
 // publisher sends one QoS 1 presence message on the live link; done gets the remote's answer.
-type publisher func(ctx context.Context, topic string, body []byte, contentType string, retain bool, done func(error)) error
+// A goroutine it needs to wait for the answer is counted in wg and ends when ctx does.
+type publisher func(ctx context.Context, wg *sync.WaitGroup, topic string, body []byte, contentType string, retain bool, done func(error)) error
 
 func c5Publisher(c *mqtt5.Client) publisher {
-	return func(ctx context.Context, topic string, body []byte, ct string, retain bool, done func(error)) error {
+	return func(ctx context.Context, _ *sync.WaitGroup, topic string, body []byte, ct string, retain bool, done func(error)) error {
 		p := &packets.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: body, Properties: &packets.Properties{ContentType: ct}}
 		if err := c.PublishAsync(ctx, p, done); err != nil {
 			return err
@@ -27,9 +28,11 @@ func c5Publisher(c *mqtt5.Client) publisher {
 }
 
 func c3Publisher(c paho3.Client) publisher {
-	return func(ctx context.Context, topic string, body []byte, _ string, retain bool, done func(error)) error {
+	return func(ctx context.Context, wg *sync.WaitGroup, topic string, body []byte, _ string, retain bool, done func(error)) error {
 		tok := c.Publish(topic, 1, retain, body)
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			select {
 			case <-tok.Done():
 				done(tok.Error())
@@ -85,7 +88,7 @@ func (m *mqttConn) startPresence(pub publisher, linkDone <-chan struct{}) {
 	}
 	if body, ct, err := presenceBody(m.cfg.Format, m.env.GatewayID, topic, []byte(PresenceOnline), "text/plain"); err == nil {
 		m.env.bytesOut(len(body) + len(topic))
-		if err := pub(ctx, topic, body, ct, true, report("online")); err != nil {
+		if err := pub(ctx, &pl.wg, topic, body, ct, true, report("online")); err != nil {
 			log.Warn("presence: online not sent", "err", m.scrub.Error(err))
 		}
 	}
@@ -102,7 +105,7 @@ func (m *mqttConn) startPresence(pub publisher, linkDone <-chan struct{}) {
 			body, ct, err := healthBody(m.cfg.Format, m.env.GatewayID, htopic, m.env.Health())
 			if err == nil {
 				m.env.bytesOut(len(body) + len(htopic))
-				err = pub(ctx, htopic, body, ct, false, report("health"))
+				err = pub(ctx, &pl.wg, htopic, body, ct, false, report("health"))
 			}
 			if err != nil && ctx.Err() == nil {
 				log.Warn("presence: health report not sent", "err", m.scrub.Error(err))
@@ -140,7 +143,7 @@ func (m *mqttConn) stopPresence(pl *presenceLoop, c5 *mqtt5.Client, c3 paho3.Cli
 		if w := m.will5(); w != nil {
 			acked := make(chan struct{})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := pl.pub(ctx, w.Topic, w.Payload, w.ContentType, true, func(error) { close(acked) }); err == nil {
+			if err := pl.pub(ctx, &pl.wg, w.Topic, w.Payload, w.ContentType, true, func(error) { close(acked) }); err == nil {
 				select {
 				case <-acked:
 				case <-ctx.Done():
