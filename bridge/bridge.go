@@ -42,6 +42,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer for the edged_bridge_* metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// Version of edged, reported in health messages (presence.health_topic).
+	Version string
 }
 
 // Bridge owns the connectors, their rules and forwarders.
@@ -49,11 +51,13 @@ type Bridge struct {
 	opts  Options
 	log   *slog.Logger
 	m     *metrics
+	dm    *deliveryMetrics
 	fwds  []*forwarder // as built by New; the running set is forwarders() (Reload swaps it)
 	local Local
 	rl    reloadState
 
 	runOnce sync.Once
+	started time.Time // for the uptime in health messages
 }
 
 // New builds the connectors and opens their outboxes. It never dials: a dead remote cannot
@@ -75,7 +79,11 @@ func New(o Options) (*Bridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: metrics: %w", err)
 	}
-	b := &Bridge{opts: o, log: o.Logger, m: m, local: o.Local}
+	dm, err := newDeliveryMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: metrics: %w", err)
+	}
+	b := &Bridge{opts: o, log: o.Logger, m: m, dm: dm, local: o.Local, started: time.Now()}
 	for i, cfg := range o.Connectors {
 		c := cfg.Common()
 		if err := cfg.Validate(); err != nil {
@@ -144,13 +152,16 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}
 	f.ob = ob
-	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub}
+	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub,
+		BytesOut: f.countBytes, Health: b.healthReporter()}
 	conn, err := t.New(cfg, env)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, scrub.Error(err))
 	}
 	f.conn = conn
 	f.initStatus()
+	f.initDelivery()
+	f.initFailover()
 	return f, nil
 }
 

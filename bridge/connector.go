@@ -72,6 +72,19 @@ type Env struct {
 	// the standard library embed whole URLs. The Logger already scrubs with it. Never nil
 	// when the bridge builds the connector.
 	Scrub *redact.Scrubber
+	// BytesOut counts bytes of message bodies written toward the remote (delivery metrics);
+	// nil outside a Bridge.
+	BytesOut func(n int)
+	// Health returns a fresh health report for presence.health_topic (each call resets the
+	// drops counted "since last"); nil outside a Bridge.
+	Health func() *HealthReport
+}
+
+// bytesOut calls env.BytesOut if set.
+func (env *Env) bytesOut(n int) {
+	if env.BytesOut != nil {
+		env.BytesOut(n)
+	}
 }
 
 // SecretHolder is implemented by connector configs that hold credentials (URL userinfo and

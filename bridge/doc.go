@@ -45,6 +45,15 @@
 // the remote confirms nothing for stall_timeout, the connector is marked "stalled", counted
 // and reconnected.
 //
+// Failover (urls: [primary, secondary, ...] on mqtt, http and websocket) lives in the
+// forwarder too (failover.go): a failure moves to the next endpoint; a prober brings the
+// forwarder back to the primary at a batch boundary once the primary passed protocol-level
+// probes for a hold time. Delivery metrics (delivery_metrics.go): per delivered message the
+// capture-to-ack latency and the hand-over-to-ack round trip (Prometheus histograms and a
+// five-minute quantile window for status), bytes on the wire (Env.BytesOut), failures by
+// class (failureClass). Presence (presence.go, mqtt only): the retained online/offline status
+// with an MQTT will, and periodic health reports built from every connector's outbox.
+//
 // # mqtt connector
 //
 // MQTT 5 (default) uses a small pipelined client (bridge/internal/mqtt5): QoS 1 publishes are

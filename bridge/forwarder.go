@@ -59,6 +59,13 @@ type ConnectorStatus struct {
 	Reconnects  uint64 `json:"reconnects"`
 	Stalls      uint64 `json:"stalls"`
 	Downlink    uint64 `json:"downlink"`
+	// EndpointIndex is the index into urls of the endpoint in use (0 = primary); Endpoints how
+	// many are configured; Failovers how often the connector switched between them.
+	EndpointIndex int    `json:"endpoint_index"`
+	Endpoints     int    `json:"endpoints,omitempty"`
+	Failovers     uint64 `json:"failovers"`
+	// Delivery holds latency quantiles over the last minutes, bytes and failures by class.
+	Delivery DeliveryStatus `json:"delivery"`
 }
 
 type metrics struct {
@@ -123,6 +130,8 @@ type forwarder struct {
 	errReported int
 	retryFirst  uint64 // first seq and size of the last failed batch (forwarder goroutine only)
 	retryN      int
+	dlv         delivery
+	fo          failover
 
 	sent, failed, dead, reconnects, stalls, downlinkN atomic.Uint64
 	inflight                                          atomic.Int64
@@ -165,6 +174,7 @@ func (f *forwarder) fail(reason string, err error) {
 	err = f.scrub.Error(err)
 	f.failed.Add(1)
 	f.m.failed.WithLabelValues(f.cfg.Name, reason).Inc()
+	f.countFailure(err)
 	f.mu.Lock()
 	f.lastErr, f.lastErrAt = err.Error(), time.Now()
 	f.errReported++
@@ -199,6 +209,8 @@ func (f *forwarder) status() ConnectorStatus {
 		Window: f.window, SentRate: f.rate,
 	}
 	f.mu.Unlock()
+	s.Delivery = f.dlv.status(now)
+	s.Endpoint, s.EndpointIndex, s.Endpoints, s.Failovers = f.fo.status(f.endpoint)
 	s.Depth, s.Bytes, s.OldestAgeSeconds, s.DeadLetterDepth = outboxStats(st)
 	s.Inflight = f.inflight.Load()
 	s.Sent, s.Failed, s.DeadLetters = sent, f.failed.Load(), f.dead.Load()
@@ -285,6 +297,12 @@ func (f *forwarder) run(ctx context.Context) {
 	bo := &backoff{min: f.cfg.Backoff.Min, max: f.cfg.Backoff.Max}
 	br := &breaker{failures: f.cfg.Breaker.Failures, openFor: f.cfg.Breaker.OpenFor}
 	connected := 0
+	pctx, stopProbe := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() { defer pwg.Done(); f.probePrimary(pctx) }()
+	defer pwg.Wait()
+	defer stopProbe()
 	for ctx.Err() == nil {
 		if w := br.wait(); w > 0 {
 			f.setState(StateOpen)
@@ -304,6 +322,7 @@ func (f *forwarder) run(ctx context.Context) {
 		if err != nil {
 			f.conn.Close()
 			f.fail("connect", fmt.Errorf("connect: %w", err))
+			f.failoverNext()
 			f.setState(StateBackingOff)
 		} else {
 			connected++
@@ -326,6 +345,11 @@ func (f *forwarder) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, errSwitchBack) {
+				f.switchTo(0, "primary healthy again")
+				continue
+			}
+			f.failoverNext()
 			switch {
 			case errors.Is(err, errStalled):
 				f.stalls.Add(1)
@@ -380,6 +404,10 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 				return ctx.Err()
 			case <-linkDone:
 				return errors.New("link closed")
+			case <-f.fo.back:
+				if f.fo.current() != 0 { // not a signal that raced a failover onto the primary
+					return errSwitchBack
+				}
 			case <-notify:
 			}
 			continue
@@ -418,6 +446,13 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 		if err != nil {
 			return err
 		}
+		select {
+		case <-f.fo.back: // at a batch boundary: nothing in flight
+			if f.fo.current() != 0 {
+				return errSwitchBack
+			}
+		default:
+		}
 	}
 }
 
@@ -429,6 +464,8 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 		mu       sync.Mutex
 		results  = make([]error, len(msgs))
 		got      = make([]bool, len(msgs))
+		ackAt    = make([]time.Time, len(msgs))
+		sentAt   = time.Now()
 		finished bool
 	)
 	progress := make(chan struct{}, 1)
@@ -443,6 +480,9 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 			return
 		}
 		got[i], results[i] = true, err
+		if err == nil {
+			ackAt[i] = time.Now()
+		}
 		mu.Unlock()
 		f.inflight.Add(-1)
 		select {
@@ -507,9 +547,11 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 			}
 			f.dead.Add(1)
 			f.m.failed.WithLabelValues(f.cfg.Name, "rejected").Inc()
+			f.countFailure(r)
 			f.log.Warn("message rejected permanently; moved to dead letters", "id", m.Env.ID.String(), "topic", m.Env.Topic, "err", r)
 		} else {
 			okN++
+			f.observeDelivered(m, sentAt, ackAt[i])
 		}
 		upto = m.Seq
 		done++

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/edged-dev/edged/bridge"
@@ -55,6 +56,7 @@ type stack struct {
 	db     *storage.DB
 	br     *broker.Broker
 	b      *bridge.Bridge
+	reg    *prometheus.Registry // the bridge's metrics
 	addr   string
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -85,7 +87,8 @@ func startStack(t testing.TB, dir string, conns ...bridge.ConnectorConfig) *stac
 		db.Close()
 		t.Fatal(err)
 	}
-	b, err := bridge.New(bridge.Options{Connectors: conns, GatewayID: "gw1", DB: db, Defaults: storage.Defaults(), Local: br, Logger: log})
+	reg := prometheus.NewRegistry()
+	b, err := bridge.New(bridge.Options{Connectors: conns, GatewayID: "gw1", DB: db, Defaults: storage.Defaults(), Local: br, Logger: log, Registerer: reg})
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -97,7 +100,7 @@ func startStack(t testing.TB, dir string, conns ...bridge.ConnectorConfig) *stac
 		db.Close()
 		t.Fatal(err)
 	}
-	s := &stack{t: t, dir: dir, db: db, br: br, b: b, cancel: cancel, done: make(chan struct{})}
+	s := &stack{t: t, dir: dir, db: db, br: br, b: b, reg: reg, cancel: cancel, done: make(chan struct{})}
 	s.addr = br.Status().Listeners[0].Bound
 	go func() { b.Run(ctx); close(s.done) }()
 	t.Cleanup(s.stop)

@@ -37,6 +37,10 @@ type HTTPConfig struct {
 	// and is allowed only with auth type none; query parameters (?access_token=...) are sent
 	// unchanged. Redirects are never followed (a 3xx is a retried failure: fix the url).
 	URL string `yaml:"url"`
+	// URLs lists endpoints for failover, primary first (instead of url; same rules): on
+	// failure the connector moves to the next and returns to the primary once it answered a
+	// HEAD request (any status below 500) a few times in a row.
+	URLs []string `yaml:"urls"`
 	// Auth: none, bearer, token or hmac.
 	Auth AuthConfig `yaml:"auth"`
 	// TLS settings for https://.
@@ -58,11 +62,14 @@ func (c *HTTPConfig) defaults() {
 func (c *HTTPConfig) Validate() error {
 	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, false)}
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, confkit.Errorf("url", "%q: want an http:// or https:// URL", redact.URL(c.URL)))
-	} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
-		errs = append(errs, confkit.Errorf("url", "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(c.URL), c.Auth.Type))
-	}
+	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return []error{confkit.Errorf(key, "%q: want an http:// or https:// URL", redact.URL(raw))}
+		} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
+			return []error{confkit.Errorf(key, "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(raw), c.Auth.Type)}
+		}
+		return nil
+	})...)
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
 	if c.Timeout < 0 {
@@ -73,11 +80,15 @@ func (c *HTTPConfig) Validate() error {
 
 // Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
 func (c *HTTPConfig) Secrets() []string {
-	return append(urlAndHeaderSecrets(c.URL, c.Headers), redact.URLSecrets(c.Auth.TokenURL)...)
+	out := urlAndHeaderSecrets(c.URL, c.Headers)
+	for _, u := range c.URLs {
+		out = append(out, redact.URLSecrets(u)...)
+	}
+	return append(out, redact.URLSecrets(c.Auth.TokenURL)...)
 }
 
-// Endpoint implements Endpointer.
-func (c *HTTPConfig) Endpoint() string { return redact.URL(c.URL) }
+// Endpoint implements Endpointer: the primary.
+func (c *HTTPConfig) Endpoint() string { return redact.URL(endpointList(c.URL, c.URLs)[0]) }
 
 // urlAndHeaderSecrets lists the credentials of a URL (userinfo password, secret query values)
 // and every configured header value (headers carry API keys).
@@ -95,6 +106,7 @@ type httpConn struct {
 	client *http.Client
 	auth   *authorizer
 	scrub  *redact.Scrubber
+	eps    endpoints
 }
 
 func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
@@ -121,7 +133,7 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", scrub.Error(err))
 	}
-	return &httpConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub}, nil
+	return &httpConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs)}, nil
 }
 
 // Connect fetches a token for auth type token; otherwise there is nothing to dial ahead.
@@ -165,9 +177,11 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 		}
 		return nil
 	}
+	h.env.bytesOut(len(body))
 	status, retryAfter, respBody, redir, err := h.post(ctx, msgs, body, batched)
 	if err == nil && status == http.StatusUnauthorized && (h.cfg.Auth.Type == "token" || h.cfg.Auth.Type == "bearer") {
 		h.auth.invalidate()
+		h.env.bytesOut(len(body))
 		status, retryAfter, respBody, redir, err = h.post(ctx, msgs, body, batched)
 	}
 	if err != nil {
@@ -188,6 +202,9 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	default:
 		res = Permanent(fmt.Errorf("http %d: %s", status, snippet(respBody)))
 	}
+	if res != nil {
+		res = &StatusError{Code: status, Err: res} // classed in failures_total
+	}
 	// A response body may echo the request (URL, headers): mask before anyone prints it.
 	res = h.scrub.Error(res)
 	for i := range msgs {
@@ -198,7 +215,7 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 
 // post sends one request; redir is a *RedirectError for a 3xx answer (never followed).
 func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batched bool) (status int, retryAfter time.Duration, rb []byte, redir, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.eps.url(), bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, nil, nil, err
 	}

@@ -45,6 +45,13 @@ type MQTTConfig struct {
 	// and wss:// (sent on the handshake, e.g. ?token=...). Credentials are masked in every log,
 	// status and error.
 	URL string `yaml:"url"`
+	// URLs lists brokers for failover, primary first (instead of url; same forms): on failure
+	// the connector moves to the next, and returns to the primary once it answered MQTT
+	// CONNECTs a few times in a row (see "Failover" in the README).
+	URLs []string `yaml:"urls"`
+	// Presence announces the gateway upstream: retained online/offline (will) and periodic
+	// health reports. Default: off.
+	Presence *PresenceConfig `yaml:"presence"`
 	// Protocol is the MQTT version: "5" (default) or "3.1.1". With 5 every message carries its
 	// envelope id as user property `id`, PUBACK reason codes >= 0x80 dead-letter the message and
 	// the server's Receive Maximum bounds the window. With 3.1.1 there are no user properties:
@@ -78,6 +85,7 @@ func (c *MQTTConfig) defaults() {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 30 * time.Second
 	}
+	c.Presence.defaults()
 	c.Base.defaults(FormatRaw, 1000, 1000)
 }
 
@@ -85,28 +93,8 @@ func (c *MQTTConfig) defaults() {
 func (c *MQTTConfig) Validate() error {
 	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
-	u, err := url.Parse(c.URL)
-	switch {
-	case c.URL == "":
-		errs = append(errs, confkit.Errorf("url", "required (e.g. tcp://broker:1883)"))
-	case err != nil:
-		errs = append(errs, confkit.Errorf("url", "%q: not a URL", redact.URL(c.URL)))
-	default:
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss":
-		default:
-			errs = append(errs, confkit.Errorf("url", "%q: scheme must be tcp, mqtt, ssl, mqtts, ws or wss", redact.URL(c.URL)))
-		}
-		if u.Hostname() == "" {
-			errs = append(errs, confkit.Errorf("url", "%q: no host", redact.URL(c.URL)))
-		}
-		if u.User != nil && (c.Username != "" || c.Password != "" || c.PasswordFile != "") {
-			errs = append(errs, confkit.Errorf("url", "%q: credentials in the url and in username/password/password_file; give them once", redact.URL(c.URL)))
-		}
-		if (u.RawQuery != "" || u.ForceQuery) && u.Scheme != "ws" && u.Scheme != "wss" {
-			errs = append(errs, confkit.Errorf("url", "%q: a query string is only sent for ws:// and wss:// (the MQTT CONNECT carries credentials: use username/password)", redact.URL(c.URL)))
-		}
-	}
+	errs = append(errs, validateEndpoints(c.URL, c.URLs, c.validateURL)...)
+	errs = append(errs, c.Presence.validate()...)
 	switch c.Protocol {
 	case "5", "3.1.1":
 	default:
@@ -131,19 +119,57 @@ func (c *MQTTConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Secrets implements SecretHolder: the password and URL credentials.
-func (c *MQTTConfig) Secrets() []string { return append(urlAndHeaderSecrets(c.URL, nil), c.Password) }
+func (c *MQTTConfig) validateURL(key, raw string) []error {
+	var errs []error
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		errs = append(errs, confkit.Errorf(key, "required (e.g. tcp://broker:1883)"))
+	case err != nil:
+		errs = append(errs, confkit.Errorf(key, "%q: not a URL", redact.URL(raw)))
+	default:
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss":
+		default:
+			errs = append(errs, confkit.Errorf(key, "%q: scheme must be tcp, mqtt, ssl, mqtts, ws or wss", redact.URL(raw)))
+		}
+		if u.Hostname() == "" {
+			errs = append(errs, confkit.Errorf(key, "%q: no host", redact.URL(raw)))
+		}
+		if u.User != nil && (c.Username != "" || c.Password != "" || c.PasswordFile != "") {
+			errs = append(errs, confkit.Errorf(key, "%q: credentials in the url and in username/password/password_file; give them once", redact.URL(raw)))
+		}
+		if (u.RawQuery != "" || u.ForceQuery) && u.Scheme != "ws" && u.Scheme != "wss" {
+			errs = append(errs, confkit.Errorf(key, "%q: a query string is only sent for ws:// and wss:// (the MQTT CONNECT carries credentials: use username/password)", redact.URL(raw)))
+		}
+	}
+	return errs
+}
 
-// Endpoint implements Endpointer.
-func (c *MQTTConfig) Endpoint() string { return redact.URL(c.URL) }
+// Secrets implements SecretHolder: the password and URL credentials.
+func (c *MQTTConfig) Secrets() []string {
+	var out []string
+	for _, u := range endpointList(c.URL, c.URLs) {
+		out = append(out, urlAndHeaderSecrets(u, nil)...)
+	}
+	return append(out, c.Password)
+}
+
+// Endpoint implements Endpointer: the primary.
+func (c *MQTTConfig) Endpoint() string { return redact.URL(endpointList(c.URL, c.URLs)[0]) }
+
+// mqttEndpoint is one broker of url/urls, its userinfo moved into the CONNECT credentials.
+type mqttEndpoint struct {
+	url                string // without userinfo (that goes into CONNECT, not a handshake)
+	display            string // redacted
+	username, password string
+}
 
 type mqttConn struct {
 	cfg      *MQTTConfig
 	env      Env
 	clientID string
-	username string
-	password string
-	url      string // cfg.URL without userinfo (that goes into CONNECT, not a handshake)
+	eps      []mqttEndpoint
 	tls      *tls.Config
 	scrub    *redact.Scrubber
 	qos2     *mqtt5.QoS2Set // incoming QoS 2 ids, kept across connections of one session
@@ -153,6 +179,8 @@ type mqttConn struct {
 	c3   paho3.Client
 	done chan struct{} // link closed (3.1.1)
 	win  int
+	cur  int           // endpoint in use (failover)
+	pres *presenceLoop // health reports of the current link
 }
 
 func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
@@ -162,26 +190,31 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 	}
 	cfg.defaults()
 	scrub := scrubberOf(&env, cfg)
-	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, username: cfg.Username, password: cfg.Password,
-		url: cfg.URL, scrub: scrub, qos2: mqtt5.NewQoS2Set()}
+	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, scrub: scrub, qos2: mqtt5.NewQoS2Set()}
 	if m.clientID == "" {
 		m.clientID = "edged-" + env.GatewayID + "-" + cfg.Name
 	}
-	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
-		// Validate refused userinfo next to username/password keys.
-		m.username = u.User.Username()
-		m.password, _ = u.User.Password()
-		u.User = nil
-		m.url = u.String()
-	}
+	password := cfg.Password
 	if cfg.PasswordFile != "" {
 		p, err := readSecret(cfg.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("mqtt: password_file: %w", err)
 		}
-		m.password = p
+		password = p
 	}
-	scrub.Add(m.password)
+	scrub.Add(password)
+	for _, raw := range endpointList(cfg.URL, cfg.URLs) {
+		ep := mqttEndpoint{url: raw, display: redact.URL(raw), username: cfg.Username, password: password}
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			// Validate refused userinfo next to username/password keys.
+			ep.username = u.User.Username()
+			ep.password, _ = u.User.Password()
+			u.User = nil
+			ep.url = u.String()
+			scrub.Add(ep.password)
+		}
+		m.eps = append(m.eps, ep)
+	}
 	t, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
@@ -190,8 +223,8 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 	return m, nil
 }
 
-func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
-	u, err := url.Parse(m.url)
+func (m *mqttConn) dial(ctx context.Context, raw string) (net.Conn, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +249,7 @@ func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
 		return td.DialContext(ctx, "tcp", port("8883"))
 	case "ws", "wss":
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: d.DialContext}, CheckRedirect: noRedirect}
-		ws, resp, err := websocket.Dial(ctx, m.url, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
+		ws, resp, err := websocket.Dial(ctx, raw, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
 		if err != nil {
 			if rerr := redirectError(resp); rerr != nil {
 				return nil, rerr
@@ -232,25 +265,34 @@ func (m *mqttConn) dial(ctx context.Context) (net.Conn, error) {
 // Connect implements Connector.
 func (m *mqttConn) Connect(ctx context.Context) error { return m.scrub.Error(m.connect(ctx)) }
 
+// endpoint is the broker the next Connect dials.
+func (m *mqttConn) endpoint() mqttEndpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.eps[m.cur]
+}
+
 func (m *mqttConn) connect(ctx context.Context) error {
+	ep := m.endpoint()
 	if m.cfg.Protocol == "3.1.1" {
-		return m.connect3(ctx)
+		return m.connect3(ctx, ep)
 	}
-	conn, err := m.dial(ctx)
+	conn, err := m.dial(ctx, ep.url)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", redact.URL(m.cfg.URL), err)
+		return fmt.Errorf("dial %s: %w", ep.display, err)
 	}
 	var pw []byte
-	if m.password != "" {
-		pw = []byte(m.password)
+	if ep.password != "" {
+		pw = []byte(ep.password)
 	}
 	c, err := mqtt5.Connect(ctx, conn, mqtt5.Options{
-		ClientID: m.clientID, Username: m.username, Password: pw, CleanStart: m.cfg.CleanStart,
+		ClientID: m.clientID, Username: ep.username, Password: pw, CleanStart: m.cfg.CleanStart,
 		SessionExpiry: uint32(m.cfg.SessionExpiry / time.Second), KeepAlive: m.cfg.KeepAlive,
 		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5, QoS2: m.qos2,
+		Will: m.will5(),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", ep.display, err)
 	}
 	m.mu.Lock()
 	m.c5 = c
@@ -271,6 +313,7 @@ func (m *mqttConn) connect(ctx context.Context) error {
 			}
 		}
 	}
+	m.startPresence(c5Publisher(c), c.Done())
 	return nil
 }
 
@@ -305,9 +348,10 @@ func (m *mqttConn) Done() <-chan struct{} {
 // Close implements Connector.
 func (m *mqttConn) Close() error {
 	m.mu.Lock()
-	c5, c3 := m.c5, m.c3
-	m.c5, m.c3 = nil, nil
+	c5, c3, pres := m.c5, m.c3, m.pres
+	m.c5, m.c3, m.pres = nil, nil, nil
 	m.mu.Unlock()
+	m.stopPresence(pres, c5, c3)
 	if c5 != nil {
 		_ = c5.Close()
 	}
@@ -322,6 +366,7 @@ func (m *mqttConn) publish5(msg *Message) (*packets.Publish, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.env.bytesOut(len(body) + len(msg.Env.Topic))
 	p := &packets.Publish{Topic: msg.Env.Topic, QoS: msg.Env.QoS, Retain: msg.Env.Retain, Payload: body,
 		Properties: &packets.Properties{}}
 	if m.cfg.Format == FormatRaw {
@@ -397,15 +442,15 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	}
 }
 
-func (m *mqttConn) connect3(ctx context.Context) error {
+func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 	done := make(chan struct{})
 	var once sync.Once
 	drop := func() { once.Do(func() { close(done) }) }
 	// Manual acks: paho's default acknowledges a downlink PUBLISH when the handler returns,
 	// whether or not the local publish worked, so a failed delivery was lost for good.
-	o := paho3.NewClientOptions().AddBroker(strings.Replace(m.url, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
+	o := paho3.NewClientOptions().AddBroker(strings.Replace(ep.url, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
-		SetKeepAlive(m.cfg.KeepAlive).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
+		SetKeepAlive(m.keepalive3()).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
 		SetTLSConfig(m.tls).SetProtocolVersion(4).SetAutoAckDisabled(true).
 		SetConnectionLostHandler(func(paho3.Client, error) { drop() }).
 		// A resumed session's messages (the redelivery of an unacknowledged one above all)
@@ -413,11 +458,14 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 		// messages that match no route without acknowledging them, so every message goes to
 		// this default handler instead of per-subscription routes.
 		SetDefaultPublishHandler(func(_ paho3.Client, pm paho3.Message) { m.deliver3(pm, drop) })
-	if m.username != "" {
-		o.SetUsername(m.username)
+	if ep.username != "" {
+		o.SetUsername(ep.username)
 	}
-	if m.password != "" {
-		o.SetPassword(m.password)
+	if ep.password != "" {
+		o.SetPassword(ep.password)
+	}
+	if w := m.will5(); w != nil {
+		o.SetBinaryWill(w.Topic, w.Payload, w.QoS, w.Retain)
 	}
 	c := paho3.NewClient(o)
 	tok := c.Connect()
@@ -428,7 +476,7 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", ep.display, err)
 	}
 	m.mu.Lock()
 	m.c3, m.done, m.win = c, done, m.cfg.Window
@@ -444,6 +492,7 @@ func (m *mqttConn) connect3(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	m.startPresence(c3Publisher(c), done)
 	return nil
 }
 
@@ -509,6 +558,7 @@ func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, 
 			result(i, Permanent(fmt.Errorf("encode: %w", encErr)))
 			continue
 		}
+		m.env.bytesOut(len(body) + len(msg.Env.Topic))
 		tok := c.Publish(msg.Env.Topic, msg.Env.QoS, msg.Env.Retain, body)
 		select {
 		case q <- pend{i, tok}:

@@ -36,6 +36,10 @@ type WebSocketConfig struct {
 	// with auth type none; query parameters (?token=...) are sent unchanged. Redirects of the
 	// handshake are never followed (a retried failure: fix the url).
 	URL string `yaml:"url"`
+	// URLs lists endpoints for failover, primary first (instead of url; same rules): on
+	// failure the connector moves to the next and returns to the primary once it completed
+	// the opening handshake a few times in a row.
+	URLs []string `yaml:"urls"`
 	// Auth is applied to the opening handshake (a GET without body): none, bearer, token, hmac.
 	Auth AuthConfig `yaml:"auth"`
 	// TLS settings for wss://.
@@ -58,11 +62,14 @@ func (c *WebSocketConfig) defaults() {
 func (c *WebSocketConfig) Validate() error {
 	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		errs = append(errs, confkit.Errorf("url", "%q: want a ws:// or wss:// URL", redact.URL(c.URL)))
-	} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
-		errs = append(errs, confkit.Errorf("url", "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(c.URL), c.Auth.Type))
-	}
+	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return []error{confkit.Errorf(key, "%q: want a ws:// or wss:// URL", redact.URL(raw))}
+		} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
+			return []error{confkit.Errorf(key, "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(raw), c.Auth.Type)}
+		}
+		return nil
+	})...)
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
 	if c.PingInterval < 0 {
@@ -73,11 +80,15 @@ func (c *WebSocketConfig) Validate() error {
 
 // Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
 func (c *WebSocketConfig) Secrets() []string {
-	return append(urlAndHeaderSecrets(c.URL, c.Headers), redact.URLSecrets(c.Auth.TokenURL)...)
+	out := urlAndHeaderSecrets(c.URL, c.Headers)
+	for _, u := range c.URLs {
+		out = append(out, redact.URLSecrets(u)...)
+	}
+	return append(out, redact.URLSecrets(c.Auth.TokenURL)...)
 }
 
-// Endpoint implements Endpointer.
-func (c *WebSocketConfig) Endpoint() string { return redact.URL(c.URL) }
+// Endpoint implements Endpointer: the primary.
+func (c *WebSocketConfig) Endpoint() string { return redact.URL(endpointList(c.URL, c.URLs)[0]) }
 
 // wsControl is an ack or reject frame from the server (and the ack edged sends for downlink).
 type wsControl struct {
@@ -92,6 +103,7 @@ type wsConn struct {
 	client *http.Client
 	auth   *authorizer
 	scrub  *redact.Scrubber
+	eps    endpoints
 
 	mu     sync.Mutex
 	c      *websocket.Conn
@@ -117,35 +129,16 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", scrub.Error(err))
 	}
-	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub}, nil
+	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs)}, nil
 }
 
 // Connect dials and starts the reader and pinger.
 func (w *wsConn) Connect(ctx context.Context) error { return w.scrub.Error(w.connect(ctx)) }
 
 func (w *wsConn) connect(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.cfg.URL, nil)
+	c, err := w.handshake(ctx, w.eps.url())
 	if err != nil {
 		return err
-	}
-	for k, v := range w.cfg.Headers {
-		req.Header.Set(k, v)
-	}
-	if w.env.GatewayID != "" {
-		req.Header.Set("X-Edged-Gateway", w.env.GatewayID)
-	}
-	if err := w.auth.apply(ctx, req, nil); err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	c, resp, err := websocket.Dial(ctx, w.cfg.URL, &websocket.DialOptions{HTTPClient: w.client, HTTPHeader: req.Header})
-	if err != nil {
-		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
-			w.auth.invalidate()
-		}
-		if rerr := redirectError(resp); rerr != nil {
-			return fmt.Errorf("dial %s: %w", redact.URL(w.cfg.URL), rerr)
-		}
-		return fmt.Errorf("dial %s: %w", redact.URL(w.cfg.URL), err)
 	}
 	c.SetReadLimit(16 << 20)
 	lctx, cancel := context.WithCancel(context.Background())
@@ -157,6 +150,35 @@ func (w *wsConn) connect(ctx context.Context) error {
 	go w.reader(lctx, c, done, ctrl)
 	go w.pinger(lctx, c)
 	return nil
+}
+
+// handshake dials raw with the configured headers and auth.
+func (w *wsConn) handshake(ctx context.Context, raw string) (*websocket.Conn, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range w.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	if w.env.GatewayID != "" {
+		req.Header.Set("X-Edged-Gateway", w.env.GatewayID)
+	}
+	if err := w.auth.apply(ctx, req, nil); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	c, resp, err := websocket.Dial(ctx, raw, &websocket.DialOptions{HTTPClient: w.client, HTTPHeader: req.Header})
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			w.auth.invalidate()
+			err = &StatusError{Code: resp.StatusCode, Err: err}
+		}
+		if rerr := redirectError(resp); rerr != nil {
+			return nil, fmt.Errorf("dial %s: %w", redact.URL(raw), rerr)
+		}
+		return nil, fmt.Errorf("dial %s: %w", redact.URL(raw), err)
+	}
+	return c, nil
 }
 
 func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct{}, ctrl chan wsControl) {
@@ -325,6 +347,7 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 	if w.cfg.Format == FormatCBOR {
 		typ = websocket.MessageBinary
 	}
+	w.env.bytesOut(len(frame))
 	if err := c.Write(ctx, typ, frame); err != nil {
 		return w.scrub.Error(fmt.Errorf("write frame: %w", err))
 	}

@@ -198,6 +198,7 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 			d.bridge, err = bridge.New(bridge.Options{
 				Connectors: cfg.Bridge.Connectors, GatewayID: cfg.GatewayID, DB: d.db, Defaults: cfg.Storage,
 				Local: d.broker, Logger: log.With("component", "bridge"), Registerer: reg,
+				Version: version, // health reports (presence.health_topic)
 			})
 			if err != nil {
 				return fmt.Errorf("bridge: %w", err)

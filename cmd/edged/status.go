@@ -152,6 +152,7 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 				humanize.Comma(int64(c.Reconnects)), humanize.Comma(int64(c.Downlink)))
 		}
 		tw.Flush()
+		printDelivery(w, d.Connectors)
 		for _, c := range d.Connectors {
 			if c.LastError != "" {
 				fmt.Fprintf(w, "  %s: last error %s: %s\n", c.Name, since(c.LastErrorAt, now)+" ago", c.LastError)
@@ -413,4 +414,44 @@ func outboxStats(dir string, raw bool, e *env) error {
 	size := dirSize(dir)
 	printStore(e.stdout, &doc.Stats, &size, false)
 	return nil
+}
+
+// printDelivery prints each connector's endpoint and delivery figures (quantiles over the
+// daemon's last five minutes).
+func printDelivery(w io.Writer, cs []bridge.ConnectorStatus) {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  NAME\tENDPOINT\tLATENCY p50/p99\tROUND TRIP p50/p99\tOVER\tBYTES OUT\tFAILURES")
+	for _, c := range cs {
+		ep := orDash(c.Endpoint)
+		if c.Endpoints > 1 {
+			ep = fmt.Sprintf("%s [%d/%d, %s failovers]", ep, c.EndpointIndex+1, c.Endpoints, humanize.Comma(int64(c.Failovers)))
+		}
+		d := c.Delivery
+		lat, rtt := "-", "-"
+		if d.WindowMessages > 0 {
+			lat = fmt.Sprintf("%s / %s", msDur(d.LatencyP50Ms), msDur(d.LatencyP99Ms))
+			rtt = fmt.Sprintf("%s / %s", msDur(d.RoundTripP50Ms), msDur(d.RoundTripP99Ms))
+		}
+		var fails []string
+		for _, k := range []string{bridge.ClassNetwork, bridge.ClassAuth, bridge.ClassThrottled, bridge.ClassRejected, bridge.ClassRedirect} {
+			if n := d.FailuresByClass[k]; n > 0 {
+				fails = append(fails, fmt.Sprintf("%s %s", k, humanize.Comma(int64(n))))
+			}
+		}
+		if len(fails) == 0 {
+			fails = []string{"none"}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s msgs/5m\t%s\t%s\n", c.Name, ep, lat, rtt, humanize.Comma(int64(d.WindowMessages)),
+			humanize.IBytes(d.BytesSent), strings.Join(fails, ", "))
+	}
+	tw.Flush()
+}
+
+// msDur renders milliseconds like age does, with sub-millisecond precision kept.
+func msDur(v float64) string {
+	d := time.Duration(v * float64(time.Millisecond))
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond).String()
+	}
+	return age(d)
 }

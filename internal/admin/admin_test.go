@@ -367,6 +367,14 @@ func TestEndpointsHideCredentials(t *testing.T) {
 			t.Fatalf("%s -> %s, want %s", in, got, want)
 		}
 	}
+	// Failover: urls instead of url shows the primary, credentials hidden.
+	type urlsConfig struct {
+		URL  string
+		URLs []string
+	}
+	if got := endpointOf(&urlsConfig{URLs: []string{"tcp://u:p@a.example:1883", "tcp://b.example:1883"}}); got != "tcp://a.example:1883" {
+		t.Fatalf("urls -> %s", got)
+	}
 }
 
 // The live view streams what is published, at most liveRate a second, and counts the rest.

@@ -110,7 +110,12 @@ func endpointOf(c any) string {
 	if !f.IsValid() || f.Kind() != reflect.String {
 		return ""
 	}
-	u, err := url.Parse(f.String())
+	raw := f.String()
+	// With failover (urls: [...]) url is empty: show the primary.
+	if us := v.FieldByName("URLs"); raw == "" && us.IsValid() && us.Kind() == reflect.Slice && us.Len() > 0 && us.Index(0).Kind() == reflect.String {
+		raw = us.Index(0).String()
+	}
+	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return "(unparsable url)"
 	}

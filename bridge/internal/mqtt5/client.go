@@ -44,6 +44,18 @@ type Options struct {
 	// delivered twice; nil = a set private to this connection. It is cleared when the server
 	// starts a new session (CONNACK session present = 0).
 	QoS2 *QoS2Set
+	// Will is published by the server when the connection ends without a normal DISCONNECT
+	// (keepalive timeout, a dropped link): the last will of MQTT 5 section 3.1.2.5. nil = none.
+	Will *Will
+}
+
+// Will is the last-will message of a connection.
+type Will struct {
+	Topic       string
+	Payload     []byte
+	QoS         byte
+	Retain      bool
+	ContentType string
 }
 
 // QoS2Set is the receiver's state of the MQTT 5 QoS 2 exchange (spec 4.3.3, method B): a
@@ -159,6 +171,10 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	if o.SessionExpiry > 0 {
 		se := o.SessionExpiry
 		cp.Properties.SessionExpiryInterval = &se
+	}
+	if w := o.Will; w != nil {
+		cp.WillFlag, cp.WillTopic, cp.WillMessage, cp.WillQOS, cp.WillRetain = true, w.Topic, w.Payload, w.QoS, w.Retain
+		cp.WillProperties = &packets.Properties{ContentType: w.ContentType}
 	}
 	rm := o.ReceiveMaximum
 	cp.Properties.ReceiveMaximum = &rm

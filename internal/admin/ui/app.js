@@ -170,22 +170,28 @@
       el('div', { class: 'muted l' }, 'queue depth, last ' + fmtDur(Date.now() / 1000 - (((doc.history || {}).times || [])[0] || Date.now() / 1000)) + ' (max ' + max + ')'));
   }
 
+  function fmtMs(x) { return x < 10 ? x.toFixed(1) + ' ms' : x < 1000 ? Math.round(x) + ' ms' : fmtDur(x / 1000); }
+
   function renderConnectors() {
     const conns = doc.connectors || [], eps = doc.endpoints || {}, hist = (doc.history || {}).outbox_depth || {};
     if (!conns.length) { fill($('connlist'), el('p', { class: 'muted' }, 'No connectors configured.')); return; }
     fill($('connlist'), conns.map(c => {
       const k = 'conn.' + c.name + '.';
       const series = (hist[c.name] || []).concat([c.depth]);
+      const dl = c.delivery || {};
       return el('div', { class: 'card', 'data-connector': c.name },
         el('h2', {}, c.name + ' ', badge(c.state, ['connected'], ['open', 'stalled', 'stopped']), ' ',
           el('span', { class: 'muted l' }, c.type)),
         el('dl', { class: 'kv' },
           el('dt', {}, 'state'), el('dd', {}, v(k + 'state', c.state), ' ', el('span', { class: 'muted' }, 'since ' + ago(c.since))),
-          el('dt', {}, 'endpoint'), el('dd', {}, v(k + 'endpoint', eps[c.name] || '—')),
+          el('dt', {}, 'endpoint'), el('dd', {}, v(k + 'endpoint', c.endpoint || eps[c.name] || '—'),
+            c.endpoints > 1 ? el('span', { class: 'muted' }, ' (' + (c.endpoint_index + 1) + ' of ' + c.endpoints + ', ' + c.failovers + ' failovers)') : ''),
           el('dt', {}, 'queued'), el('dd', {}, v(k + 'depth', String(c.depth), c.depth), ' (' + fmtBytes(c.bytes) + ')'),
           el('dt', {}, 'oldest'), el('dd', {}, v(k + 'oldest', c.depth ? fmtDur(c.oldest_age_seconds) : '—', c.oldest_age_seconds)),
           el('dt', {}, 'send rate'), el('dd', {}, v(k + 'sent_rate', c.sent_rate.toFixed(1), c.sent_rate), ' msg/s'),
           el('dt', {}, 'sent'), el('dd', {}, v(k + 'sent', String(c.sent), c.sent)),
+          el('dt', {}, 'latency p50/p99'), el('dd', {}, v(k + 'latency', dl.window_messages ? fmtMs(dl.latency_p50_ms) + ' / ' + fmtMs(dl.latency_p99_ms) : '—'),
+            el('span', { class: 'muted' }, ' capture to ack, last 5 min; round trip ' + (dl.window_messages ? fmtMs(dl.round_trip_p50_ms) + ' / ' + fmtMs(dl.round_trip_p99_ms) : '—'))),
           el('dt', {}, 'dead letters'), el('dd', {}, v(k + 'dead_letter_depth', String(c.dead_letter_depth), c.dead_letter_depth)),
           el('dt', {}, 'last error'), el('dd', { class: c.last_error ? 'err' : 'muted' }, v(k + 'last_error', c.last_error || 'none'),
             c.last_error ? ' (' + ago(c.last_error_at) + ')' : '')),
