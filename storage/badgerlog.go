@@ -45,7 +45,7 @@ func (b badgerLogger) damage(level, f string, a []any) {
 		return
 	}
 	b.in.badgerErrors.Inc()
-	if ok, more := b.in.limit("badger\x00"+f).allow(time.Second, 1); ok {
+	if ok, more := b.in.limits.Limit("badger\x00"+f).Allow(time.Second, 1); ok {
 		b.l.Error(msg, "badger_level", level, "suppressed_since_last_log", more)
 	}
 }

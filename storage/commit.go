@@ -293,7 +293,7 @@ func (db *DB) runGroup(pending []*op) []*op {
 				if free, err := diskFree(db.opts.Dir); err == nil && free < db.opts.MinFreeBytes {
 					diskFull = true
 					db.metrics.diskFull.Inc()
-					if ok, n := db.diskFullLog.allow(10*time.Second, 1); ok {
+					if ok, n := db.diskFullLog.Allow(10*time.Second, 1); ok {
 						db.log.Error("data dir file system is full: refusing new messages (acks still work)",
 							"dir", db.opts.Dir, "free_bytes", free, "min_free_bytes", db.opts.MinFreeBytes, "refused_since_last_log", n)
 					}

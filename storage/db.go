@@ -17,6 +17,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // Errors callers decide on with errors.Is.
@@ -100,7 +102,7 @@ type DB struct {
 
 	commits      atomic.Uint64
 	committedOps atomic.Uint64
-	diskFullLog  rateLimit
+	diskFullLog  ratelog.Limit
 	freedSinceGC atomic.Int64
 }
 
@@ -533,27 +535,6 @@ func procWriteBytes() uint64 {
 		}
 	}
 	return 0
-}
-
-// rateLimit lets one log line through per interval and counts what it suppressed.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed uint64
-}
-
-// allow reports whether to log now and how many events were suppressed since the last line.
-func (r *rateLimit) allow(every time.Duration, n uint64) (bool, uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.last) < every {
-		r.suppressed += n
-		return false, 0
-	}
-	s := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, s
 }
 
 // Ping returns once the commit goroutine has taken a no-op through a group, or ctx's error.
