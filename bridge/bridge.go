@@ -124,20 +124,7 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		}
 		f.subscribe = append(f.subscribe, cr)
 	}
-	lim := b.opts.Defaults
-	if c.Outbox.MaxBytes > 0 {
-		lim.MaxBytes = c.Outbox.MaxBytes
-	}
-	if c.Outbox.MaxMessages > 0 {
-		lim.MaxMessages = c.Outbox.MaxMessages
-	}
-	if c.Outbox.TTL > 0 {
-		lim.TTL = c.Outbox.TTL
-	}
-	if c.Outbox.WhenFull != "" {
-		lim.WhenFull = c.Outbox.WhenFull
-	}
-	ob, err := b.opts.DB.Outbox(c.Name, lim)
+	ob, err := b.opts.DB.Outbox(c.Name, c.Outbox.Inherit(b.opts.Defaults))
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}

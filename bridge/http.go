@@ -56,7 +56,6 @@ func (c *HTTPConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *HTTPConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, false)}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, confkit.Errorf("url", "%q: want an http:// or https:// URL", redact.URL(c.URL)))
@@ -65,8 +64,8 @@ func (c *HTTPConfig) Validate() error {
 	}
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.Timeout < 0 {
-		errs = append(errs, confkit.Errorf("timeout", "%v: must not be negative", c.Timeout))
+	if c.Timeout <= 0 {
+		errs = append(errs, confkit.Errorf("timeout", "%v: must be positive", c.Timeout))
 	}
 	return errors.Join(errs...)
 }
@@ -102,7 +101,6 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("http: config is %T", cc)
 	}
-	cfg.defaults()
 	tc, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)

@@ -83,7 +83,6 @@ func (c *MQTTConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *MQTTConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
 	u, err := url.Parse(c.URL)
 	switch {
@@ -117,10 +116,10 @@ func (c *MQTTConfig) Validate() error {
 	}
 	errs = append(errs, checkSecretFile("password_file", c.PasswordFile))
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.SessionExpiry < 0 {
-		errs = append(errs, confkit.Errorf("session_expiry", "%v: must not be negative", c.SessionExpiry))
+	if c.SessionExpiry <= 0 {
+		errs = append(errs, confkit.Errorf("session_expiry", "%v: must be positive", c.SessionExpiry))
 	}
-	if c.KeepAlive < 0 || c.KeepAlive > 65535*time.Second {
+	if c.KeepAlive < time.Second || c.KeepAlive > 65535*time.Second {
 		errs = append(errs, confkit.Errorf("keepalive", "%v: want 1s..18h", c.KeepAlive))
 	}
 	for i, r := range c.Forward {
@@ -160,7 +159,6 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("mqtt: config is %T", cc)
 	}
-	cfg.defaults()
 	scrub := scrubberOf(&env, cfg)
 	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, username: cfg.Username, password: cfg.Password,
 		url: cfg.URL, scrub: scrub, qos2: mqtt5.NewQoS2Set()}

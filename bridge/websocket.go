@@ -56,7 +56,6 @@ func (c *WebSocketConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *WebSocketConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		errs = append(errs, confkit.Errorf("url", "%q: want a ws:// or wss:// URL", redact.URL(c.URL)))
@@ -65,8 +64,8 @@ func (c *WebSocketConfig) Validate() error {
 	}
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.PingInterval < 0 {
-		errs = append(errs, confkit.Errorf("ping_interval", "%v: must not be negative", c.PingInterval))
+	if c.PingInterval <= 0 {
+		errs = append(errs, confkit.Errorf("ping_interval", "%v: must be positive", c.PingInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -106,7 +105,6 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("websocket: config is %T", cc)
 	}
-	cfg.defaults()
 	tc, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", err)

@@ -167,10 +167,19 @@ func Parse(file string, b []byte) (*Config, error) {
 	cfg.Storage.ApplyDefaults()
 	cfg.Hardware.ApplyDefaults()
 
-	// Semantic validation, section by section; keys come back relative and get their lines.
+	// Semantic validation, section by section; keys come back relative and get their lines. A
+	// key whose value could not be decoded is already reported: what validation says about the
+	// value left in its place would only mislead.
+	undecoded := map[string]bool{}
+	for _, p := range probs {
+		undecoded[p.Key] = p.Key != ""
+	}
 	for _, e := range confkit.Flatten(cfg.validate()) {
 		var ke *confkit.KeyError
 		if errors.As(e, &ke) {
+			if undecoded[ke.Key] {
+				continue
+			}
 			add(lineOf(&root, ke.Key), ke.Key, ke.Msg)
 		} else {
 			add(0, "", e.Error())
@@ -230,7 +239,7 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 				typ, typLine = c.Content[j+1].Value, c.Content[j+1].Line
 			}
 		}
-		t, ok := lookupType(typ)
+		t, ok := bridge.LookupType(typ)
 		if !ok {
 			add(typLine, key+".type", fmt.Sprintf("unknown connector type %q (registered: %s)", typ, strings.Join(typeNames(), ", ")))
 			// The other keys belong to a type we do not know, but the keys every type shares
@@ -333,15 +342,6 @@ func validateConnectors(cs []bridge.ConnectorConfig, index []int) error {
 
 // listIndex is a "[n]" of ValidateAll's keys and messages, which count decoded connectors.
 var listIndex = regexp.MustCompile(`\[\d+\]`)
-
-func lookupType(name string) (bridge.Type, bool) {
-	for _, t := range bridge.Types() {
-		if t.Name == name {
-			return t, true
-		}
-	}
-	return bridge.Type{}, false
-}
 
 func typeNames() []string {
 	var out []string
