@@ -233,4 +233,16 @@ func TestWebsocketListener(t *testing.T) {
 			t.Fatal("websocket round trip failed")
 		}
 	}
+	// A packet larger than the websocket library's default 32KiB message limit: only the
+	// broker's own packet limit applies to websocket clients, as to TCP ones.
+	big := strings.Repeat("x", 100<<10)
+	must(t, waitTok(t, c.Publish("ws/big", 1, false, big)))
+	select {
+	case p := <-got:
+		if p != big {
+			t.Fatalf("got %d bytes, want %d", len(p), len(big))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("100KiB websocket message not delivered")
+	}
 }
