@@ -24,7 +24,6 @@
 //     anything is served. Every such loss is counted (edged_storage_corrupt_records_total by
 //     cause, edged_outbox_dropped_total{reason="corrupt"}) and logged at ERROR with its size;
 //     every dead letter is counted in edged_outbox_dead_letters_total{reason};
-//   - the `edged outbox` CLI (OutboxCLI), which works on a stopped daemon's data dir.
 //
 // What it must not do:
 //   - know about MQTT, HTTP, connectors or rules: it stores wire.Envelopes by outbox name and

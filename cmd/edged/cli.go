@@ -94,7 +94,11 @@ func setupPorts(_ *flag.FlagSet, e *env) func([]string) error {
 		if err := noArgs("ports", args); err != nil {
 			return err
 		}
-		return hardware.PrintPorts(e.stdout)
+		ports, err := hardware.ListPorts()
+		if err != nil {
+			return err
+		}
+		return printPorts(e.stdout, ports)
 	}
 }
 

@@ -296,7 +296,7 @@ func plural(n int64) string {
 }
 
 // setupOutbox: `outbox stats` is printed here from storage's data (DB.Stats); the dead-letter
-// commands are storage.OutboxCLI's.
+// commands are outboxCLI's (outbox.go).
 func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 	cfgPath := fs.String("c", "", "config file (to find data_dir)")
 	dataDir := fs.String("data-dir", "", "data directory (default from config, else ./data)")
@@ -328,7 +328,7 @@ func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 			}
 			return outboxStats(dir, *raw, e)
 		}
-		return reported(storage.OutboxCLI(args, dir, e.stdout, e.stderr))
+		return reported(outboxCLI(args, dir, e.stdout, e.stderr))
 	}
 }
 
