@@ -2,7 +2,6 @@ package hardware
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"

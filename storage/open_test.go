@@ -97,7 +97,6 @@ func TestUnwritableDirIsNotCorruption(t *testing.T) {
 	}
 }
 
-
 func TestPing(t *testing.T) {
 	db := openT(t, t.TempDir())
 	before := db.Stats()
