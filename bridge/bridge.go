@@ -42,6 +42,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer for the edged_bridge_* metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// Wire bounds the envelopes the connectors encode and decode; it must allow what the
+	// outboxes store (storage.Options.Wire). The zero value: wire's defaults.
+	Wire wire.Limits
 }
 
 // Bridge owns the connectors, their rules and forwarders.
@@ -129,7 +132,7 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}
 	f.ob = ob
-	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub}
+	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub, Wire: b.opts.Wire}
 	conn, err := t.New(cfg, env)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, scrub.Error(err))

@@ -152,10 +152,10 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	var body []byte
 	var err error
 	if batched {
-		body, err = EncodeBatch(h.cfg.Format, h.env.GatewayID, msgs)
+		body, err = h.env.EncodeBatch(h.cfg.Format, msgs)
 	} else {
 		msgs = msgs[:1]
-		body, err = EncodeEnvelope(h.cfg.Format, msgs[0].Env)
+		body, err = h.env.EncodeEnvelope(h.cfg.Format, msgs[0].Env)
 	}
 	if err != nil {
 		for i := range msgs {

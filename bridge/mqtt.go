@@ -316,7 +316,7 @@ func (m *mqttConn) Close() error {
 }
 
 func (m *mqttConn) publish5(msg *Message) (*packets.Publish, error) {
-	body, err := EncodeEnvelope(m.cfg.Format, msg.Env)
+	body, err := m.env.EncodeEnvelope(m.cfg.Format, msg.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -502,7 +502,7 @@ func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, 
 	}()
 	var err error
 	for i, msg := range msgs {
-		body, encErr := EncodeEnvelope(m.cfg.Format, msg.Env)
+		body, encErr := m.env.EncodeEnvelope(m.cfg.Format, msg.Env)
 		if encErr != nil {
 			result(i, Permanent(fmt.Errorf("encode: %w", encErr)))
 			continue

@@ -379,7 +379,7 @@ func (n *natsConn) Close() error {
 func (n *natsConn) Window() int { return n.cfg.Window }
 
 func (n *natsConn) message(msg *Message) (*nats.Msg, error) {
-	body, err := EncodeEnvelope(n.cfg.Format, msg.Env)
+	body, err := n.env.EncodeEnvelope(n.cfg.Format, msg.Env)
 	if err != nil {
 		return nil, err
 	}

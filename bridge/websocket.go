@@ -169,7 +169,7 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 			c.CloseNow()
 			return
 		}
-		cm, env, err := decodeWSFrame(typ == websocket.MessageText, data)
+		cm, env, err := decodeWSFrame(w.env.Wire, typ == websocket.MessageText, data)
 		if err != nil {
 			w.env.Logger.Warn("websocket: ignoring a frame that is neither an ack nor an envelope", "err", err)
 			continue
@@ -200,7 +200,7 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 
 // decodeWSFrame classifies a frame from the server (outside bytes, fuzzed by FuzzWSFrame):
 // an ack/reject control map, or a downlink envelope (JSON in text frames, CBOR in binary).
-func decodeWSFrame(text bool, data []byte) (*wsControl, *wire.Envelope, error) {
+func decodeWSFrame(lim wire.Limits, text bool, data []byte) (*wsControl, *wire.Envelope, error) {
 	var cm wsControl
 	var derr error
 	if text {
@@ -214,9 +214,9 @@ func decodeWSFrame(text bool, data []byte) (*wsControl, *wire.Envelope, error) {
 	var env *wire.Envelope
 	var err error
 	if text {
-		env, err = wire.UnmarshalEnvelopeJSON(data)
+		env, err = lim.UnmarshalEnvelopeJSON(data)
 	} else {
-		env, err = wire.UnmarshalEnvelope(data)
+		env, err = lim.UnmarshalEnvelope(data)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -309,9 +309,9 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 	var err error
 	if w.cfg.Batch.MaxMessages == 1 {
 		msgs = msgs[:1]
-		frame, err = EncodeEnvelope(w.cfg.Format, msgs[0].Env)
+		frame, err = w.env.EncodeEnvelope(w.cfg.Format, msgs[0].Env)
 	} else {
-		frame, err = EncodeBatch(w.cfg.Format, w.env.GatewayID, msgs)
+		frame, err = w.env.EncodeBatch(w.cfg.Format, msgs)
 	}
 	if err != nil {
 		for i := range msgs {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/internal/ratelog"
+	"github.com/edged-dev/edged/wire"
 )
 
 // Errors callers decide on with errors.Is.
@@ -72,6 +73,9 @@ type Options struct {
 	NoRecover bool
 	// GCInterval is the period of value-log GC and TTL checks. 0 means 1 minute.
 	GCInterval time.Duration
+	// Wire bounds the envelopes stored and read back (the zero value: wire's defaults).
+	// Appending an envelope beyond it fails, so nothing is stored that could not be read back.
+	Wire wire.Limits
 }
 
 // DB is the one badger database of a gateway: outboxes, dead letters and broker state.

@@ -38,7 +38,7 @@ func (o *Outbox) DeadLetters(afterSeq uint64, max int) ([]DeadRecord, error) {
 				if err != nil {
 					return err
 				}
-				d.Env, err = wire.UnmarshalEnvelope(b)
+				d.Env, err = o.db.opts.Wire.UnmarshalEnvelope(b)
 				return err
 			})
 			if err != nil {

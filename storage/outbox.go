@@ -98,7 +98,7 @@ func (o *Outbox) Append(ctx context.Context, envs ...*wire.Envelope) error {
 	now := nowMs()
 	vals := make([][]byte, 0, len(envs))
 	for _, e := range envs {
-		b, err := wire.MarshalEnvelope(e)
+		b, err := o.db.opts.Wire.MarshalEnvelope(e)
 		if err != nil {
 			return fmt.Errorf("append to outbox %q: %w", o.name, err)
 		}
@@ -180,7 +180,7 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 				if err != nil {
 					return err
 				}
-				env, err = wire.UnmarshalEnvelope(b)
+				env, err = o.db.opts.Wire.UnmarshalEnvelope(b)
 				return err
 			})
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/storage"
+	"github.com/edged-dev/edged/wire"
 )
 
 const outboxUsage = `usage: edged outbox <command>   (works on a stopped edged's data dir)
@@ -20,6 +21,10 @@ const outboxUsage = `usage: edged outbox <command>   (works on a stopped edged's
   dlq requeue <outbox> --all | SEQ... move dead letters back to the end of the outbox
   dlq purge <outbox>                  delete the outbox's dead letters
 `
+
+// offlineWire reads whatever any configuration could have stored: the offline commands do not
+// know the daemon's broker.max_packet_size, so they allow its largest (8MiB).
+var offlineWire = wire.Limits{MaxPayload: 8 << 20}
 
 // outboxCLI implements the dead-letter commands of `edged outbox` on dataDir (setupOutbox
 // prints `stats` itself). It refuses (exit 1) while a daemon holds the data dir, never moves a
@@ -65,7 +70,7 @@ func outboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	db, err := storage.Open(storage.Options{Dir: dataDir, NoRecover: true,
+	db, err := storage.Open(storage.Options{Dir: dataDir, NoRecover: true, Wire: offlineWire,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if errors.Is(err, storage.ErrLocked) {
 		return fail(fmt.Errorf("%w\n(the outbox commands work on a stopped edged; while it runs, use `edged status` or the admin API)", err))

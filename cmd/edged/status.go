@@ -19,7 +19,6 @@ import (
 	"github.com/edged-dev/edged/hardware"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/storage"
-	"github.com/edged-dev/edged/wire"
 )
 
 // statusDoc is the part of /api/v1/status the human report reads; -json passes the whole
@@ -309,7 +308,6 @@ func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 			}
 			dir = cfg.DataDir
 		}
-		wire.MaxPayload = 8 << 20 // read whatever any configuration could have stored
 		if len(args) > 0 && args[0] == "stats" {
 			sfs := flag.NewFlagSet("edged outbox stats", flag.ContinueOnError)
 			sfs.SetOutput(e.stderr)
@@ -333,7 +331,7 @@ func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 }
 
 func outboxStats(dir string, raw bool, e *env) error {
-	db, err := storage.Open(storage.Options{Dir: dir, NoRecover: true,
+	db, err := storage.Open(storage.Options{Dir: dir, NoRecover: true, Wire: offlineWire,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if errors.Is(err, storage.ErrLocked) {
 		return fmt.Errorf("%w\n(the outbox commands work on a stopped edged; while it runs, use `edged status`)", err)
