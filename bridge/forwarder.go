@@ -18,15 +18,15 @@ import (
 
 // Connector states in ConnectorStatus.State and the edged_bridge_state metric.
 const (
-	StateConnecting = "connecting" // dialling
-	StateConnected  = "connected"  // link up, draining or idle
-	StateBackingOff = "backing_off"
-	StateOpen       = "open"    // circuit breaker open: no attempts until open_for passed
-	StateStalled    = "stalled" // the remote stopped confirming; reconnecting
-	StateStopped    = "stopped"
+	StateConnecting  = "connecting" // dialling
+	StateConnected   = "connected"  // link up, draining or idle
+	StateBackingOff  = "backing_off"
+	StateBreakerOpen = "breaker_open" // circuit breaker open: no attempts until open_for passed
+	StateStalled     = "stalled"      // the remote stopped confirming; reconnecting
+	StateStopped     = "stopped"
 )
 
-var allStates = []string{StateConnecting, StateConnected, StateBackingOff, StateOpen, StateStalled, StateStopped}
+var allStates = []string{StateConnecting, StateConnected, StateBackingOff, StateBreakerOpen, StateStalled, StateStopped}
 
 // errStalled ends a session whose remote stopped confirming.
 var errStalled = errors.New("stalled: no confirmation within stall_timeout")
@@ -248,7 +248,7 @@ func (f *forwarder) run(ctx context.Context) {
 	connected := 0
 	for ctx.Err() == nil {
 		if w := br.wait(); w > 0 {
-			f.setState(StateOpen)
+			f.setState(StateBreakerOpen)
 			if !backoff.Sleep(ctx, w) {
 				return
 			}
@@ -304,7 +304,7 @@ func (f *forwarder) run(ctx context.Context) {
 			delay = ra.After
 		}
 		if br.fail() {
-			f.setState(StateOpen)
+			f.setState(StateBreakerOpen)
 			if w := br.wait(); w > delay {
 				delay = w
 			}

@@ -177,7 +177,7 @@
       const k = 'conn.' + c.name + '.';
       const series = (hist[c.name] || []).concat([c.depth]);
       return el('div', { class: 'card', 'data-connector': c.name },
-        el('h2', {}, c.name + ' ', badge(c.state, ['connected'], ['open', 'stalled', 'stopped']), ' ',
+        el('h2', {}, c.name + ' ', badge(c.state, ['connected'], ['breaker_open', 'stalled', 'stopped']), ' ',
           el('span', { class: 'muted l' }, c.type)),
         el('dl', { class: 'kv' },
           el('dt', {}, 'state'), el('dd', {}, v(k + 'state', c.state), ' ', el('span', { class: 'muted' }, 'since ' + ago(c.since))),
