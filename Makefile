@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.dat
 BIN := bin/edged
 export CGO_ENABLED := 0
 
-.PHONY: help run build test test-unit test-race vet fuzz-smoke bench soak clean
+.PHONY: help run build test vet lint clean
 
 help: ## this list
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
