@@ -26,7 +26,7 @@ import (
 	"github.com/edged-dev/edged/internal/testutil"
 )
 
-const maxBinarySize = 25 << 20 // design.md: static ARM binary <= 25 MB
+const maxBinarySize = 25 << 20 // the static ARM binary must fit small gateways' flash: <= 25 MiB
 
 // dist returns the directory of the binaries built by arm.mk, skipping without it.
 func dist(t *testing.T) string {
