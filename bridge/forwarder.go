@@ -26,8 +26,6 @@ const (
 	StateStopped     = "stopped"
 )
 
-var allStates = []string{StateConnecting, StateConnected, StateBackingOff, StateBreakerOpen, StateStalled, StateStopped}
-
 // errStalled ends a session whose remote stopped confirming.
 var errStalled = errors.New("stalled: no confirmation within stall_timeout")
 

@@ -391,7 +391,7 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 			return nil
 		default:
 		}
-		return m.scrub.Error(fmt.Errorf("connection lost: %v", c.Err()))
+		return m.scrub.Error(fmt.Errorf("connection lost: %v", c.Err())) //nolint:errorlint // text only: the forwarder must not classify by the library's cause
 	}
 }
 

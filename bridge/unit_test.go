@@ -191,7 +191,7 @@ func TestRegistry(t *testing.T) {
 
 func TestBreaker(t *testing.T) {
 	br := &breaker{failures: 3, openFor: time.Hour}
-	if br.fail() || br.fail() || !br.fail() || br.wait() <= 0 {
+	if f1, f2, f3 := br.fail(), br.fail(), br.fail(); f1 || f2 || !f3 || br.wait() <= 0 {
 		t.Fatal("breaker did not open on the 3rd failure")
 	}
 	br.success()

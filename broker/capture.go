@@ -248,7 +248,7 @@ func (h *captureHook) distribute(p *pipe, pk packets.Packet) {
 }
 
 func ackPacket(pk packets.Packet, code packets.Code) packets.Packet {
-	typ := byte(packets.Puback)
+	typ := packets.Puback
 	if pk.FixedHeader.Qos == 2 {
 		typ = packets.Pubrec
 	}

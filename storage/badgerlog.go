@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -65,13 +66,13 @@ func (b badgerLogger) Infof(f string, a ...any) {
 		b.damage("info", f, a)
 		return
 	}
-	if b.l.Enabled(nil, slog.LevelDebug) {
+	if b.l.Enabled(context.Background(), slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
 }
 
 func (b badgerLogger) Debugf(f string, a ...any) {
-	if b.l.Enabled(nil, slog.LevelDebug) {
+	if b.l.Enabled(context.Background(), slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
 }

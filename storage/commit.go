@@ -472,7 +472,7 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 	}
 	// Tombstone [first key, head) in chunks, each chunk Seeking past the previous one.
 	var from uint64
-	for {
+	{ // runInline runs the op group after group until it reports done: one op, many chunks
 		o := &op{ctx: context.Background(), done: make(chan error, 1), apply: func(g *group) (bool, error) {
 			w := g.work(ob)
 			it := g.txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
@@ -497,7 +497,6 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 			db.log.Warn("reclaiming outbox garbage failed", "outbox", ob.name, "error", err)
 			return
 		}
-		break
 	}
 	ob.mu.Lock()
 	ob.garbage = 0

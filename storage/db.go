@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,6 @@ type DB struct {
 	trimDone chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
-	errOnce  sync.Once
 	closeErr error
 
 	mu       sync.Mutex
@@ -219,12 +219,12 @@ func Open(o Options) (*DB, error) {
 	if err != nil {
 		if o.NoRecover {
 			lk.unlock(true)
-			return nil, fmt.Errorf("open storage %s: %w: %v", dir, ErrCorrupt, err)
+			return nil, fmt.Errorf("open storage %s: %w: %v", dir, ErrCorrupt, err) //nolint:errorlint // callers decide on ErrCorrupt; badger's error is context
 		}
 		aside = dir + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000Z")
 		if rerr := os.Rename(dir, aside); rerr != nil {
 			lk.unlock(true)
-			return nil, fmt.Errorf("open storage %s: %w (and moving it aside failed: %v)", dir, err, rerr)
+			return nil, fmt.Errorf("open storage %s: %w (and moving it aside failed: %v)", dir, err, rerr) //nolint:errorlint // the open error decides; the rename error is context
 		}
 		log.Error("storage is corrupt or unreadable: moved it aside; salvaging what is readable into a fresh store",
 			"dir", dir, "moved_to", aside, "error", err)
@@ -533,8 +533,7 @@ func procWriteBytes() uint64 {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
-			var n uint64
-			fmt.Sscan(strings.TrimSpace(v), &n)
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64) // unreadable: 0, as when missing
 			return n
 		}
 	}

@@ -172,7 +172,7 @@ func parseHexArg(s string) ([]byte, error) {
 		if err == nil {
 			err = errors.New("empty")
 		}
-		return nil, fmt.Errorf("not hex: %q: %v", s, err)
+		return nil, fmt.Errorf("not hex: %q: %w", s, err)
 	}
 	return b, nil
 }

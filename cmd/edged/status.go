@@ -287,13 +287,6 @@ func orDash(s string) string {
 	return s
 }
 
-func plural(n int64) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
 // setupOutbox: `outbox stats` is printed here from storage's data (DB.Stats); the dead-letter
 // commands are outboxCLI's (outbox.go).
 func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {

@@ -82,11 +82,10 @@ bridge:
 
 // daemon is an edged process started by the tests (possibly under qemu).
 type daemon struct {
-	cmd   *exec.Cmd
-	out   *testutil.LockedBuffer
-	admin string
-	done  chan struct{}
-	err   error
+	cmd  *exec.Cmd
+	out  *testutil.LockedBuffer
+	done chan struct{}
+	err  error
 }
 
 func startDaemon(t *testing.T, argv []string, cfg string, env ...string) *daemon {

@@ -649,7 +649,7 @@ func (b *Bus) do(ctx context.Context, c *mb.ModbusClient, u *unit, fn func() err
 		}
 		if b.cfg.RTU != nil && result != resultCRC {
 			if rerr := b.resync(ctx, c); rerr != nil {
-				return resultError, 0, fmt.Errorf("reopen after %s: %w", err, rerr)
+				return resultError, 0, fmt.Errorf("reopen after %s: %w", err, rerr) //nolint:errorlint // the reopen failure decides; the first error is context
 			}
 		}
 	}

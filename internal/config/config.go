@@ -122,8 +122,7 @@ func Parse(file string, b []byte) (*Config, error) {
 		// yaml.v3 syntax errors read "yaml: line N: ...".
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		if m := typeErrLine.FindStringSubmatch(msg); m != nil {
-			var line int
-			fmt.Sscanf(m[1], "%d", &line)
+			line, _ := strconv.Atoi(m[1]) // the pattern matched digits
 			return nil, Problems{{File: file, Line: line, Msg: m[2]}}
 		}
 		return nil, Problems{{File: file, Msg: msg}}

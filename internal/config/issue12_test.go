@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,8 +16,8 @@ import (
 func problems(t *testing.T, doc string) Problems {
 	t.Helper()
 	_, err := Parse("f", []byte(doc))
-	ps, ok := err.(Problems)
-	if !ok {
+	var ps Problems
+	if !errors.As(err, &ps) {
 		t.Fatalf("want Problems, got %T %v", err, err)
 	}
 	return ps
