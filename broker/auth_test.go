@@ -132,7 +132,7 @@ func TestBadPassword(t *testing.T) {
 func TestAnonymousRefusedOffLoopback(t *testing.T) {
 	// Tests bind loopback only, so the listener is bound on 127.0.0.1 and then classified as
 	// a LAN listener, which is the only thing the auth hook looks at (listenerInfo.loopback,
-	// derived from the configured address by isLoopbackAddress, tested in config_test).
+	// derived from the configured address by netaddr.IsLoopback).
 	cfg := aclConfig(t)
 	b, err := New(Options{Config: cfg})
 	must(t, err)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edged-dev/edged/internal/netaddr"
 	"github.com/edged-dev/edged/wire"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -175,7 +176,7 @@ func New(o Options) (*Broker, error) {
 		}
 		spec.tls = ts
 		b.specs = append(b.specs, spec)
-		b.access.listeners[spec.id] = &listenerInfo{loopback: isLoopbackAddress(l.Address), certAuth: l.ClientCA != ""}
+		b.access.listeners[spec.id] = &listenerInfo{loopback: netaddr.IsLoopback(l.Address), certAuth: l.ClientCA != ""}
 	}
 
 	b.capture = newCaptureHook(b)

@@ -17,20 +17,6 @@ import (
 // MinTokenLen is the shortest accepted admin token: shorter ones are guessable over a LAN.
 const MinTokenLen = 16
 
-// IsLoopback reports whether a host:port address only accepts connections from this machine.
-// An empty host (":9100") means every interface and is not loopback.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // LoadToken reads the bearer token from path: the first line, surrounding blanks removed.
 // The error never contains the token.
 func LoadToken(path string) (string, error) {

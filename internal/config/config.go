@@ -21,8 +21,8 @@ import (
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/hardware"
-	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/netaddr"
 	"github.com/edged-dev/edged/storage"
 )
 
@@ -294,7 +294,7 @@ func (c *Config) validate() error {
 	if c.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
 			errs = append(errs, confkit.Errorf("admin.address", "%q is not host:port", c.Admin.Address))
-		} else if c.Admin.TokenFile == "" && !admin.IsLoopback(c.Admin.Address) {
+		} else if c.Admin.TokenFile == "" && !netaddr.IsLoopback(c.Admin.Address) {
 			errs = append(errs, confkit.Errorf("admin.address", "%q is reachable from the network and admin.token_file is not set: "+
 				"set token_file to a file holding a secret token (e.g. `head -c 32 /dev/urandom | base64 > /etc/edged/admin.token`), "+
 				"or bind the admin API to 127.0.0.1", c.Admin.Address))
