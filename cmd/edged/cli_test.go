@@ -380,7 +380,7 @@ func TestStatusHumanReport(t *testing.T) {
 	var out string
 	testutil.WaitFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		out, _, _ = runEdged(t, "status", "-admin", e.Admin)
-		if !strings.HasPrefix(out, "degraded: connector cloud ") {
+		if !strings.HasPrefix(out, "degraded: connector cloud: ") {
 			return fmt.Errorf("want a degraded verdict naming connector cloud:\n%s", out)
 		}
 		return nil
