@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.dat
 BIN := bin/edged
 export CGO_ENABLED := 0
 
-.PHONY: help run build test test-unit test-race vet fuzz-smoke bench soak clean
+.PHONY: help run build test vet lint clean
 
 help: ## this list
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ lint: ## golangci-lint with .golangci.yml
 
 # deploy/arm's tests need the release artefacts (dist/, .debs): test-cross builds them and runs
 # those tests (test-deploy), so the race pass leaves the package out instead of skipping it.
-test: vet ## every test: vet, race-enabled unit + integration tests, cross-arch suites under qemu, deploy tests
+test: vet lint ## every test: vet, golangci-lint, race-enabled unit + integration tests, cross-arch suites under qemu, deploy tests
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /deploy/arm)
 	$(MAKE) --no-print-directory test-cross
 

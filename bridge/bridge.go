@@ -44,6 +44,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Version of edged, reported in health messages (presence.health_topic).
 	Version string
+	// Wire bounds the envelopes the connectors encode and decode; it must allow what the
+	// outboxes store (storage.Options.Wire). The zero value: wire's defaults.
+	Wire wire.Limits
 }
 
 // Bridge owns the connectors, their rules and forwarders.
@@ -134,26 +137,13 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		}
 		f.subscribe = append(f.subscribe, cr)
 	}
-	lim := b.opts.Defaults
-	if c.Outbox.MaxBytes > 0 {
-		lim.MaxBytes = c.Outbox.MaxBytes
-	}
-	if c.Outbox.MaxMessages > 0 {
-		lim.MaxMessages = c.Outbox.MaxMessages
-	}
-	if c.Outbox.TTL > 0 {
-		lim.TTL = c.Outbox.TTL
-	}
-	if c.Outbox.WhenFull != "" {
-		lim.WhenFull = c.Outbox.WhenFull
-	}
-	ob, err := b.opts.DB.Outbox(c.Name, lim)
+	ob, err := b.opts.DB.Outbox(c.Name, c.Outbox.Inherit(b.opts.Defaults))
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}
 	f.ob = ob
 	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub,
-		BytesOut: f.countBytes, Health: b.healthReporter()}
+		BytesOut: f.countBytes, Health: b.healthReporter(), Wire: b.opts.Wire}
 	conn, err := t.New(cfg, env)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, scrub.Error(err))

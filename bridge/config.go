@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/storage"
 	"gopkg.in/yaml.v3"
 )
 
@@ -16,7 +17,9 @@ type ConnectorConfig interface {
 	// Common returns the settings every connector shares.
 	Common() *Common
 	// Validate returns errors.Join of *confkit.KeyError, keys relative to the connector
-	// ("url", "forward[0].from").
+	// ("url", "forward[0].from"). It changes nothing: the defaults are in the value NewConfig
+	// returns, before the connector's YAML is decoded over it, so a zero left after decoding was
+	// written by the user and is checked like any other value.
 	Validate() error
 }
 
@@ -62,8 +65,9 @@ type Common struct {
 	// Breaker opens the circuit after consecutive failures: no attempt while open, then one
 	// probe (half-open); a success closes it.
 	Breaker BreakerConfig `yaml:"breaker"`
-	// Outbox overrides the `storage:` limits for this connector's outbox; zero values inherit.
-	Outbox OutboxLimits `yaml:"outbox"`
+	// Outbox overrides the `storage:` limits for this connector's outbox (max_bytes,
+	// max_messages, ttl, when_full); zero values inherit.
+	Outbox storage.Config `yaml:"outbox"`
 }
 
 // Rule is one forward or subscribe entry.
@@ -110,18 +114,6 @@ type BreakerConfig struct {
 	OpenFor time.Duration `yaml:"open_for"`
 }
 
-// OutboxLimits overrides the storage defaults for one outbox; zero values inherit.
-type OutboxLimits struct {
-	// MaxBytes of queued messages.
-	MaxBytes confkit.ByteSize `yaml:"max_bytes"`
-	// MaxMessages queued.
-	MaxMessages int64 `yaml:"max_messages"`
-	// TTL: older messages are dropped (counted).
-	TTL time.Duration `yaml:"ttl"`
-	// WhenFull: drop_oldest or reject (local publishers get MQTT 5 reason 0x97).
-	WhenFull string `yaml:"when_full"`
-}
-
 // Base is Common under the name connector configs embed it by (`Base `+"`yaml:\",inline\"`"+`).
 // A struct cannot have both a field and a method called Common, so embedding the alias keeps
 // the promoted Common() method that ConnectorConfig needs.
@@ -130,7 +122,8 @@ type Base = Common
 // Common implements ConnectorConfig for types that embed it (as Base).
 func (c *Common) Common() *Common { return c }
 
-// defaults fills zero values. batchMsgs/window are the type's defaults.
+// defaults fills zero values; each type's NewConfig calls it once, before decoding.
+// batchMsgs/window are the type's defaults.
 func (c *Common) defaults(format string, batchMsgs, window int) {
 	if c.Format == "" {
 		c.Format = format
@@ -212,50 +205,38 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	if len(c.Subscribe) > 0 && !canSubscribe {
 		errs = append(errs, confkit.Errorf("subscribe", "connector type %q cannot subscribe", c.Type))
 	}
-	if c.Batch.MaxMessages < 0 {
+	if c.Batch.MaxMessages < 1 {
 		errs = append(errs, confkit.Errorf("batch.max_messages", "%d: must be >= 1", c.Batch.MaxMessages))
 	}
-	if c.Batch.MaxBytes < 0 {
+	if c.Batch.MaxBytes <= 0 {
 		errs = append(errs, confkit.Errorf("batch.max_bytes", "%v: must be positive", c.Batch.MaxBytes))
 	}
 	if c.Batch.MaxDelay < 0 {
 		errs = append(errs, confkit.Errorf("batch.max_delay", "%v: must not be negative", c.Batch.MaxDelay))
 	}
-	if c.Window < 0 || c.Window > 65535 {
+	if c.Window < 1 || c.Window > 65535 {
 		errs = append(errs, confkit.Errorf("window", "%d: want 1..65535", c.Window))
 	}
-	if c.StallTimeout < 0 {
-		errs = append(errs, confkit.Errorf("stall_timeout", "%v: must not be negative", c.StallTimeout))
+	if c.StallTimeout <= 0 {
+		errs = append(errs, confkit.Errorf("stall_timeout", "%v: must be positive", c.StallTimeout))
 	}
-	if c.ConnectTimeout < 0 {
-		errs = append(errs, confkit.Errorf("connect_timeout", "%v: must not be negative", c.ConnectTimeout))
+	if c.ConnectTimeout <= 0 {
+		errs = append(errs, confkit.Errorf("connect_timeout", "%v: must be positive", c.ConnectTimeout))
 	}
-	if c.Backoff.Min < 0 {
-		errs = append(errs, confkit.Errorf("backoff.min", "%v: must not be negative", c.Backoff.Min))
+	if c.Backoff.Min <= 0 {
+		errs = append(errs, confkit.Errorf("backoff.min", "%v: must be positive", c.Backoff.Min))
 	}
-	if c.Backoff.Max < 0 || (c.Backoff.Max > 0 && c.Backoff.Max < c.Backoff.Min) {
+	if c.Backoff.Max < c.Backoff.Min {
 		errs = append(errs, confkit.Errorf("backoff.max", "%v: must be >= backoff.min (%v)", c.Backoff.Max, c.Backoff.Min))
 	}
-	if c.Breaker.Failures < -1 {
+	if c.Breaker.Failures < -1 || c.Breaker.Failures == 0 {
 		errs = append(errs, confkit.Errorf("breaker.failures", "%d: want >= 1, or -1 to disable", c.Breaker.Failures))
 	}
-	if c.Breaker.OpenFor < 0 {
-		errs = append(errs, confkit.Errorf("breaker.open_for", "%v: must not be negative", c.Breaker.OpenFor))
+	if c.Breaker.OpenFor <= 0 {
+		errs = append(errs, confkit.Errorf("breaker.open_for", "%v: must be positive", c.Breaker.OpenFor))
 	}
-	if c.Outbox.MaxBytes < 0 {
-		errs = append(errs, confkit.Errorf("outbox.max_bytes", "%v: must not be negative", c.Outbox.MaxBytes))
-	}
-	if c.Outbox.MaxMessages < 0 {
-		errs = append(errs, confkit.Errorf("outbox.max_messages", "%d: must not be negative", c.Outbox.MaxMessages))
-	}
-	if c.Outbox.TTL < 0 {
-		errs = append(errs, confkit.Errorf("outbox.ttl", "%v: must not be negative", c.Outbox.TTL))
-	}
-	switch c.Outbox.WhenFull {
-	case "", "drop_oldest", "reject":
-	default:
-		errs = append(errs, confkit.Errorf("outbox.when_full", "%q: want drop_oldest or reject", c.Outbox.WhenFull))
-	}
+	// Zero outbox limits inherit the storage: section, so they are valid here.
+	errs = append(errs, confkit.Prefix("outbox", c.Outbox.Validate()))
 	return errors.Join(errs...)
 }
 

@@ -78,6 +78,8 @@ type Env struct {
 	// Health returns a fresh health report for presence.health_topic (each call resets the
 	// drops counted "since last"); nil outside a Bridge.
 	Health func() *HealthReport
+	// Wire bounds the envelopes the connector encodes and decodes (Options.Wire).
+	Wire wire.Limits
 }
 
 // bytesOut calls env.BytesOut if set.
@@ -180,22 +182,24 @@ func (e *RetryAfterError) Error() string {
 }
 func (e *RetryAfterError) Unwrap() error { return e.Err }
 
-// EncodeEnvelope renders one envelope in format (cbor or json); raw returns the payload.
-func EncodeEnvelope(format string, e *wire.Envelope) ([]byte, error) {
+// EncodeEnvelope renders one envelope in format (cbor or json) within env.Wire; raw returns
+// the payload.
+func (env *Env) EncodeEnvelope(format string, e *wire.Envelope) ([]byte, error) {
 	switch format {
 	case FormatRaw:
 		return e.Payload, nil
 	case FormatCBOR:
-		return wire.MarshalEnvelope(e)
+		return env.Wire.MarshalEnvelope(e)
 	case FormatJSON:
-		return wire.MarshalEnvelopeJSON(e)
+		return env.Wire.MarshalEnvelopeJSON(e)
 	}
 	return nil, fmt.Errorf("unknown format %q", format)
 }
 
-// EncodeBatch renders msgs as one wire batch in format (cbor or json).
-func EncodeBatch(format, gateway string, msgs []*Message) ([]byte, error) {
-	b := &wire.Batch{Gateway: gateway, Envelopes: make([]*wire.Envelope, len(msgs))}
+// EncodeBatch renders msgs as one wire batch of env.GatewayID in format (cbor or json) within
+// env.Wire.
+func (env *Env) EncodeBatch(format string, msgs []*Message) ([]byte, error) {
+	b := &wire.Batch{Gateway: env.GatewayID, Envelopes: make([]*wire.Envelope, len(msgs))}
 	for i, m := range msgs {
 		b.Envelopes[i] = m.Env
 	}
@@ -204,9 +208,9 @@ func EncodeBatch(format, gateway string, msgs []*Message) ([]byte, error) {
 	}
 	switch format {
 	case FormatCBOR:
-		return wire.MarshalBatch(b)
+		return env.Wire.MarshalBatch(b)
 	case FormatJSON:
-		return wire.MarshalBatchJSON(b)
+		return env.Wire.MarshalBatchJSON(b)
 	}
 	return nil, fmt.Errorf("format %q cannot be batched", format)
 }

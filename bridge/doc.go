@@ -41,7 +41,7 @@
 //
 // Failures back off exponentially (backoff.min doubling to backoff.max, with jitter drawn from
 // [d/2, d]); after breaker.failures consecutive failures the breaker opens for
-// breaker.open_for (state "open": no attempts), then one probe decides. If messages wait and
+// breaker.open_for (state "breaker_open": no attempts), then one probe decides. If messages wait and
 // the remote confirms nothing for stall_timeout, the connector is marked "stalled", counted
 // and reconnected.
 //

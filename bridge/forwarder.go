@@ -5,28 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edged-dev/edged/internal/backoff"
 	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/storage"
 )
 
 // Connector states in ConnectorStatus.State and the edged_bridge_state metric.
 const (
-	StateConnecting = "connecting" // dialling
-	StateConnected  = "connected"  // link up, draining or idle
-	StateBackingOff = "backing_off"
-	StateOpen       = "open"    // circuit breaker open: no attempts until open_for passed
-	StateStalled    = "stalled" // the remote stopped confirming; reconnecting
-	StateStopped    = "stopped"
+	StateConnecting  = "connecting" // dialling
+	StateConnected   = "connected"  // link up, draining or idle
+	StateBackingOff  = "backing_off"
+	StateBreakerOpen = "breaker_open" // circuit breaker open: no attempts until open_for passed
+	StateStalled     = "stalled"      // the remote stopped confirming; reconnecting
+	StateStopped     = "stopped"
 )
-
-var allStates = []string{StateConnecting, StateConnected, StateBackingOff, StateOpen, StateStalled, StateStopped}
 
 // errStalled ends a session whose remote stopped confirming.
 var errStalled = errors.New("stalled: no confirmation within stall_timeout")
@@ -218,31 +216,6 @@ func (f *forwarder) status() ConnectorStatus {
 	return s
 }
 
-// backoff is exponential with jitter: the delay for attempt n is uniformly drawn from
-// [d/2, d] where d = min(max, min*2^n) ("equal jitter": never zero, never above max).
-type backoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min
-	for i := 0; i < b.n && d < b.max; i++ {
-		d *= 2
-	}
-	if d > b.max {
-		d = b.max
-	}
-	b.n++
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-func (b *backoff) reset() { b.n = 0 }
-
 // breaker opens after `failures` consecutive failures; while open nothing is attempted; after
 // openFor one probe is allowed (half-open): success closes it, failure re-opens it.
 type breaker struct {
@@ -275,26 +248,12 @@ func (b *breaker) wait() time.Duration {
 	return time.Until(b.openedAt.Add(b.openFor))
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // run is the forwarder goroutine: connect, drain, and on failure back off (or wait out the
 // breaker) and reconnect, until ctx is done.
 func (f *forwarder) run(ctx context.Context) {
 	defer f.setState(StateStopped)
 	defer f.conn.Close()
-	bo := &backoff{min: f.cfg.Backoff.Min, max: f.cfg.Backoff.Max}
+	bo := &backoff.Backoff{Min: f.cfg.Backoff.Min, Max: f.cfg.Backoff.Max}
 	br := &breaker{failures: f.cfg.Breaker.Failures, openFor: f.cfg.Breaker.OpenFor}
 	connected := 0
 	pctx, stopProbe := context.WithCancel(ctx)
@@ -305,8 +264,8 @@ func (f *forwarder) run(ctx context.Context) {
 	defer stopProbe()
 	for ctx.Err() == nil {
 		if w := br.wait(); w > 0 {
-			f.setState(StateOpen)
-			if !sleepCtx(ctx, w) {
+			f.setState(StateBreakerOpen)
+			if !backoff.Sleep(ctx, w) {
 				return
 			}
 			continue // half-open: one probe
@@ -361,18 +320,18 @@ func (f *forwarder) run(ctx context.Context) {
 				f.setState(StateBackingOff)
 			}
 		}
-		delay = bo.next()
+		delay = bo.Next()
 		var ra *RetryAfterError
 		if errors.As(err, &ra) && ra.After > delay {
 			delay = ra.After
 		}
 		if br.fail() {
-			f.setState(StateOpen)
+			f.setState(StateBreakerOpen)
 			if w := br.wait(); w > delay {
 				delay = w
 			}
 		}
-		if !sleepCtx(ctx, delay) {
+		if !backoff.Sleep(ctx, delay) {
 			return
 		}
 	}
@@ -380,7 +339,7 @@ func (f *forwarder) run(ctx context.Context) {
 
 // session drains the outbox over one established link. It returns on ctx done, link loss,
 // a retriable send failure or a stall.
-func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error {
+func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breaker) error {
 	var linkDone <-chan struct{}
 	if l, ok := f.conn.(Linked); ok {
 		linkDone = l.Done()
@@ -398,7 +357,7 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 		if len(recs) == 0 {
 			// Idle with an empty outbox and a working link: that is success.
 			br.success()
-			bo.reset()
+			bo.Reset()
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -440,7 +399,7 @@ func (f *forwarder) session(ctx context.Context, bo *backoff, br *breaker) error
 		}
 		if n > 0 {
 			br.success()
-			bo.reset()
+			bo.Reset()
 			f.progressed()
 		}
 		if err != nil {

@@ -166,7 +166,7 @@ func publishN(t testing.TB, c paho3.Client, topic string, from, n int) {
 		defer close(errc)
 		for tok := range toks {
 			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %v", tok.Error())
+				errc <- fmt.Errorf("puback: %v", tok.Error()) //nolint:errorlint // nil on a timeout
 				for range toks {
 				}
 				return

@@ -60,7 +60,6 @@ func (c *HTTPConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *HTTPConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, false)}
 	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
 		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -72,8 +71,8 @@ func (c *HTTPConfig) Validate() error {
 	})...)
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.Timeout < 0 {
-		errs = append(errs, confkit.Errorf("timeout", "%v: must not be negative", c.Timeout))
+	if c.Timeout <= 0 {
+		errs = append(errs, confkit.Errorf("timeout", "%v: must be positive", c.Timeout))
 	}
 	return errors.Join(errs...)
 }
@@ -114,7 +113,6 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("http: config is %T", cc)
 	}
-	cfg.defaults()
 	tc, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
@@ -166,10 +164,10 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 	var body []byte
 	var err error
 	if batched {
-		body, err = EncodeBatch(h.cfg.Format, h.env.GatewayID, msgs)
+		body, err = h.env.EncodeBatch(h.cfg.Format, msgs)
 	} else {
 		msgs = msgs[:1]
-		body, err = EncodeEnvelope(h.cfg.Format, msgs[0].Env)
+		body, err = h.env.EncodeEnvelope(h.cfg.Format, msgs[0].Env)
 	}
 	if err != nil {
 		for i := range msgs {

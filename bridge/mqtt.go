@@ -91,7 +91,6 @@ func (c *MQTTConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *MQTTConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
 	errs = append(errs, validateEndpoints(c.URL, c.URLs, c.validateURL)...)
 	errs = append(errs, c.Presence.validate()...)
@@ -105,10 +104,10 @@ func (c *MQTTConfig) Validate() error {
 	}
 	errs = append(errs, checkSecretFile("password_file", c.PasswordFile))
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.SessionExpiry < 0 {
-		errs = append(errs, confkit.Errorf("session_expiry", "%v: must not be negative", c.SessionExpiry))
+	if c.SessionExpiry <= 0 {
+		errs = append(errs, confkit.Errorf("session_expiry", "%v: must be positive", c.SessionExpiry))
 	}
-	if c.KeepAlive < 0 || c.KeepAlive > 65535*time.Second {
+	if c.KeepAlive < time.Second || c.KeepAlive > 65535*time.Second {
 		errs = append(errs, confkit.Errorf("keepalive", "%v: want 1s..18h", c.KeepAlive))
 	}
 	for i, r := range c.Forward {
@@ -188,7 +187,6 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("mqtt: config is %T", cc)
 	}
-	cfg.defaults()
 	scrub := scrubberOf(&env, cfg)
 	m := &mqttConn{cfg: cfg, env: env, clientID: cfg.ClientID, scrub: scrub, qos2: mqtt5.NewQoS2Set()}
 	if m.clientID == "" {
@@ -362,7 +360,7 @@ func (m *mqttConn) Close() error {
 }
 
 func (m *mqttConn) publish5(msg *Message) (*packets.Publish, error) {
-	body, err := EncodeEnvelope(m.cfg.Format, msg.Env)
+	body, err := m.env.EncodeEnvelope(m.cfg.Format, msg.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -438,7 +436,7 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 			return nil
 		default:
 		}
-		return m.scrub.Error(fmt.Errorf("connection lost: %v", c.Err()))
+		return m.scrub.Error(fmt.Errorf("connection lost: %v", c.Err())) //nolint:errorlint // text only: the forwarder must not classify by the library's cause
 	}
 }
 
@@ -553,7 +551,7 @@ func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, 
 	}()
 	var err error
 	for i, msg := range msgs {
-		body, encErr := EncodeEnvelope(m.cfg.Format, msg.Env)
+		body, encErr := m.env.EncodeEnvelope(m.cfg.Format, msg.Env)
 		if encErr != nil {
 			result(i, Permanent(fmt.Errorf("encode: %w", encErr)))
 			continue

@@ -58,7 +58,7 @@ func (m *mqttConn) will5() *mqtt5.Will {
 		return nil
 	}
 	topic := resolveTopic(p.Topic, m.env.GatewayID)
-	body, ct, err := presenceBody(m.cfg.Format, m.env.GatewayID, topic, []byte(PresenceOffline), "text/plain")
+	body, ct, err := presenceBody(&m.env, m.cfg.Format, topic, []byte(PresenceOffline), "text/plain")
 	if err != nil {
 		return nil
 	}
@@ -86,7 +86,7 @@ func (m *mqttConn) startPresence(pub publisher, linkDone <-chan struct{}) {
 			}
 		}
 	}
-	if body, ct, err := presenceBody(m.cfg.Format, m.env.GatewayID, topic, []byte(PresenceOnline), "text/plain"); err == nil {
+	if body, ct, err := presenceBody(&m.env, m.cfg.Format, topic, []byte(PresenceOnline), "text/plain"); err == nil {
 		m.env.bytesOut(len(body) + len(topic))
 		if err := pub(ctx, &pl.wg, topic, body, ct, true, report("online")); err != nil {
 			log.Warn("presence: online not sent", "err", m.scrub.Error(err))
@@ -102,7 +102,7 @@ func (m *mqttConn) startPresence(pub publisher, linkDone <-chan struct{}) {
 		t := time.NewTicker(p.HealthInterval)
 		defer t.Stop()
 		for {
-			body, ct, err := healthBody(m.cfg.Format, m.env.GatewayID, htopic, m.env.Health())
+			body, ct, err := healthBody(&m.env, m.cfg.Format, htopic, m.env.Health())
 			if err == nil {
 				m.env.bytesOut(len(body) + len(htopic))
 				err = pub(ctx, &pl.wg, htopic, body, ct, false, report("health"))

@@ -304,14 +304,14 @@ forward:
   - {from: "sensors/#", to: "gw1/{topic}"}
 `, port)))
 	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.State != bridge.StateOpen {
+		if st := s.status("cloud"); st.State != bridge.StateBreakerOpen {
 			return fmt.Errorf("state %s failed %d", st.State, st.Failed)
 		}
 		return nil
 	})
 	failed := s.status("cloud").Failed
 	time.Sleep(300 * time.Millisecond)
-	if st := s.status("cloud"); st.State != bridge.StateOpen || st.Failed != failed {
+	if st := s.status("cloud"); st.State != bridge.StateBreakerOpen || st.Failed != failed {
 		t.Fatalf("attempts while open: %+v (failed before %d)", st, failed)
 	}
 	cloud := testutil.StartMosquitto(t, port, "")

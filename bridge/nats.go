@@ -94,7 +94,6 @@ var natsNameRE = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 
 // Validate implements ConnectorConfig.
 func (c *NATSConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.validate([]string{FormatRaw, FormatCBOR, FormatJSON}, true)}
 	if len(c.URLs) == 0 {
 		errs = append(errs, confkit.Errorf("urls", "at least one server URL is required (e.g. [nats://10.0.0.1:4222])"))
@@ -135,8 +134,8 @@ func (c *NATSConfig) Validate() error {
 		errs = append(errs, checkSecretFile(kv[0], kv[1]))
 	}
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.AckTimeout < 0 {
-		errs = append(errs, confkit.Errorf("ack_timeout", "%v: must not be negative", c.AckTimeout))
+	if c.AckTimeout <= 0 {
+		errs = append(errs, confkit.Errorf("ack_timeout", "%v: must be positive", c.AckTimeout))
 	}
 	for i, r := range c.Forward {
 		// A '.' in a template is almost always a NATS subject written by habit; it would be
@@ -148,8 +147,8 @@ func (c *NATSConfig) Validate() error {
 	if len(c.Subscribe) > 0 && c.Downlink.Stream == "" {
 		errs = append(errs, confkit.Errorf("downlink.stream", "required with subscribe rules: the JetStream stream that holds the downlink subjects"))
 	}
-	if c.Downlink.AckWait < 0 {
-		errs = append(errs, confkit.Errorf("downlink.ack_wait", "%v: must not be negative", c.Downlink.AckWait))
+	if c.Downlink.AckWait <= 0 {
+		errs = append(errs, confkit.Errorf("downlink.ack_wait", "%v: must be positive", c.Downlink.AckWait))
 	}
 	return errors.Join(errs...)
 }
@@ -184,7 +183,6 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("nats: config is %T", cc)
 	}
-	cfg.defaults()
 	n := &natsConn{cfg: cfg, env: env}
 	n.scrub = scrubberOf(&n.env, cfg)
 	// nats.go's own reconnect is off: the forwarder owns reconnects (backoff, breaker, status),
@@ -381,7 +379,7 @@ func (n *natsConn) Close() error {
 func (n *natsConn) Window() int { return n.cfg.Window }
 
 func (n *natsConn) message(msg *Message) (*nats.Msg, error) {
-	body, err := EncodeEnvelope(n.cfg.Format, msg.Env)
+	body, err := n.env.EncodeEnvelope(n.cfg.Format, msg.Env)
 	if err != nil {
 		return nil, err
 	}

@@ -114,23 +114,23 @@ func (b *Bridge) healthReporter() func() *HealthReport {
 }
 
 // presenceBody renders a presence or health payload in format; contentType is the payload's.
-func presenceBody(format, gateway, topic string, payload []byte, contentType string) ([]byte, string, error) {
+func presenceBody(env *Env, format, topic string, payload []byte, contentType string) ([]byte, string, error) {
 	if format == FormatRaw {
 		return payload, contentType, nil
 	}
 	e := &wire.Envelope{Version: wire.Version, ID: wire.NewID(), Topic: topic, Payload: payload, QoS: 1,
-		Time: time.Now().UnixMilli(), Gateway: gateway, ContentType: contentType}
-	body, err := EncodeEnvelope(format, e)
+		Time: time.Now().UnixMilli(), Gateway: env.GatewayID, ContentType: contentType}
+	body, err := env.EncodeEnvelope(format, e)
 	return body, ContentType(format), err
 }
 
 // healthBody is the health report in format.
-func healthBody(format, gateway, topic string, r *HealthReport) ([]byte, string, error) {
+func healthBody(env *Env, format, topic string, r *HealthReport) ([]byte, string, error) {
 	js, err := json.Marshal(r)
 	if err != nil {
 		return nil, "", err
 	}
-	return presenceBody(format, gateway, topic, js, "application/json")
+	return presenceBody(env, format, topic, js, "application/json")
 }
 
 // resolveTopic replaces {gateway_id}.

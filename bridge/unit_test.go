@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,29 @@ func decode(t *testing.T, typ, src string) ConnectorConfig {
 	return c
 }
 
+// Validate is pure: defaults come from NewConfig before decoding, so validating changes nothing,
+// and a config that did not start from NewConfig is reported, not quietly completed.
+func TestConfigValidatePure(t *testing.T) {
+	for _, typ := range []string{"mqtt", "http", "websocket", "nats"} {
+		c := decode(t, typ, "name: c\ntype: "+typ+"\nforward: [{from: a, to: b}]\n")
+		before := fmt.Sprintf("%+v", c)
+		_ = c.Validate()
+		if after := fmt.Sprintf("%+v", c); after != before {
+			t.Errorf("%s: Validate changed the config:\n%s\n%s", typ, before, after)
+		}
+	}
+	bare := &MQTTConfig{Base: Base{Name: "c", Type: "mqtt", Forward: []Rule{{From: "a", To: "b", QoS: 1}}}, URL: "tcp://h:1883"}
+	got := keys(bare.Validate())
+	for _, k := range []string{"format", "window", "connect_timeout", "protocol"} {
+		if !slices.Contains(got, k) {
+			t.Errorf("zero config: %s not reported (got %v)", k, got)
+		}
+	}
+	if bare.Format != "" || bare.Window != 0 {
+		t.Errorf("Validate filled defaults: %+v", bare)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		typ, src string
@@ -88,6 +113,16 @@ func TestConfigValidate(t *testing.T) {
 		{"http", "name: c\ntype: http\nurl: h/x\nauth: {type: token, token_url: 'x'}\nforward: [{from: a, to: '{client_id}/{nope}'}]\n",
 			[]string{"forward[0].to", "url", "auth.client_id", "auth.client_secret_file", "auth.token_url"}},
 		{"websocket", "name: c\ntype: websocket\nurl: http://h\nforward: []\n", []string{"forward", "url"}},
+		// A zero written by the user is checked, not replaced by the default; outbox limits are
+		// checked by storage's rules (zero inherits).
+		{"mqtt", "name: c\ntype: mqtt\nurl: tcp://h\nwindow: 0\nstall_timeout: 0s\nbackoff: {min: 0s}\nbreaker: {failures: 0, open_for: 0s}\nkeepalive: 0s\nsession_expiry: 0s\noutbox: {max_bytes: 1KiB, max_messages: 0, when_full: never}\nforward: [{from: a, to: b}]\n",
+			[]string{"window", "stall_timeout", "backoff.min", "breaker.failures", "breaker.open_for", "keepalive", "session_expiry", "outbox.max_bytes", "outbox.when_full"}},
+		{"http", "name: c\ntype: http\nurl: http://h/x\ntimeout: 0s\nbatch: {max_messages: 0, max_bytes: 0}\nforward: [{from: a, to: b}]\n",
+			[]string{"timeout", "batch.max_messages", "batch.max_bytes"}},
+		{"websocket", "name: c\ntype: websocket\nurl: ws://h\nping_interval: 0s\nconnect_timeout: 0s\nforward: [{from: a, to: b}]\n",
+			[]string{"ping_interval", "connect_timeout"}},
+		{"nats", "name: c\ntype: nats\nurls: [nats://h:4222]\nack_timeout: 0s\nforward: [{from: a, to: b}]\n",
+			[]string{"ack_timeout"}},
 	}
 	for i, tt := range tests {
 		c := decode(t, tt.typ, tt.src)
@@ -154,16 +189,9 @@ func TestRegistry(t *testing.T) {
 	mustPanic("duplicate", Type{Name: "mqtt", NewConfig: ok.NewConfig, New: ok.New})
 }
 
-func TestBackoffAndBreaker(t *testing.T) {
-	b := &backoff{min: 100 * time.Millisecond, max: time.Second}
-	for i := 0; i < 10; i++ {
-		d := b.next()
-		if d < 50*time.Millisecond || d > time.Second {
-			t.Fatalf("attempt %d: %v", i, d)
-		}
-	}
+func TestBreaker(t *testing.T) {
 	br := &breaker{failures: 3, openFor: time.Hour}
-	if br.fail() || br.fail() || !br.fail() || br.wait() <= 0 {
+	if f1, f2, f3 := br.fail(), br.fail(), br.fail(); f1 || f2 || !f3 || br.wait() <= 0 {
 		t.Fatal("breaker did not open on the 3rd failure")
 	}
 	br.success()

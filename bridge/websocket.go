@@ -60,7 +60,6 @@ func (c *WebSocketConfig) defaults() {
 
 // Validate implements ConnectorConfig.
 func (c *WebSocketConfig) Validate() error {
-	c.defaults()
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
 	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
 		if u, err := url.Parse(raw); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
@@ -72,8 +71,8 @@ func (c *WebSocketConfig) Validate() error {
 	})...)
 	errs = append(errs, c.Auth.validate()...)
 	errs = append(errs, c.TLS.validate("tls")...)
-	if c.PingInterval < 0 {
-		errs = append(errs, confkit.Errorf("ping_interval", "%v: must not be negative", c.PingInterval))
+	if c.PingInterval <= 0 {
+		errs = append(errs, confkit.Errorf("ping_interval", "%v: must be positive", c.PingInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -118,7 +117,6 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("websocket: config is %T", cc)
 	}
-	cfg.defaults()
 	tc, err := cfg.TLS.build()
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", err)
@@ -193,7 +191,7 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 			c.CloseNow()
 			return
 		}
-		cm, env, err := decodeWSFrame(typ == websocket.MessageText, data)
+		cm, env, err := decodeWSFrame(w.env.Wire, typ == websocket.MessageText, data)
 		if err != nil {
 			w.env.Logger.Warn("websocket: ignoring a frame that is neither an ack nor an envelope", "err", err)
 			continue
@@ -224,7 +222,7 @@ func (w *wsConn) reader(ctx context.Context, c *websocket.Conn, done chan struct
 
 // decodeWSFrame classifies a frame from the server (outside bytes, fuzzed by FuzzWSFrame):
 // an ack/reject control map, or a downlink envelope (JSON in text frames, CBOR in binary).
-func decodeWSFrame(text bool, data []byte) (*wsControl, *wire.Envelope, error) {
+func decodeWSFrame(lim wire.Limits, text bool, data []byte) (*wsControl, *wire.Envelope, error) {
 	var cm wsControl
 	var derr error
 	if text {
@@ -238,9 +236,9 @@ func decodeWSFrame(text bool, data []byte) (*wsControl, *wire.Envelope, error) {
 	var env *wire.Envelope
 	var err error
 	if text {
-		env, err = wire.UnmarshalEnvelopeJSON(data)
+		env, err = lim.UnmarshalEnvelopeJSON(data)
 	} else {
-		env, err = wire.UnmarshalEnvelope(data)
+		env, err = lim.UnmarshalEnvelope(data)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -333,9 +331,9 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 	var err error
 	if w.cfg.Batch.MaxMessages == 1 {
 		msgs = msgs[:1]
-		frame, err = EncodeEnvelope(w.cfg.Format, msgs[0].Env)
+		frame, err = w.env.EncodeEnvelope(w.cfg.Format, msgs[0].Env)
 	} else {
-		frame, err = EncodeBatch(w.cfg.Format, w.env.GatewayID, msgs)
+		frame, err = w.env.EncodeBatch(w.cfg.Format, msgs)
 	}
 	if err != nil {
 		for i := range msgs {

@@ -32,7 +32,7 @@ func FuzzWSFrame(f *testing.F) {
 		f.Add(seed.text, seed.b)
 	}
 	f.Fuzz(func(t *testing.T, text bool, b []byte) {
-		cm, e, err := decodeWSFrame(text, b)
+		cm, e, err := decodeWSFrame(wire.Limits{}, text, b)
 		switch {
 		case err != nil:
 			if cm != nil || e != nil {
@@ -51,13 +51,13 @@ func FuzzWSFrame(f *testing.F) {
 func TestWSFrameClassify(t *testing.T) {
 	env := &wire.Envelope{ID: wire.NewID(), Topic: "cmd/x", Payload: []byte("p")}
 	cb, _ := wire.MarshalEnvelope(env)
-	if cm, e, err := decodeWSFrame(false, cb); err != nil || cm != nil || e == nil || e.Topic != "cmd/x" {
+	if cm, e, err := decodeWSFrame(wire.Limits{}, false, cb); err != nil || cm != nil || e == nil || e.Topic != "cmd/x" {
 		t.Fatalf("cbor envelope: %+v %+v %v", cm, e, err)
 	}
-	if cm, _, err := decodeWSFrame(true, []byte(`{"ack":"abc"}`)); err != nil || cm == nil || cm.Ack != "abc" {
+	if cm, _, err := decodeWSFrame(wire.Limits{}, true, []byte(`{"ack":"abc"}`)); err != nil || cm == nil || cm.Ack != "abc" {
 		t.Fatalf("json ack: %+v %v", cm, err)
 	}
-	if _, _, err := decodeWSFrame(true, []byte(`hello`)); err == nil {
+	if _, _, err := decodeWSFrame(wire.Limits{}, true, []byte(`hello`)); err == nil {
 		t.Fatal("garbage accepted")
 	}
 }

@@ -209,7 +209,7 @@ func (h *aclHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if reason, _ := h.a.willProblem(cl, will.TopicName); reason != "" {
 		h.a.ref.add(refuseWillDropped)
 		if h.a.log != nil {
-			if n, ok := h.a.ref.log.allow(refuseWillDropped); ok {
+			if ok, n := h.a.ref.log.Allow(refuseWillDropped); ok {
 				h.a.log("will message dropped", "reason", reason, "client", cl.ID, "topic", will.TopicName, "suppressed", n)
 			}
 		}

@@ -90,7 +90,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		return true
 	}
 	h.a.ref.add(reason)
-	if n, ok := h.a.ref.log.allow(reason); ok {
+	if ok, n := h.a.ref.log.Allow(reason); ok {
 		h.Log.Info("connection refused: will message not allowed", "reason", reason, "client", cl.ID,
 			"remote", cl.Net.Remote, "username", string(cl.Properties.Username), "will_topic", pk.Connect.WillTopic, "suppressed", n)
 	}

@@ -132,7 +132,7 @@ func TestBadPassword(t *testing.T) {
 func TestAnonymousRefusedOffLoopback(t *testing.T) {
 	// Tests bind loopback only, so the listener is bound on 127.0.0.1 and then classified as
 	// a LAN listener, which is the only thing the auth hook looks at (listenerInfo.loopback,
-	// derived from the configured address by isLoopbackAddress, tested in config_test).
+	// derived from the configured address by netaddr.IsLoopback).
 	cfg := aclConfig(t)
 	b, err := New(Options{Config: cfg})
 	must(t, err)
@@ -232,5 +232,17 @@ func TestWebsocketListener(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("websocket round trip failed")
 		}
+	}
+	// A packet larger than the websocket library's default 32KiB message limit: only the
+	// broker's own packet limit applies to websocket clients, as to TCP ones.
+	big := strings.Repeat("x", 100<<10)
+	must(t, waitTok(t, c.Publish("ws/big", 1, false, big)))
+	select {
+	case p := <-got:
+		if p != big {
+			t.Fatalf("got %d bytes, want %d", len(p), len(big))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("100KiB websocket message not delivered")
 	}
 }

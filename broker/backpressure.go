@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // Publisher backpressure
@@ -68,7 +70,7 @@ type backpressureHook struct {
 	ihigh     int // in-flight marks
 	ilow      int
 	log       *slog.Logger
-	warn      *limiter
+	warn      *ratelog.Keyed
 
 	subs    sync.Map // *mqtt.Client -> *subState, for subscribers that reached high water
 	tracked atomic.Int64
@@ -108,7 +110,7 @@ func newBackpressureHook(wait time.Duration, maxQueued, maxInflight int, log *sl
 	return &backpressureHook{
 		wait: wait, high: high, low: min(maxQueued/4, high-1), log: log,
 		ihigh: ihigh, ilow: min(maxInflight/4, ihigh-1),
-		warn: newLimiter(10 * time.Second), done: make(chan struct{}),
+		warn: ratelog.NewKeyed(10*time.Second, 1000), done: make(chan struct{}),
 	}
 }
 
@@ -217,7 +219,7 @@ func (h *backpressureHook) throttle(cl *mqtt.Client, s *subState) {
 			s.wake = nil
 		}
 		s.mu.Unlock()
-		if n, ok := h.warn.allow(cl.ID); ok && first {
+		if ok, n := h.warn.Allow(cl.ID); ok && first {
 			h.log.Warn("subscriber is not draining its write queue; publishers no longer wait for it and messages to it may be dropped",
 				"client", cl.ID, "queued", queueLen(cl), "waited", h.wait, "suppressed", n)
 		}

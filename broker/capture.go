@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // The capture pipeline
@@ -43,7 +45,7 @@ type captureHook struct {
 	wg      sync.WaitGroup
 
 	failures atomic.Int64
-	failLog  *limiter
+	failLog  *ratelog.Keyed
 }
 
 type pipe struct {
@@ -58,7 +60,7 @@ type job struct {
 }
 
 func newCaptureHook(b *Broker) *captureHook {
-	return &captureHook{b: b, pipes: map[*mqtt.Client]*pipe{}, failLog: newLimiter(10 * time.Second)}
+	return &captureHook{b: b, pipes: map[*mqtt.Client]*pipe{}, failLog: ratelog.NewKeyed(10*time.Second, 1000)}
 }
 
 func (h *captureHook) set(c Capturer) {
@@ -246,7 +248,7 @@ func (h *captureHook) distribute(p *pipe, pk packets.Packet) {
 }
 
 func ackPacket(pk packets.Packet, code packets.Code) packets.Packet {
-	typ := byte(packets.Puback)
+	typ := packets.Puback
 	if pk.FixedHeader.Qos == 2 {
 		typ = packets.Pubrec
 	}
@@ -264,7 +266,7 @@ func ackPacket(pk packets.Packet, code packets.Code) packets.Packet {
 
 func (h *captureHook) failed(cl *mqtt.Client, m *Message, err error) {
 	h.failures.Add(1)
-	if n, ok := h.failLog.allow("capture"); ok {
+	if ok, n := h.failLog.Allow("capture"); ok {
 		h.b.log.Warn("capture failed", "client", cl.ID, "topic", m.Topic, "qos", m.QoS, "error", err, "suppressed", n)
 	}
 }
@@ -291,43 +293,3 @@ func (h *captureHook) drain(d time.Duration) {
 }
 
 func (h *captureHook) wait() { h.wg.Wait() }
-
-// limiter lets one event per key through per interval and counts the ones it held back.
-type limiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	m     map[string]*limitState
-}
-
-type limitState struct {
-	next       time.Time
-	suppressed int
-}
-
-func newLimiter(every time.Duration) *limiter {
-	return &limiter{every: every, m: map[string]*limitState{}}
-}
-
-// allow reports whether an event for key may be logged now, and how many were suppressed
-// since the last one.
-func (l *limiter) allow(key string) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	s := l.m[key]
-	if s == nil {
-		if len(l.m) > 1000 {
-			clear(l.m)
-		}
-		s = &limitState{}
-		l.m[key] = s
-	}
-	if now.Before(s.next) {
-		s.suppressed++
-		return 0, false
-	}
-	n := s.suppressed
-	s.suppressed = 0
-	s.next = now.Add(l.every)
-	return n, true
-}

@@ -47,9 +47,11 @@ func TestClientTableListAndDisconnect(t *testing.T) {
 	must(t, err)
 
 	var list []ClientInfo
-	eventually(t, 5*time.Second, "two clients listed", func() bool {
+	// mochi lists a client before OnSessionEstablished (which records the connect time) has
+	// run, and that runs after the CONNACK is written: wait for both.
+	eventually(t, 5*time.Second, "two clients listed with their connect times", func() bool {
 		list = tbl.List()
-		return len(list) == 2 && list[0].Subscriptions == 2
+		return len(list) == 2 && list[0].Subscriptions == 2 && !list[0].ConnectedAt.IsZero() && !list[1].ConnectedAt.IsZero()
 	})
 	if list[0].ID != "dev-v3" || list[1].ID != "dev-v5" {
 		t.Fatalf("ids: %+v", list)

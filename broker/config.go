@@ -8,10 +8,10 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/netaddr"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -232,7 +232,7 @@ func (c *Config) Validate() error {
 	for i, l := range c.Listeners {
 		key := fmt.Sprintf("listeners[%d]", i)
 		errs = append(errs, l.validate(key)...)
-		if l.Address != "" && !isLoopbackAddress(l.Address) && exposed == "" {
+		if l.Address != "" && !netaddr.IsLoopback(l.Address) && exposed == "" {
 			exposed = key
 		}
 	}
@@ -415,19 +415,4 @@ func checkAddress(addr string) error {
 		return fmt.Errorf("invalid port %q in %q", port, addr)
 	}
 	return nil
-}
-
-// isLoopbackAddress reports whether a configured host:port only accepts local connections.
-// An empty host, 0.0.0.0, ::, an unparsable address and any hostname other than localhost
-// count as reachable from the network.
-func isLoopbackAddress(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

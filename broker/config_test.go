@@ -158,14 +158,3 @@ func TestCovers(t *testing.T) {
 		t.Errorf("expand = %q %v", f, ok)
 	}
 }
-
-func TestIsLoopbackAddress(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:1883": true, "[::1]:1883": true, "localhost:1883": true, "127.3.2.1:1": true,
-		"0.0.0.0:1883": false, ":1883": false, "[::]:1883": false, "192.168.1.10:1883": false, "gw.lan:1883": false,
-	} {
-		if got := isLoopbackAddress(addr); got != want {
-			t.Errorf("isLoopbackAddress(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}

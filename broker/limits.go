@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // Broker limits
@@ -56,11 +58,11 @@ var refusalReasons = []string{
 // refusals counts refused packets by reason; the map is fixed at construction.
 type refusals struct {
 	n   map[string]*atomic.Int64
-	log *limiter
+	log *ratelog.Keyed
 }
 
 func newRefusals() *refusals {
-	r := &refusals{n: map[string]*atomic.Int64{}, log: newLimiter(10 * time.Second)}
+	r := &refusals{n: map[string]*atomic.Int64{}, log: ratelog.NewKeyed(10*time.Second, 1000)}
 	for _, k := range refusalReasons {
 		r.n[k] = new(atomic.Int64)
 	}
@@ -253,7 +255,7 @@ func (h *limitsHook) warn(reason string, cl *mqtt.Client, n int) {
 	if h.log == nil {
 		return
 	}
-	if sup, ok := h.ref.log.allow(reason); ok {
+	if ok, sup := h.ref.log.Allow(reason); ok {
 		h.log("packet refused by broker limits", "reason", reason, "client", cl.ID, "remote", cl.Net.Remote, "bytes", n, "suppressed", sup)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // mochiLogHandler adapts mochi's logging to edged's: mochi's INFO lifecycle chatter becomes
@@ -12,11 +14,11 @@ import (
 // count, and packet dumps (which carry payloads) are left out of WARN/ERROR records.
 type mochiLogHandler struct {
 	next slog.Handler
-	lim  *limiter
+	lim  *ratelog.Keyed
 }
 
 func newMochiLogHandler(next slog.Handler) *mochiLogHandler {
-	return &mochiLogHandler{next: next, lim: newLimiter(10 * time.Second)}
+	return &mochiLogHandler{next: next, lim: ratelog.NewKeyed(10*time.Second, 1000)}
 }
 
 func demote(l slog.Level) slog.Level {
@@ -40,7 +42,7 @@ func (h *mochiLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	out := slog.NewRecord(r.Time, level, r.Message, r.PC)
 	if level >= slog.LevelWarn {
-		n, ok := h.lim.allow(r.Message)
+		ok, n := h.lim.Allow(r.Message)
 		if !ok {
 			return nil
 		}

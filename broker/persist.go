@@ -12,6 +12,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // Keys in the StateStore. A client id cannot contain U+0000 ([MQTT-1.5.4-2]), so it
@@ -39,14 +41,14 @@ type stateHook struct {
 	mqtt.HookBase
 	st   StateStore
 	log  *slog.Logger
-	errs *limiter
+	errs *ratelog.Keyed
 
 	mu    sync.Mutex
 	known map[string]bool // client ids with a stored record
 }
 
 func newStateHook(st StateStore, log *slog.Logger) *stateHook {
-	return &stateHook{st: st, log: log, errs: newLimiter(10 * time.Second), known: map[string]bool{}}
+	return &stateHook{st: st, log: log, errs: ratelog.NewKeyed(10*time.Second, 1000), known: map[string]bool{}}
 }
 
 func (h *stateHook) ID() string { return "edged-state" }
@@ -90,7 +92,7 @@ func (h *stateHook) del(key string) {
 }
 
 func (h *stateHook) fail(op, key string, err error) {
-	if n, ok := h.errs.allow(op); ok {
+	if ok, n := h.errs.Allow(op); ok {
 		h.log.Error("broker state "+op+" failed", "key", key, "error", err, "suppressed", n)
 	}
 }

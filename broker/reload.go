@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edged-dev/edged/internal/netaddr"
 )
 
 // accessTables is what the auth and ACL hooks decide with. It is never changed in place:
@@ -38,7 +40,7 @@ func newAccessTables(cfg Config) *accessTables {
 }
 
 func newListenerInfo(l Listener) *listenerInfo {
-	return &listenerInfo{loopback: isLoopbackAddress(l.Address), certAuth: l.ClientCA != ""}
+	return &listenerInfo{loopback: netaddr.IsLoopback(l.Address), certAuth: l.ClientCA != ""}
 }
 
 func (a *access) t() *accessTables { return a.tables.Load() }

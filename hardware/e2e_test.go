@@ -17,9 +17,6 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// memState is an in-memory broker.StateStore.
-type memState = testutil.MemState
-
 // recorder is a broker.Capturer that keeps what it was given.
 type recorder struct {
 	mu   sync.Mutex

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/internal/backoff"
+	"github.com/edged-dev/edged/internal/ratelog"
 	"github.com/edged-dev/edged/wire"
 	"go.bug.st/serial"
 )
@@ -90,8 +91,8 @@ type port struct {
 	st      PortStatus
 	queue   []queuedCmd
 	isOpen  bool
-	errLog  rateLog
-	dropLog rateLog
+	errLog  ratelog.Limit
+	dropLog ratelog.Limit
 }
 
 func newPort(cfg SerialConfig, local Local, log *slog.Logger, met *metrics, op opener) *port {
@@ -177,7 +178,7 @@ func (p *port) run(ctx context.Context) {
 			p.setState(state, path, err)
 			p.logErr("serial port unavailable; retrying", err, "path", path)
 			attempt++
-			if !sleepCtx(ctx, backoff(p.cfg.Reopen, attempt)) {
+			if !backoff.Sleep(ctx, backoff.Delay(p.cfg.Reopen.Min, p.cfg.Reopen.Max, attempt)) {
 				return
 			}
 			continue
@@ -192,7 +193,7 @@ func (p *port) run(ctx context.Context) {
 		p.setState(StateOpen, path, nil)
 		p.met.up.WithLabelValues(p.cfg.Name).Set(1)
 		p.log.Info("serial port open", "path", path, "baud", p.cfg.Baud)
-		p.errLog.reset()
+		p.errLog.Reset()
 
 		start := time.Now()
 		got, err := p.session(ctx, sp, path)
@@ -212,7 +213,7 @@ func (p *port) run(ctx context.Context) {
 			attempt = 0 // it worked for a while: start the backoff over
 		}
 		attempt++
-		if !sleepCtx(ctx, backoff(p.cfg.Reopen, attempt)) {
+		if !backoff.Sleep(ctx, backoff.Delay(p.cfg.Reopen.Min, p.cfg.Reopen.Max, attempt)) {
 			return
 		}
 	}
@@ -364,13 +365,13 @@ func (p *port) drop(reason string, n int, err error) {
 	p.st.Dropped += uint64(n)
 	p.st.LastError = msg
 	p.mu.Unlock()
-	if ok, suppressed := p.dropLog.allow(time.Now()); ok {
+	if ok, suppressed := p.dropLog.Allow(logInterval, 1); ok {
 		p.log.Warn("serial messages dropped", "reason", reason, "count", n, "err", err, "suppressed", suppressed)
 	}
 }
 
 func (p *port) logErr(msg string, err error, args ...any) {
-	if ok, suppressed := p.errLog.allow(time.Now()); ok {
+	if ok, suppressed := p.errLog.Allow(logInterval, 1); ok {
 		p.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
 	}
 }
@@ -461,53 +462,5 @@ func (p *port) write(sp serial.Port, payload []byte) error {
 	return nil
 }
 
-// backoff is min*2^(attempt-1) capped at max, with equal jitter (half fixed, half random) so
-// ports that failed together do not retry in lockstep.
-func backoff(b Backoff, attempt int) time.Duration {
-	d := b.Max
-	if attempt < 32 {
-		if e := b.Min << (attempt - 1); e > 0 && e < b.Max {
-			d = e
-		}
-	}
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// rateLog lets the first event through, then one per interval with the count suppressed since.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
+// logInterval is the rate limit of error and drop log lines.
 const logInterval = 30 * time.Second
-
-func (r *rateLog) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < logInterval {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
-}
-
-func (r *rateLog) reset() {
-	r.mu.Lock()
-	r.last, r.suppressed = time.Time{}, 0
-	r.mu.Unlock()
-}

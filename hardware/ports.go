@@ -3,12 +3,10 @@ package hardware
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"go.bug.st/serial"
 	"go.bug.st/serial/enumerator"
@@ -79,43 +77,6 @@ func byIDLinks() map[string][]string {
 		}
 	}
 	return m
-}
-
-// PrintPorts writes ListPorts as a table for `edged ports`.
-func PrintPorts(w io.Writer) error {
-	ports, err := ListPorts()
-	if err != nil {
-		return err
-	}
-	return writePortsTable(w, ports)
-}
-
-func writePortsTable(w io.Writer, ports []PortInfo) error {
-	if len(ports) == 0 {
-		_, err := fmt.Fprintln(w, "no serial ports found (ptys are not listed)")
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tUSB\tVID\tPID\tSERIAL\tPRODUCT\tLINK")
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
-	for _, p := range ports {
-		usb := "no"
-		if p.IsUSB {
-			usb = "yes"
-		}
-		link := "-"
-		if len(p.Links) > 0 {
-			link = strings.Join(p.Links, ",")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, usb, dash(p.VID), dash(p.PID),
-			dash(p.SerialNumber), dash(p.Product), link)
-	}
-	return tw.Flush()
 }
 
 // errNoDevice: no USB device matches (yet); the port waits for it.

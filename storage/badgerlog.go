@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -45,7 +46,7 @@ func (b badgerLogger) damage(level, f string, a []any) {
 		return
 	}
 	b.in.badgerErrors.Inc()
-	if ok, more := b.in.limit("badger\x00"+f).allow(time.Second, 1); ok {
+	if ok, more := b.in.limits.Limit("badger\x00"+f).Allow(time.Second, 1); ok {
 		b.l.Error(msg, "badger_level", level, "suppressed_since_last_log", more)
 	}
 }
@@ -65,13 +66,13 @@ func (b badgerLogger) Infof(f string, a ...any) {
 		b.damage("info", f, a)
 		return
 	}
-	if b.l.Enabled(nil, slog.LevelDebug) {
+	if b.l.Enabled(context.Background(), slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
 }
 
 func (b badgerLogger) Debugf(f string, a ...any) {
-	if b.l.Enabled(nil, slog.LevelDebug) {
+	if b.l.Enabled(context.Background(), slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
 	}
 }

@@ -302,7 +302,7 @@ func (db *DB) runGroup(pending []*op) []*op {
 				if free, err := diskFree(db.opts.Dir); err == nil && db.space.effectiveFree(free) < db.opts.MinFreeBytes {
 					diskFull = true
 					db.metrics.diskFull.Inc()
-					if ok, n := db.diskFullLog.allow(10*time.Second, 1); ok {
+					if ok, n := db.diskFullLog.Allow(10*time.Second, 1); ok {
 						db.log.Error("data dir file system is full: refusing new messages (acks still work)",
 							"dir", db.opts.Dir, "free_bytes", free, "min_free_bytes", db.opts.MinFreeBytes, "refused_since_last_log", n)
 					}
@@ -510,7 +510,7 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 	}
 	// Tombstone [first key, head) in chunks, each chunk Seeking past the previous one.
 	var from uint64
-	for {
+	{ // runInline runs the op group after group until it reports done: one op, many chunks
 		o := &op{ctx: context.Background(), done: make(chan error, 1), apply: func(g *group) (bool, error) {
 			w := g.work(ob)
 			it := g.txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
@@ -535,7 +535,6 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 			db.log.Warn("reclaiming outbox garbage failed", "outbox", ob.name, "error", err)
 			return
 		}
-		break
 	}
 	ob.mu.Lock()
 	ob.garbage = 0

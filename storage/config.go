@@ -38,20 +38,24 @@ func Defaults() Config {
 }
 
 // ApplyDefaults fills zero fields from Defaults.
-func (c *Config) ApplyDefaults() {
-	d := Defaults()
+func (c *Config) ApplyDefaults() { *c = c.Inherit(Defaults()) }
+
+// Inherit returns c with its zero fields taken from parent: a connector's outbox overrides
+// inherit the storage: section this way.
+func (c Config) Inherit(parent Config) Config {
 	if c.MaxBytes == 0 {
-		c.MaxBytes = d.MaxBytes
+		c.MaxBytes = parent.MaxBytes
 	}
 	if c.MaxMessages == 0 {
-		c.MaxMessages = d.MaxMessages
+		c.MaxMessages = parent.MaxMessages
 	}
 	if c.TTL == 0 {
-		c.TTL = d.TTL
+		c.TTL = parent.TTL
 	}
 	if c.WhenFull == "" {
-		c.WhenFull = d.WhenFull
+		c.WhenFull = parent.WhenFull
 	}
+	return c
 }
 
 // Validate reports every bad field as a *confkit.KeyError (joined). Zero values are valid (they

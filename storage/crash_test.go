@@ -131,7 +131,7 @@ func TestCrashKill9(t *testing.T) {
 			close(lines)
 		}()
 		ready := false
-		kill := time.After(time.Hour)
+		var kill <-chan time.Time
 		for line := range lines {
 			if line == "ready" && !ready {
 				ready = true

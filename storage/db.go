@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,9 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-dev/edged/internal/ratelog"
+	"github.com/edged-dev/edged/wire"
 )
 
 // Errors callers decide on with errors.Is.
@@ -75,6 +79,9 @@ type Options struct {
 	// ReserveBytes is the emergency reserve file kept in the data dir and released when the
 	// file system runs full (diskfull.go). 0 means DefaultReserveBytes; negative: none.
 	ReserveBytes int64
+	// Wire bounds the envelopes stored and read back (the zero value: wire's defaults).
+	// Appending an envelope beyond it fails, so nothing is stored that could not be read back.
+	Wire wire.Limits
 }
 
 // DB is the one badger database of a gateway: outboxes, dead letters and broker state.
@@ -93,7 +100,6 @@ type DB struct {
 	trimDone chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
-	errOnce  sync.Once
 	closeErr error
 
 	mu       sync.Mutex
@@ -105,7 +111,7 @@ type DB struct {
 
 	commits      atomic.Uint64
 	committedOps atomic.Uint64
-	diskFullLog  rateLimit
+	diskFullLog  ratelog.Limit
 	freedSinceGC atomic.Int64
 	space        *spaceGuard // full disk and file repair (diskfull.go, repair.go)
 }
@@ -228,12 +234,12 @@ func Open(o Options) (*DB, error) {
 	if err != nil {
 		if o.NoRecover {
 			lk.unlock(true)
-			return nil, fmt.Errorf("open storage %s: %w: %v", dir, ErrCorrupt, err)
+			return nil, fmt.Errorf("open storage %s: %w: %v", dir, ErrCorrupt, err) //nolint:errorlint // callers decide on ErrCorrupt; badger's error is context
 		}
 		aside = dir + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000Z")
 		if rerr := os.Rename(dir, aside); rerr != nil {
 			lk.unlock(true)
-			return nil, fmt.Errorf("open storage %s: %w (and moving it aside failed: %v)", dir, err, rerr)
+			return nil, fmt.Errorf("open storage %s: %w (and moving it aside failed: %v)", dir, err, rerr) //nolint:errorlint // the open error decides; the rename error is context
 		}
 		log.Error("storage is corrupt or unreadable: moved it aside; salvaging what is readable into a fresh store",
 			"dir", dir, "moved_to", aside, "error", err)
@@ -549,33 +555,11 @@ func procWriteBytes() uint64 {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
-			var n uint64
-			fmt.Sscan(strings.TrimSpace(v), &n)
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64) // unreadable: 0, as when missing
 			return n
 		}
 	}
 	return 0
-}
-
-// rateLimit lets one log line through per interval and counts what it suppressed.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed uint64
-}
-
-// allow reports whether to log now and how many events were suppressed since the last line.
-func (r *rateLimit) allow(every time.Duration, n uint64) (bool, uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if now.Sub(r.last) < every {
-		r.suppressed += n
-		return false, 0
-	}
-	s := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, s
 }
 
 // Ping returns once the commit goroutine has taken a no-op through a group, or ctx's error.

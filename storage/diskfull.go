@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"github.com/edged-dev/edged/internal/ratelog"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -112,7 +113,7 @@ type spaceGuard struct {
 	blocked      atomic.Bool  // writes refused: no allocated WAL to write into
 	held         atomic.Bool  // the reserve file exists
 	free         atomic.Int64 // last measured free bytes (-1 unknown)
-	blockedLog   rateLimit
+	blockedLog   ratelog.Limit
 	mReleased    prometheus.Counter
 	mBlocked     prometheus.Counter
 	mRepairs     *prometheus.CounterVec
@@ -283,7 +284,7 @@ func (s *spaceGuard) quiet() bool {
 }
 
 func (s *spaceGuard) blockedLogAllow() bool {
-	ok, _ := s.blockedLog.allow(10*time.Second, 1)
+	ok, _ := s.blockedLog.Allow(10*time.Second, 1)
 	return ok
 }
 

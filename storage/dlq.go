@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,7 +39,7 @@ func (o *Outbox) DeadLetters(afterSeq uint64, max int) ([]DeadRecord, error) {
 				if err != nil {
 					return err
 				}
-				d.Env, err = wire.UnmarshalEnvelope(b)
+				d.Env, err = o.db.opts.Wire.UnmarshalEnvelope(b)
 				return err
 			})
 			if err != nil {
@@ -109,7 +110,7 @@ func (o *Outbox) Requeue(ctx context.Context, seqs ...uint64) (int, error) {
 		for ; idx < len(seqs); idx++ {
 			dk := seqKey(o.dprefix, seqs[idx])
 			item, err := g.txn.Get(dk)
-			if err == badger.ErrKeyNotFound {
+			if errors.Is(err, badger.ErrKeyNotFound) {
 				missing = append(missing, seqs[idx])
 				continue
 			} else if err != nil {

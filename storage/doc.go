@@ -35,7 +35,6 @@
 //     empty or shorter than their header are removed before badger opens (WARN, counted in
 //     edged_storage_repairs_total{kind}); what badger creates at Open and at every WAL or
 //     value-log rotation is fsynced with the directory before the commit is answered;
-//   - the `edged outbox` CLI (OutboxCLI), which works on a stopped daemon's data dir.
 //
 // What it must not do:
 //   - know about MQTT, HTTP, connectors or rules: it stores wire.Envelopes by outbox name and

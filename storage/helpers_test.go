@@ -159,7 +159,7 @@ func dirSize(dir string) int64 {
 		}
 		if fi, err := e.Info(); err == nil && !fi.IsDir() {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += int64(st.Blocks) * 512 // allocated, not apparent: badger preallocates sparse files
+				n += int64(st.Blocks) * 512 //nolint:unconvert // Blocks is uint64 on linux/arm; allocated, not apparent: badger preallocates sparse files
 			} else {
 				n += fi.Size()
 			}

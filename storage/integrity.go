@@ -13,6 +13,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // Record format. A record is the value of an outbox key:
@@ -106,19 +108,19 @@ type integrity struct {
 	deadLetters  *prometheus.CounterVec // outbox, reason
 	badgerErrors prometheus.Counter
 	salvaged     *prometheus.CounterVec // result
-	badgerLog    rateLimit
 
 	wit       *witness // committer goroutine only
 	scrubDone chan struct{}
 
 	mu      sync.Mutex
 	salvage *SalvageStats
-	limits  map[string]*rateLimit // log rate limits by kind of line
+	limits  *ratelog.Keyed // log rate limits by kind of line, so one outbox's damage never hides another's
 }
 
 func newIntegrity(log *slog.Logger) *integrity {
 	return &integrity{
-		log: log,
+		log:    log,
+		limits: ratelog.NewKeyed(time.Second, 256),
 		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_storage_corrupt_records_total",
 			Help: "Outbox records found damaged or lost, by cause (checksum: moved to the dead letters as they are; unreadable, wal, counters, salvage: lost, a marker is in the dead letters)."},
 			[]string{"outbox", "cause"}),
@@ -159,7 +161,7 @@ func (db *DB) lost(ob string, cause string, n int64, first, last uint64, msg str
 	if db.metrics != nil {
 		db.metrics.dropped.WithLabelValues(ob, ReasonCorrupt).Add(float64(n))
 	}
-	if ok, more := in.limit("lost\x00"+ob+"\x00"+cause).allow(time.Second, uint64(n)); ok {
+	if ok, more := in.limits.Limit("lost\x00"+ob+"\x00"+cause).Allow(time.Second, int(n)); ok {
 		db.log.Error(msg, "outbox", ob, "cause", cause, "records", n, "first_seq", first, "last_seq", last,
 			"suppressed_since_last_log", more)
 	}
@@ -612,23 +614,4 @@ func (db *DB) submitOrInline(o *op) error {
 		return db.runInline(o)
 	}
 	return db.submit(context.Background(), o)
-}
-
-// limit returns the rate limit of one kind of log line (bounded: past 256 kinds they share
-// one), so one outbox's damage never hides another's.
-func (in *integrity) limit(kind string) *rateLimit {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.limits == nil {
-		in.limits = map[string]*rateLimit{}
-	}
-	r := in.limits[kind]
-	if r == nil {
-		if len(in.limits) >= 256 {
-			return &in.badgerLog
-		}
-		r = &rateLimit{}
-		in.limits[kind] = r
-	}
-	return r
 }

@@ -28,10 +28,9 @@ func TestLockedDirIsNotMovedAside(t *testing.T) {
 	if m, _ := filepath.Glob(dir + ".corrupt-*"); len(m) != 0 {
 		t.Fatalf("locked dir moved aside: %v", m)
 	}
-	// The CLI refuses too.
-	var out, errb bytes.Buffer
-	if code := OutboxCLI([]string{"stats"}, dir, &out, &errb); code != 1 || !strings.Contains(errb.String(), "locked") || !strings.Contains(errb.String(), "stopped edged") {
-		t.Fatalf("cli on a live dir: %d %q", code, errb.String())
+	// The offline commands' open (NoRecover) refuses too.
+	if _, err := Open(Options{Dir: dir, NoRecover: true}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("NoRecover open of a live dir: %v", err)
 	}
 	must(t, db.Close())
 	db = openT(t, dir)
@@ -52,10 +51,12 @@ func TestCorruptStoreMovedAside(t *testing.T) {
 	must(t, db.Close())
 	must(t, os.WriteFile(filepath.Join(dir, "MANIFEST"), bytes.Repeat([]byte{0xde, 0xad}, 100), 0o644))
 
-	// The CLI must not repair behind the operator's back.
-	var out, errb bytes.Buffer
-	if code := OutboxCLI([]string{"stats"}, dir, &out, &errb); code != 1 || !strings.Contains(errb.String(), "corrupt") {
-		t.Fatalf("cli on corrupt store: %d %q", code, errb.String())
+	// The offline commands (NoRecover) must not repair behind the operator's back.
+	if _, err := Open(Options{Dir: dir, NoRecover: true}); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("NoRecover open of a corrupt store: %v", err)
+	}
+	if m, _ := filepath.Glob(dir + ".corrupt-*"); len(m) != 0 {
+		t.Fatalf("NoRecover moved the store aside: %v", m)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -93,48 +94,6 @@ func TestUnwritableDirIsNotCorruption(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(dir + ".corrupt-*"); len(m) != 0 {
 		t.Fatalf("moved aside: %v", m)
-	}
-}
-
-func TestCLI(t *testing.T) {
-	dir := t.TempDir()
-	db := openT(t, dir)
-	ob, _ := db.Outbox("cloud", Config{})
-	appendN(t, ob, 0, 5, 10)
-	must(t, ob.DeadLetter(2, "http 400"))
-	must(t, ob.DeadLetter(3, "http 422"))
-	must(t, db.Close())
-
-	run := func(want int, args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if code := OutboxCLI(args, dir, &out, &errb); code != want {
-			t.Fatalf("%v: exit %d, want %d; stderr %s", args, code, want, errb.String())
-		}
-		return out.String() + errb.String()
-	}
-	if o := run(0, "stats"); !strings.Contains(o, "cloud") || !strings.Contains(o, "  3  ") {
-		t.Fatalf("stats:\n%s", o)
-	}
-	if o := run(0, "dlq", "list"); !strings.Contains(o, "http 400") || !strings.Contains(o, "http 422") {
-		t.Fatalf("list:\n%s", o)
-	}
-	run(2, "dlq", "requeue", "cloud")
-	run(2, "dlq", "requeue", "cloud", "x")
-	run(2, "frobnicate")
-	run(1, "dlq", "purge", "nope")
-	if o := run(0, "dlq", "requeue", "cloud", "2"); !strings.Contains(o, "requeued 1") {
-		t.Fatalf("requeue: %s", o)
-	}
-	if o := run(0, "dlq", "list", "cloud"); strings.Contains(o, "http 400") || !strings.Contains(o, "http 422") {
-		t.Fatalf("list after requeue:\n%s", o)
-	}
-	if o := run(0, "dlq", "purge", "cloud"); !strings.Contains(o, "purged 1") {
-		t.Fatalf("purge: %s", o)
-	}
-	var out, errb bytes.Buffer
-	if code := OutboxCLI([]string{"stats"}, filepath.Join(dir, "missing"), &out, &errb); code != 1 {
-		t.Fatalf("missing dir: exit %d", code)
 	}
 }
 

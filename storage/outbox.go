@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/edged-dev/edged/internal/ratelog"
 	"github.com/edged-dev/edged/wire"
 )
 
@@ -31,7 +32,7 @@ type Outbox struct {
 	cm      meta  // committed (durable) state
 	garbage int64 // bytes of records below the head not yet reclaimed
 	debt    int64 // garbage plus tombstoned bytes since the last DropPrefix
-	dropLog rateLimit
+	dropLog ratelog.Limit
 }
 
 func (db *DB) newOutbox(name string) *Outbox {
@@ -73,7 +74,7 @@ func (o *Outbox) publish(w *work) {
 		}
 	}
 	if dropped > 0 {
-		if ok, more := o.dropLog.allow(10*time.Second, dropped); ok {
+		if ok, more := o.dropLog.Allow(10*time.Second, int(dropped)); ok {
 			o.db.log.Warn("outbox full or expired: dropped oldest messages",
 				"outbox", o.name, "max_bytes", w.drops[reasonIndex(ReasonMaxBytes)],
 				"max_messages", w.drops[reasonIndex(ReasonMaxMessages)], "ttl", w.drops[reasonIndex(ReasonTTL)],
@@ -97,7 +98,7 @@ func (o *Outbox) Append(ctx context.Context, envs ...*wire.Envelope) error {
 	now := nowMs()
 	vals := make([][]byte, 0, len(envs))
 	for _, e := range envs {
-		b, err := wire.MarshalEnvelope(e)
+		b, err := o.db.opts.Wire.MarshalEnvelope(e)
 		if err != nil {
 			return fmt.Errorf("append to outbox %q: %w", o.name, err)
 		}
@@ -179,7 +180,7 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 				if err != nil {
 					return err
 				}
-				env, err = wire.UnmarshalEnvelope(b)
+				env, err = o.db.opts.Wire.UnmarshalEnvelope(b)
 				return err
 			})
 			if err != nil {

@@ -327,7 +327,7 @@ func TestStateStore(t *testing.T) {
 		t.Fatalf("scan %v", got)
 	}
 	stop := errors.New("stop")
-	if err := db.State().Scan("", func(string, []byte) error { return stop }); err != stop {
+	if err := db.State().Scan("", func(string, []byte) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("scan error %v", err)
 	}
 }

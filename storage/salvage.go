@@ -422,7 +422,7 @@ func readTable(path string, put func(key []byte, meta byte, val []byte)) (err er
 		_ = mf.Close(-1)
 		return err
 	}
-	defer t.DecrRef()
+	defer func() { _ = t.DecrRef() }() // a read-only table of a store moved aside: nothing to act on
 	it := t.NewIterator(0)
 	defer it.Close()
 	// Block by block (the index holds each block's first key), so a bad block loses only its

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // The witness: a small file next to badger's, rewritten in place after every group commit
@@ -44,7 +46,7 @@ type witness struct {
 	f      *os.File
 	tails  map[string]witnessed
 	buf    []byte
-	failed rateLimit
+	failed ratelog.Limit
 }
 
 func encodeWitness(buf []byte, tails map[string]witnessed) []byte {
@@ -171,7 +173,7 @@ func (db *DB) witness(g *group) {
 	}
 	w.buf = encodeWitness(w.buf, w.tails)
 	if _, err := w.f.WriteAt(w.buf, 0); err != nil {
-		if ok, _ := w.failed.allow(time.Minute, 1); ok {
+		if ok, _ := w.failed.Allow(time.Minute, 1); ok {
 			db.log.Warn("writing the outbox tails file failed", "error", err)
 		}
 	}

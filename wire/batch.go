@@ -73,14 +73,17 @@ func (b *Batch) header() (first, last ID, err error) {
 }
 
 // MarshalBatch encodes b in deterministic CBOR. It does not modify b.
-func MarshalBatch(b *Batch) ([]byte, error) {
+func MarshalBatch(b *Batch) ([]byte, error) { return Limits{}.MarshalBatch(b) }
+
+// MarshalBatch is MarshalBatch within l.
+func (l Limits) MarshalBatch(b *Batch) ([]byte, error) {
 	first, last, err := b.header()
 	if err != nil {
 		return nil, fmt.Errorf("encode batch: %w", err)
 	}
 	size := 1 + 2 + 1 + strSize(len(b.Gateway)) + 2*18 + 1 + headLen(uint64(len(b.Envelopes)))
 	for i, e := range b.Envelopes {
-		if err := e.check(); err != nil {
+		if err := e.check(l.maxPayload()); err != nil {
 			return nil, fmt.Errorf("encode batch: envelope %d: %w", i, err)
 		}
 		size += envelopeSize(e, true, b.Gateway)
@@ -102,16 +105,19 @@ func MarshalBatch(b *Batch) ([]byte, error) {
 
 // UnmarshalBatch decodes outside bytes into a batch with the same guarantees as
 // UnmarshalEnvelope. Nested envelopes inherit the batch's gateway when they do not carry one.
-func UnmarshalBatch(p []byte) (*Batch, error) {
-	b, err := unmarshalBatch(p)
+func UnmarshalBatch(p []byte) (*Batch, error) { return Limits{}.UnmarshalBatch(p) }
+
+// UnmarshalBatch is UnmarshalBatch within l.
+func (l Limits) UnmarshalBatch(p []byte) (*Batch, error) {
+	b, err := unmarshalBatch(p, l.maxPayload())
 	if err != nil {
 		return nil, fmt.Errorf("decode batch: %w", err)
 	}
 	return b, nil
 }
 
-func unmarshalBatch(p []byte) (*Batch, error) {
-	r := reader{b: p}
+func unmarshalBatch(p []byte, maxPayload int) (*Batch, error) {
+	r := reader{b: p, maxPayload: maxPayload}
 	n, err := mapHead(&r, "batch")
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ var (
 	// ErrMalformed reports bytes that are not well-formed CBOR / JSON, or that do not follow the
 	// envelope or batch schema (wrong types, missing required keys, duplicate keys).
 	ErrMalformed = errors.New("malformed")
-	// ErrLimit reports outside bytes that exceed a decode limit (MaxPayload, MaxTopic, ...).
+	// ErrLimit reports outside bytes that exceed a decode limit (Limits.MaxPayload, MaxTopic, ...).
 	ErrLimit = errors.New("limit exceeded")
 
 	errTruncated  = fmt.Errorf("%w: unexpected end of data", ErrMalformed)
@@ -92,8 +92,9 @@ func headLen(n uint64) int {
 
 // reader walks a CBOR byte slice. It never allocates except where a method says so.
 type reader struct {
-	b   []byte
-	off int
+	b          []byte
+	off        int
+	maxPayload int // Limits.MaxPayload of the envelopes read
 }
 
 func (r *reader) remaining() int { return len(r.b) - r.off }

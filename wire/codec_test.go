@@ -63,9 +63,7 @@ func TestEnvelopeTableEncode(t *testing.T) {
 }
 
 func TestEnvelopeEncodeErrors(t *testing.T) {
-	old := MaxPayload
-	MaxPayload = 8
-	defer func() { MaxPayload = old }()
+	lim := Limits{MaxPayload: 8}
 	for name, e := range map[string]*Envelope{
 		"payload over MaxPayload": {Topic: "a", Payload: make([]byte, 9)},
 		"qos 3":                   {Topic: "a", QoS: 3},
@@ -73,17 +71,77 @@ func TestEnvelopeEncodeErrors(t *testing.T) {
 		"invalid utf8 topic":      {Topic: "\xff"},
 		"invalid utf8 prop":       {Topic: "a", UserProps: []UserProp{{"k", "\xc3"}}},
 	} {
-		if _, err := MarshalEnvelope(e); err == nil {
+		if _, err := lim.MarshalEnvelope(e); err == nil {
 			t.Errorf("%s: no error", name)
 		}
-		if _, err := MarshalEnvelopeJSON(e); err == nil {
+		if _, err := lim.MarshalEnvelopeJSON(e); err == nil {
 			t.Errorf("%s: json: no error", name)
+		}
+		if _, err := lim.MarshalBatch(&Batch{Envelopes: []*Envelope{e}}); err == nil {
+			t.Errorf("%s: batch: no error", name)
+		}
+		if _, err := lim.MarshalBatchJSON(&Batch{Envelopes: []*Envelope{e}}); err == nil {
+			t.Errorf("%s: batch json: no error", name)
 		}
 	}
 	// the decoder applies the same limit
 	b := cat(h("a4 00 01 01"), tidBytes, h("02 61 61 03 49"), make([]byte, 9))
-	if _, err := UnmarshalEnvelope(b); !errors.Is(err, ErrLimit) {
+	if _, err := lim.UnmarshalEnvelope(b); !errors.Is(err, ErrLimit) {
 		t.Fatalf("decode over MaxPayload: %v", err)
+	}
+	if _, err := UnmarshalEnvelope(b); err != nil {
+		t.Fatalf("default limits: %v", err)
+	}
+}
+
+// Limits are explicit: a payload above the default is refused by the package functions and
+// round-trips through the methods of a Limits that allows it, in every encoding.
+func TestLimitsAboveDefault(t *testing.T) {
+	e := &Envelope{ID: tid, Topic: "a", Payload: make([]byte, DefaultMaxPayload+1), QoS: 1}
+	if _, err := MarshalEnvelope(e); !errors.Is(err, ErrLimit) {
+		t.Fatalf("default limits accepted %d bytes: %v", len(e.Payload), err)
+	}
+	lim := Limits{MaxPayload: 2 * DefaultMaxPayload}
+	c, err := lim.MarshalEnvelope(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalEnvelope(c); !errors.Is(err, ErrLimit) {
+		t.Fatalf("default decode: %v", err)
+	}
+	if got, err := lim.UnmarshalEnvelope(c); err != nil || len(got.Payload) != len(e.Payload) {
+		t.Fatalf("cbor: %v", err)
+	}
+	j, err := lim.MarshalEnvelopeJSON(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalEnvelopeJSON(j); !errors.Is(err, ErrLimit) {
+		t.Fatalf("default json decode: %v", err)
+	}
+	if got, err := lim.UnmarshalEnvelopeJSON(j); err != nil || len(got.Payload) != len(e.Payload) {
+		t.Fatalf("json: %v", err)
+	}
+	batch := &Batch{Gateway: "g", Envelopes: []*Envelope{e}}
+	bc, err := lim.MarshalBatch(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalBatch(bc); !errors.Is(err, ErrLimit) {
+		t.Fatalf("default batch decode: %v", err)
+	}
+	if _, err := lim.UnmarshalBatch(bc); err != nil {
+		t.Fatalf("batch: %v", err)
+	}
+	bj, err := lim.MarshalBatchJSON(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalBatchJSON(bj); !errors.Is(err, ErrLimit) {
+		t.Fatalf("default batch json decode: %v", err)
+	}
+	if _, err := lim.UnmarshalBatchJSON(bj); err != nil {
+		t.Fatalf("batch json: %v", err)
 	}
 }
 
@@ -178,8 +236,8 @@ func TestFrameErrors(t *testing.T) {
 	if _, err := NewFrameDecoder("hdlc", 0); err == nil {
 		t.Error("unknown framing accepted")
 	}
-	if _, err := NewFrameDecoder("line", MaxPayload+1); !errors.Is(err, ErrLimit) {
-		t.Error("max above MaxPayload accepted")
+	if _, err := NewFrameDecoder("line", DefaultMaxPayload+1); !errors.Is(err, ErrLimit) {
+		t.Error("max above DefaultMaxPayload accepted")
 	}
 	if _, err := EncodeFrame("line", []byte("a\nb")); !errors.Is(err, ErrMalformed) {
 		t.Error("line with delimiter accepted")

@@ -13,7 +13,7 @@
 // Everything that decodes outside bytes (UnmarshalEnvelope, UnmarshalBatch, the JSON
 // decoders, CBORToJSON, JSONToCBOR, Diagnose, the frame decoders) is hardened: it returns an
 // error (wrapping ErrMalformed, ErrLimit or ErrVersion) and never panics, never allocates more
-// than a small multiple of its input or the configured limits (MaxPayload, MaxTopic, MaxString,
+// than a small multiple of its input or the configured limits (Limits.MaxPayload, MaxTopic, MaxString,
 // MaxUserProps, MaxBatch, MaxTranscode, MaxNesting, MaxItems), and always terminates.
 // Duplicate map keys are rejected. Every decoder has a native fuzz target (go test -fuzz).
 //

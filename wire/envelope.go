@@ -166,7 +166,7 @@ type Envelope struct {
 	Version     uint       // 0 when built by a producer: written as Version
 	ID          ID         // time-ordered message id; the remote dedupes on it
 	Topic       string     // local MQTT topic
-	Payload     []byte     // opaque bytes, at most MaxPayload
+	Payload     []byte     // opaque bytes, at most Limits.MaxPayload
 	QoS         byte       // 0, 1 or 2
 	Retain      bool       // MQTT retain flag
 	Time        int64      // capture time, Unix milliseconds
@@ -194,12 +194,12 @@ const (
 // ErrVersion reports an envelope written by a newer, incompatible edged.
 var ErrVersion = errors.New("unsupported envelope version")
 
-func (e *Envelope) check() error {
+func (e *Envelope) check(maxPayload int) error {
 	if e.Version != 0 && e.Version != Version {
 		return fmt.Errorf("%w %d (this build writes %d)", ErrVersion, e.Version, Version)
 	}
-	if len(e.Payload) > MaxPayload {
-		return fmt.Errorf("payload: %w: %d bytes > %d", ErrLimit, len(e.Payload), MaxPayload)
+	if len(e.Payload) > maxPayload {
+		return fmt.Errorf("payload: %w: %d bytes > %d", ErrLimit, len(e.Payload), maxPayload)
 	}
 	if e.QoS > 2 {
 		return fmt.Errorf("qos: %w: %d", ErrMalformed, e.QoS)
@@ -242,16 +242,22 @@ func checkString(what, s string, max int) error {
 
 // MarshalEnvelope encodes e in deterministic CBOR. It does not modify e. It fails on a payload
 // or string beyond the decode limits, invalid UTF-8, QoS > 2 or a Version other than 0 / 1.
-func MarshalEnvelope(e *Envelope) ([]byte, error) {
-	if err := e.check(); err != nil {
+func MarshalEnvelope(e *Envelope) ([]byte, error) { return Limits{}.MarshalEnvelope(e) }
+
+// MarshalEnvelope is MarshalEnvelope within l.
+func (l Limits) MarshalEnvelope(e *Envelope) ([]byte, error) {
+	if err := e.check(l.maxPayload()); err != nil {
 		return nil, fmt.Errorf("encode envelope: %w", err)
 	}
 	return appendEnvelope(make([]byte, 0, envelopeSize(e, false, "")), e, false, ""), nil
 }
 
 // AppendEnvelope appends the CBOR encoding of e to dst (no allocation when dst has room).
-func AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
-	if err := e.check(); err != nil {
+func AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) { return Limits{}.AppendEnvelope(dst, e) }
+
+// AppendEnvelope is AppendEnvelope within l.
+func (l Limits) AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
+	if err := e.check(l.maxPayload()); err != nil {
 		return dst, fmt.Errorf("encode envelope: %w", err)
 	}
 	return appendEnvelope(dst, e, false, ""), nil
@@ -382,9 +388,12 @@ func appendEnvelope(b []byte, e *Envelope, inBatch bool, batchGW string) []byte 
 // UnmarshalEnvelope decodes outside bytes into an envelope. It never panics, allocates at most
 // a small multiple of len(b), and returns an error wrapping ErrVersion, ErrMalformed or
 // ErrLimit. The envelope does not alias b.
-func UnmarshalEnvelope(b []byte) (*Envelope, error) {
+func UnmarshalEnvelope(b []byte) (*Envelope, error) { return Limits{}.UnmarshalEnvelope(b) }
+
+// UnmarshalEnvelope is UnmarshalEnvelope within l.
+func (l Limits) UnmarshalEnvelope(b []byte) (*Envelope, error) {
 	e := new(Envelope)
-	r := reader{b: b}
+	r := reader{b: b, maxPayload: l.maxPayload()}
 	if err := decodeEnvelope(&r, e, false, ""); err != nil {
 		return nil, fmt.Errorf("decode envelope: %w", err)
 	}
@@ -478,7 +487,7 @@ func decodeEnvelope(r *reader, e *Envelope, inBatch bool, batchGW string) error 
 				return err
 			}
 		case keyPayload:
-			p, err := r.span(majorBytes, MaxPayload, "payload")
+			p, err := r.span(majorBytes, r.maxPayload, "payload")
 			if err != nil {
 				return err
 			}

@@ -46,10 +46,10 @@ const (
 )
 
 // NewFrameDecoder returns the decoder for framing ("line": '\n'-delimited with CR stripping,
-// "cobs", "slip"); maxLen <= 0 means DefaultMaxFrame, above MaxPayload is an error.
+// "cobs", "slip"); maxLen <= 0 means DefaultMaxFrame, above DefaultMaxPayload is an error.
 func NewFrameDecoder(framing string, maxLen int) (FrameDecoder, error) {
-	if maxLen > MaxPayload {
-		return nil, fmt.Errorf("frame decoder: max frame length %d: %w (MaxPayload %d)", maxLen, ErrLimit, MaxPayload)
+	if maxLen > DefaultMaxPayload {
+		return nil, fmt.Errorf("frame decoder: max frame length %d: %w (max payload %d)", maxLen, ErrLimit, DefaultMaxPayload)
 	}
 	switch framing {
 	case FramingLine:

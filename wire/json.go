@@ -64,8 +64,11 @@ type jsonBatch struct {
 }
 
 // MarshalEnvelopeJSON encodes e in the JSON form documented above. It does not modify e.
-func MarshalEnvelopeJSON(e *Envelope) ([]byte, error) {
-	if err := e.check(); err != nil {
+func MarshalEnvelopeJSON(e *Envelope) ([]byte, error) { return Limits{}.MarshalEnvelopeJSON(e) }
+
+// MarshalEnvelopeJSON is MarshalEnvelopeJSON within l.
+func (l Limits) MarshalEnvelopeJSON(e *Envelope) ([]byte, error) {
+	if err := e.check(l.maxPayload()); err != nil {
 		return nil, fmt.Errorf("encode envelope json: %w", err)
 	}
 	return appendEnvelopeJSON(make([]byte, 0, jsonSizeHint(e)), e), nil
@@ -176,7 +179,10 @@ func appendJSONString(b []byte, s string) []byte {
 
 // UnmarshalEnvelopeJSON decodes the JSON form. Unknown keys are ignored; the same limits as
 // UnmarshalEnvelope apply.
-func UnmarshalEnvelopeJSON(p []byte) (*Envelope, error) {
+func UnmarshalEnvelopeJSON(p []byte) (*Envelope, error) { return Limits{}.UnmarshalEnvelopeJSON(p) }
+
+// UnmarshalEnvelopeJSON is UnmarshalEnvelopeJSON within l.
+func (l Limits) UnmarshalEnvelopeJSON(p []byte) (*Envelope, error) {
 	if len(p) > MaxTranscode {
 		return nil, fmt.Errorf("decode envelope json: %w: %d bytes > %d", ErrLimit, len(p), MaxTranscode)
 	}
@@ -185,13 +191,13 @@ func UnmarshalEnvelopeJSON(p []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("decode envelope json: %w: %w", ErrMalformed, err)
 	}
 	e := new(Envelope)
-	if err := j.to(e, true); err != nil {
+	if err := j.to(e, true, l.maxPayload()); err != nil {
 		return nil, fmt.Errorf("decode envelope json: %w", err)
 	}
 	return e, nil
 }
 
-func (j *jsonEnvelope) to(e *Envelope, needVersion bool) error {
+func (j *jsonEnvelope) to(e *Envelope, needVersion bool, maxPayload int) error {
 	if j.V == nil {
 		if needVersion {
 			return fmt.Errorf("%w: missing \"v\"", ErrMalformed)
@@ -235,8 +241,8 @@ func (j *jsonEnvelope) to(e *Envelope, needVersion bool) error {
 		if err := json.Unmarshal(j.Payload, &s); err != nil {
 			return fmt.Errorf("%w: payload: base64 payload is not a JSON string", ErrMalformed)
 		}
-		if base64.StdEncoding.DecodedLen(len(s)) > MaxPayload+3 {
-			return fmt.Errorf("payload: %w: > %d bytes", ErrLimit, MaxPayload)
+		if base64.StdEncoding.DecodedLen(len(s)) > maxPayload+3 {
+			return fmt.Errorf("payload: %w: > %d bytes", ErrLimit, maxPayload)
 		}
 		if e.Payload, err = base64.StdEncoding.DecodeString(s); err != nil {
 			return fmt.Errorf("%w: payload: %w", ErrMalformed, err)
@@ -247,18 +253,21 @@ func (j *jsonEnvelope) to(e *Envelope, needVersion bool) error {
 	default:
 		return fmt.Errorf("%w: unknown payload_encoding %q", ErrMalformed, j.PayloadEncoding)
 	}
-	return e.check()
+	return e.check(maxPayload)
 }
 
 // MarshalBatchJSON encodes b in the JSON batch form documented at jsonEnvelope's schema.
-func MarshalBatchJSON(b *Batch) ([]byte, error) {
+func MarshalBatchJSON(b *Batch) ([]byte, error) { return Limits{}.MarshalBatchJSON(b) }
+
+// MarshalBatchJSON is MarshalBatchJSON within l.
+func (l Limits) MarshalBatchJSON(b *Batch) ([]byte, error) {
 	first, last, err := b.header()
 	if err != nil {
 		return nil, fmt.Errorf("encode batch json: %w", err)
 	}
 	size := 128 + len(b.Gateway)
 	for i, e := range b.Envelopes {
-		if err := e.check(); err != nil {
+		if err := e.check(l.maxPayload()); err != nil {
 			return nil, fmt.Errorf("encode batch json: envelope %d: %w", i, err)
 		}
 		size += jsonSizeHint(e)
@@ -281,15 +290,18 @@ func MarshalBatchJSON(b *Batch) ([]byte, error) {
 }
 
 // UnmarshalBatchJSON decodes the JSON batch form with the limits of UnmarshalBatch.
-func UnmarshalBatchJSON(p []byte) (*Batch, error) {
-	b, err := unmarshalBatchJSON(p)
+func UnmarshalBatchJSON(p []byte) (*Batch, error) { return Limits{}.UnmarshalBatchJSON(p) }
+
+// UnmarshalBatchJSON is UnmarshalBatchJSON within l.
+func (l Limits) UnmarshalBatchJSON(p []byte) (*Batch, error) {
+	b, err := unmarshalBatchJSON(p, l.maxPayload())
 	if err != nil {
 		return nil, fmt.Errorf("decode batch json: %w", err)
 	}
 	return b, nil
 }
 
-func unmarshalBatchJSON(p []byte) (*Batch, error) {
+func unmarshalBatchJSON(p []byte, maxPayload int) (*Batch, error) {
 	if len(p) > MaxTranscode {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrLimit, len(p), MaxTranscode)
 	}
@@ -323,7 +335,7 @@ func unmarshalBatchJSON(p []byte) (*Batch, error) {
 		envs := make([]Envelope, n)
 		b.Envelopes = make([]*Envelope, n)
 		for i := range j.Envelopes {
-			if err := j.Envelopes[i].to(&envs[i], false); err != nil {
+			if err := j.Envelopes[i].to(&envs[i], false, maxPayload); err != nil {
 				return nil, fmt.Errorf("envelope %d: %w", i, err)
 			}
 			b.Envelopes[i] = &envs[i]

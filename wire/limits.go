@@ -1,13 +1,29 @@
 package wire
 
+// Limits are the decode limits that follow the configuration: a gateway whose broker accepts
+// larger packets stores and forwards larger payloads. The package functions (UnmarshalEnvelope,
+// MarshalBatchJSON, ...) apply the zero Limits, which means the defaults; a part that needs
+// more calls the same functions as methods of its Limits. Nothing in wire is mutable.
+type Limits struct {
+	// MaxPayload is the largest payload an envelope may carry; <= 0 means DefaultMaxPayload.
+	// Encoding a larger payload fails too, so nothing is stored that could not be read back.
+	MaxPayload int
+}
+
+// DefaultMaxPayload is Limits.MaxPayload when not set (1 MiB).
+const DefaultMaxPayload = 1 << 20
+
+func (l Limits) maxPayload() int {
+	if l.MaxPayload <= 0 {
+		return DefaultMaxPayload
+	}
+	return l.MaxPayload
+}
+
 // Decode limits applied to outside bytes (envelopes and batches read back from disk or
-// received from a peer, JSON from the cloud, serial payloads being transcoded). They are
-// package variables so that cmd/edged can align them with its configuration; set them once at
-// start-up, before any encode or decode runs (they are read without synchronisation).
-var (
-	// MaxPayload is the largest payload an envelope may carry (1 MiB). Encoding a larger
-	// payload fails too, so nothing is stored that could not be read back.
-	MaxPayload = 1 << 20
+// received from a peer, JSON from the cloud, serial payloads being transcoded) that no
+// configuration changes.
+const (
 	// MaxTopic is the longest topic (the MQTT limit, 65535 bytes).
 	MaxTopic = 65535
 	// MaxString bounds every other string field (gateway, client id, content type, user

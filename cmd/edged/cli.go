@@ -94,7 +94,11 @@ func setupPorts(_ *flag.FlagSet, e *env) func([]string) error {
 		if err := noArgs("ports", args); err != nil {
 			return err
 		}
-		return hardware.PrintPorts(e.stdout)
+		ports, err := hardware.ListPorts()
+		if err != nil {
+			return err
+		}
+		return printPorts(e.stdout, ports)
 	}
 }
 
@@ -168,7 +172,7 @@ func parseHexArg(s string) ([]byte, error) {
 		if err == nil {
 			err = errors.New("empty")
 		}
-		return nil, fmt.Errorf("not hex: %q: %v", s, err)
+		return nil, fmt.Errorf("not hex: %q: %w", s, err)
 	}
 	return b, nil
 }

@@ -6,6 +6,7 @@ package main_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,7 +29,7 @@ func runEdged(t *testing.T, args ...string) (string, string, int) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader("")
 	err := cmd.Run()
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+	if ee := (*exec.ExitError)(nil); err != nil && !errors.As(err, &ee) {
 		t.Fatalf("edged %v: %v", args, err)
 	}
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
@@ -379,7 +380,7 @@ func TestStatusHumanReport(t *testing.T) {
 	var out string
 	testutil.WaitFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		out, _, _ = runEdged(t, "status", "-admin", e.Admin)
-		if !strings.HasPrefix(out, "degraded: connector cloud") {
+		if !strings.HasPrefix(out, "degraded: connector cloud: ") {
 			return fmt.Errorf("want a degraded verdict naming connector cloud:\n%s", out)
 		}
 		return nil

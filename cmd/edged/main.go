@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 )
 
@@ -185,14 +184,6 @@ func hasFlags(fs *flag.FlagSet) bool {
 	n := 0
 	fs.VisitAll(func(*flag.Flag) { n++ })
 	return n > 0
-}
-
-// flagNames lists fs's flags, sorted, with their leading dash.
-func flagNames(fs *flag.FlagSet) []string {
-	var out []string
-	fs.VisitAll(func(f *flag.Flag) { out = append(out, "-"+f.Name) })
-	sort.Strings(out)
-	return out
 }
 
 // exec parses args (-h: usage on stdout, exit 0; unknown flag: exit 2) and runs c.

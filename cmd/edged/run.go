@@ -114,6 +114,7 @@ func runUntilSignal(cfg *config.Config, path string, log *slog.Logger) error {
 type daemon struct {
 	cfg     *config.Config
 	started time.Time
+	wire    wire.Limits // of every envelope stored and forwarded
 	db      *storage.DB
 	broker  *broker.Broker
 	bridge  *bridge.Bridge
@@ -125,12 +126,10 @@ type daemon struct {
 // runDaemon starts the parts in order, waits for ctx, stops them in reverse. A failed start
 // stops what started, the same way, and returns the start error.
 func runDaemon(ctx context.Context, cfg *config.Config, path string, hup <-chan struct{}, log *slog.Logger) error {
-	d := &daemon{cfg: cfg, started: time.Now()}
 	// Whatever the broker accepts must fit an envelope, or a device would resend a message
-	// that can never be stored. Set before anything encodes or decodes.
-	if n := int(cfg.Broker.MaxPacketSize); n > wire.MaxPayload {
-		wire.MaxPayload = n
-	}
+	// that can never be stored: storage and bridge get the same limits.
+	d := &daemon{cfg: cfg, started: time.Now(),
+		wire: wire.Limits{MaxPayload: max(wire.DefaultMaxPayload, int(cfg.Broker.MaxPacketSize))}}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := d.initReload(path, reg, log); err != nil {
@@ -173,7 +172,7 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 		start: func(context.Context) (err error) {
 			size := dirSize(cfg.DataDir)
 			log.Info("opening store", "dir", cfg.DataDir, "size_on_disk", humanize.IBytes(uint64(size)), "bytes", size)
-			d.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, Logger: log.With("component", "storage"), Registerer: reg})
+			d.db, err = storage.Open(storage.Options{Dir: cfg.DataDir, Logger: log.With("component", "storage"), Registerer: reg, Wire: d.wire})
 			if err != nil {
 				return fmt.Errorf("open storage: %w", err)
 			}
@@ -197,7 +196,7 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 		start: func(context.Context) (err error) {
 			d.bridge, err = bridge.New(bridge.Options{
 				Connectors: cfg.Bridge.Connectors, GatewayID: cfg.GatewayID, DB: d.db, Defaults: cfg.Storage,
-				Local: d.broker, Logger: log.With("component", "bridge"), Registerer: reg,
+				Local: d.broker, Logger: log.With("component", "bridge"), Registerer: reg, Wire: d.wire,
 				Version: version, // health reports (presence.health_topic)
 			})
 			if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/edged-dev/edged/hardware/modbus"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/storage"
-	"github.com/edged-dev/edged/wire"
 )
 
 // statusDoc is the part of /api/v1/status the human report reads; -json passes the whole
@@ -334,15 +333,8 @@ func orDash(s string) string {
 	return s
 }
 
-func plural(n int64) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
 // setupOutbox: `outbox stats` is printed here from storage's data (DB.Stats); the dead-letter
-// commands are storage.OutboxCLI's.
+// commands are outboxCLI's (outbox.go).
 func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 	cfgPath := fs.String("c", "", "config file (to find data_dir)")
 	dataDir := fs.String("data-dir", "", "data directory (default from config, else ./data)")
@@ -355,7 +347,6 @@ func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 			}
 			dir = cfg.DataDir
 		}
-		wire.MaxPayload = 8 << 20 // read whatever any configuration could have stored
 		if len(args) > 0 && args[0] == "stats" {
 			sfs := flag.NewFlagSet("edged outbox stats", flag.ContinueOnError)
 			sfs.SetOutput(e.stderr)
@@ -374,12 +365,12 @@ func setupOutbox(fs *flag.FlagSet, e *env) func([]string) error {
 			}
 			return outboxStats(dir, *raw, e)
 		}
-		return reported(storage.OutboxCLI(args, dir, e.stdout, e.stderr))
+		return reported(outboxCLI(args, dir, e.stdout, e.stderr))
 	}
 }
 
 func outboxStats(dir string, raw bool, e *env) error {
-	db, err := storage.Open(storage.Options{Dir: dir, NoRecover: true,
+	db, err := storage.Open(storage.Options{Dir: dir, NoRecover: true, Wire: offlineWire,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if errors.Is(err, storage.ErrLocked) {
 		return fmt.Errorf("%w\n(the outbox commands work on a stopped edged; while it runs, use `edged status`)", err)

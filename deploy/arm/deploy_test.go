@@ -26,7 +26,7 @@ import (
 	"github.com/edged-dev/edged/internal/testutil"
 )
 
-const maxBinarySize = 25 << 20 // design.md: static ARM binary <= 25 MB
+const maxBinarySize = 25 << 20 // the static ARM binary must fit small gateways' flash: <= 25 MiB
 
 // dist returns the directory of the binaries built by arm.mk, skipping without it.
 func dist(t *testing.T) string {
@@ -82,11 +82,10 @@ bridge:
 
 // daemon is an edged process started by the tests (possibly under qemu).
 type daemon struct {
-	cmd   *exec.Cmd
-	out   *testutil.LockedBuffer
-	admin string
-	done  chan struct{}
-	err   error
+	cmd  *exec.Cmd
+	out  *testutil.LockedBuffer
+	done chan struct{}
+	err  error
 }
 
 func startDaemon(t *testing.T, argv []string, cfg string, env ...string) *daemon {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/internal/backoff"
+	"github.com/edged-dev/edged/internal/ratelog"
 	mb "github.com/simonvetter/modbus"
 )
 
@@ -158,8 +159,8 @@ type Bus struct {
 	unitSt  []UnitStatus
 	queue   []writeCmd
 	isOpen  bool
-	errLog  rateLog
-	dropLog rateLog
+	errLog  ratelog.Limit
+	dropLog ratelog.Limit
 }
 
 func newBus(cfg BusConfig, local Local, log *slog.Logger, met *metrics, sl SerialLayer) *Bus {
@@ -375,7 +376,7 @@ func (b *Bus) run(ctx context.Context) {
 			b.logErr("modbus bus unavailable; retrying", err, "path", path)
 			b.markAllStale(time.Now())
 			attempt++
-			if !sleepCtx(ctx, backoff(b.cfg.Reopen, attempt)) {
+			if !backoff.Sleep(ctx, backoff.Delay(b.cfg.Reopen.Min, b.cfg.Reopen.Max, attempt)) {
 				return
 			}
 			continue
@@ -390,7 +391,7 @@ func (b *Bus) run(ctx context.Context) {
 		b.setState(StateOpen, path, nil)
 		b.met.up.WithLabelValues(b.cfg.Name).Set(1)
 		b.log.Info("modbus bus open", "path", path)
-		b.errLog.reset()
+		b.errLog.Reset()
 
 		start := time.Now()
 		err = b.session(ctx, c)
@@ -406,7 +407,7 @@ func (b *Bus) run(ctx context.Context) {
 			attempt = 0
 		}
 		attempt++
-		if !sleepCtx(ctx, backoff(b.cfg.Reopen, attempt)) {
+		if !backoff.Sleep(ctx, backoff.Delay(b.cfg.Reopen.Min, b.cfg.Reopen.Max, attempt)) {
 			return
 		}
 	}
@@ -469,7 +470,7 @@ func (b *Bus) openRTU(c *mb.ModbusClient) error {
 // any master: keep timeout above the slowest unit's answer time.
 func (b *Bus) resync(ctx context.Context, c *mb.ModbusClient) error {
 	c.Close()
-	sleepCtx(ctx, b.cfg.Timeout)
+	backoff.Sleep(ctx, b.cfg.Timeout)
 	if err := b.openRTU(c); err != nil {
 		return err
 	}
@@ -648,7 +649,7 @@ func (b *Bus) do(ctx context.Context, c *mb.ModbusClient, u *unit, fn func() err
 		}
 		if b.cfg.RTU != nil && result != resultCRC {
 			if rerr := b.resync(ctx, c); rerr != nil {
-				return resultError, 0, fmt.Errorf("reopen after %s: %w", err, rerr)
+				return resultError, 0, fmt.Errorf("reopen after %s: %w", err, rerr) //nolint:errorlint // the reopen failure decides; the first error is context
 			}
 		}
 	}
@@ -775,7 +776,7 @@ func (b *Bus) unitFailed(u *unit, now time.Time, err error) {
 			}
 		}
 		u.offline = true
-		u.notBefore = now.Add(backoff(b.cfg.OfflineBackoff, u.fails-b.cfg.OfflineAfter+1))
+		u.notBefore = now.Add(backoff.Delay(b.cfg.OfflineBackoff.Min, b.cfg.OfflineBackoff.Max, u.fails-b.cfg.OfflineAfter+1))
 		b.met.online.WithLabelValues(b.cfg.Name, u.name).Set(0)
 	}
 	b.updUnit(u, func(s *UnitStatus) {
@@ -1019,66 +1020,19 @@ func (b *Bus) drop(reason string, n int, err error) {
 	b.st.Dropped += uint64(n)
 	b.st.LastError = fmt.Sprintf("%s: %v", reason, err)
 	b.mu.Unlock()
-	if ok, suppressed := b.dropLog.allow(time.Now()); ok {
+	if ok, suppressed := b.dropLog.Allow(logInterval, 1); ok {
 		b.log.Warn("modbus messages dropped", "reason", reason, "count", n, "err", err, "suppressed", suppressed)
 	}
 }
 
 func (b *Bus) logErr(msg string, err error, args ...any) {
-	if ok, suppressed := b.errLog.allow(time.Now()); ok {
+	if ok, suppressed := b.errLog.Allow(logInterval, 1); ok {
 		b.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
 	}
 }
 
-// backoff is min*2^(attempt-1) capped at max, with equal jitter.
-func backoff(bo Backoff, attempt int) time.Duration {
-	d := bo.Max
-	if attempt < 32 {
-		if e := bo.Min << (attempt - 1); e > 0 && e < bo.Max {
-			d = e
-		}
-	}
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// rateLog lets the first event through, then one per interval with the count suppressed since.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
+// logInterval is the rate limit of error and drop log lines.
 const logInterval = 30 * time.Second
-
-func (r *rateLog) allow(now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < logInterval {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
-}
-
-func (r *rateLog) reset() {
-	r.mu.Lock()
-	r.last, r.suppressed = time.Time{}, 0
-	r.mu.Unlock()
-}
 
 // slogWriter sends the library's own log lines to slog at debug level: it logs every timeout
 // and exception, which edged already counts and reports at a rate limit.

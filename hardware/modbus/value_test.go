@@ -39,7 +39,7 @@ func TestDecodeEveryDataTypeAndWordOrder(t *testing.T) {
 		{"uint64", pc("uint64", "high_first", 4, 1, 0), []uint16{0x8000, 0, 0, 1}, uint64(1<<63 + 1)},
 		{"float64 high", pc("float64", "high_first", 4, 1, 0), []uint16{uint16(f64 >> 48), uint16(f64 >> 32), uint16(f64 >> 16), uint16(f64)}, 1234.5678},
 		{"float64 low", pc("float64", "low_first", 4, 1, 0), []uint16{uint16(f64), uint16(f64 >> 16), uint16(f64 >> 32), uint16(f64 >> 48)}, 1234.5678},
-		{"string", pc("string", "high_first", 3, 1, 0), []uint16{'A'<<8 | 'B', 'C'<<8 | 0, 0}, "ABC"},
+		{"string", pc("string", "high_first", 3, 1, 0), []uint16{'A'<<8 | 'B', 'C'<<8 | 0, 0}, "ABC"}, //nolint:staticcheck // SA4016: the zero pad byte is spelled out
 		{"scaled int16", pc("int16", "high_first", 1, 0.1, -40), []uint16{0xFFF6}, float64(-10)*0.1 - 40},
 		{"scaled uint32", pc("uint32", "high_first", 2, 0.01, 0), []uint16{0, 12345}, 123.45},
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edged-dev/edged/internal/netaddr"
 )
 
 //go:embed ui
@@ -81,7 +83,7 @@ func Start(o Options) (*Server, error) {
 			return nil, err
 		}
 		g.sum, g.hasToken = sha256.Sum256([]byte(tok)), true
-	} else if !IsLoopback(o.Address) {
+	} else if !netaddr.IsLoopback(o.Address) {
 		return nil, fmt.Errorf("admin address %q is reachable from the network: set admin.token_file (or bind 127.0.0.1)", o.Address)
 	}
 	denied := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "edged", Subsystem: "admin", Name: "refused_total",

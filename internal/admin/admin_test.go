@@ -468,7 +468,7 @@ func TestVerdict(t *testing.T) {
 	if ok.Verdict != VerdictOK || len(ok.Reasons) != 0 {
 		t.Fatalf("healthy gateway: %+v", ok)
 	}
-	h := Verdict([]bridge.ConnectorStatus{{Name: "c", State: bridge.StateOpen, DeadLetterDepth: 2, OldestAgeSeconds: 3600}},
+	h := Verdict([]bridge.ConnectorStatus{{Name: "c", State: bridge.StateBreakerOpen, DeadLetterDepth: 2, OldestAgeSeconds: 3600}},
 		[]hardware.PortStatus{{Name: "p", State: hardware.StateWaiting}}, storage.Stats{DiskFree: 100 << 20})
 	if h.Verdict != VerdictDegraded || len(h.Reasons) != 5 {
 		t.Fatalf("degraded gateway: %+v", h)

@@ -9,27 +9,14 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edged-dev/edged/internal/ratelog"
 )
 
 // MinTokenLen is the shortest accepted admin token: shorter ones are guessable over a LAN.
 const MinTokenLen = 16
-
-// IsLoopback reports whether a host:port address only accepts connections from this machine.
-// An empty host (":9100") means every interface and is not loopback.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // LoadToken reads the bearer token from path: the first line, surrounding blanks removed.
 // The error never contains the token.
@@ -158,24 +145,16 @@ func loopbackHost(host string) bool {
 // rateLog logs at most one line per interval and says how many it held back, so a client
 // hammering the API cannot flood the journal.
 type rateLog struct {
-	mu         sync.Mutex
-	every      time.Duration
-	last       time.Time
-	suppressed int
-	warn       func(msg string, args ...any)
+	every time.Duration
+	lim   ratelog.Limit
+	warn  func(msg string, args ...any)
 }
 
 func (l *rateLog) log(msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < l.every {
-		l.suppressed++
-		l.mu.Unlock()
+	ok, n := l.lim.Allow(l.every, 1)
+	if !ok {
 		return
 	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.mu.Unlock()
 	if n > 0 {
 		args = append(args, "suppressed", n)
 	}

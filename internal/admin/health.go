@@ -57,7 +57,7 @@ func Verdict(conns []bridge.ConnectorStatus, ports []hardware.PortStatus, st sto
 	for _, c := range conns {
 		switch c.State {
 		case bridge.StateConnected:
-		case bridge.StateOpen:
+		case bridge.StateBreakerOpen:
 			worse(VerdictDegraded, "connector %s: uplink failing, circuit breaker open (messages are kept)", c.Name)
 		case bridge.StateBackingOff, bridge.StateConnecting:
 			worse(VerdictDegraded, "connector %s: not connected, retrying (messages are kept)", c.Name)

@@ -21,8 +21,8 @@ import (
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/hardware"
-	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/netaddr"
 	"github.com/edged-dev/edged/storage"
 )
 
@@ -122,8 +122,7 @@ func Parse(file string, b []byte) (*Config, error) {
 		// yaml.v3 syntax errors read "yaml: line N: ...".
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		if m := typeErrLine.FindStringSubmatch(msg); m != nil {
-			var line int
-			fmt.Sscanf(m[1], "%d", &line)
+			line, _ := strconv.Atoi(m[1]) // the pattern matched digits
 			return nil, Problems{{File: file, Line: line, Msg: m[2]}}
 		}
 		return nil, Problems{{File: file, Msg: msg}}
@@ -167,10 +166,19 @@ func Parse(file string, b []byte) (*Config, error) {
 	cfg.Storage.ApplyDefaults()
 	cfg.Hardware.ApplyDefaults()
 
-	// Semantic validation, section by section; keys come back relative and get their lines.
+	// Semantic validation, section by section; keys come back relative and get their lines. A
+	// key whose value could not be decoded is already reported: what validation says about the
+	// value left in its place would only mislead.
+	undecoded := map[string]bool{}
+	for _, p := range probs {
+		undecoded[p.Key] = p.Key != ""
+	}
 	for _, e := range confkit.Flatten(cfg.validate()) {
 		var ke *confkit.KeyError
 		if errors.As(e, &ke) {
+			if undecoded[ke.Key] {
+				continue
+			}
 			add(lineOf(&root, ke.Key), ke.Key, ke.Msg)
 		} else {
 			add(0, "", e.Error())
@@ -230,7 +238,7 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 				typ, typLine = c.Content[j+1].Value, c.Content[j+1].Line
 			}
 		}
-		t, ok := lookupType(typ)
+		t, ok := bridge.LookupType(typ)
 		if !ok {
 			add(typLine, key+".type", fmt.Sprintf("unknown connector type %q (registered: %s)", typ, strings.Join(typeNames(), ", ")))
 			// The other keys belong to a type we do not know, but the keys every type shares
@@ -286,7 +294,7 @@ func (c *Config) validate() error {
 	if c.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
 			errs = append(errs, confkit.Errorf("admin.address", "%q is not host:port", c.Admin.Address))
-		} else if c.Admin.TokenFile == "" && !admin.IsLoopback(c.Admin.Address) {
+		} else if c.Admin.TokenFile == "" && !netaddr.IsLoopback(c.Admin.Address) {
 			errs = append(errs, confkit.Errorf("admin.address", "%q is reachable from the network and admin.token_file is not set: "+
 				"set token_file to a file holding a secret token (e.g. `head -c 32 /dev/urandom | base64 > /etc/edged/admin.token`), "+
 				"or bind the admin API to 127.0.0.1", c.Admin.Address))
@@ -333,15 +341,6 @@ func validateConnectors(cs []bridge.ConnectorConfig, index []int) error {
 
 // listIndex is a "[n]" of ValidateAll's keys and messages, which count decoded connectors.
 var listIndex = regexp.MustCompile(`\[\d+\]`)
-
-func lookupType(name string) (bridge.Type, bool) {
-	for _, t := range bridge.Types() {
-		if t.Name == name {
-			return t, true
-		}
-	}
-	return bridge.Type{}, false
-}
 
 func typeNames() []string {
 	var out []string

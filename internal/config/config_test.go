@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,8 +43,8 @@ func TestProblemsLocated(t *testing.T) {
 		name, doc string
 		want      []string
 	}{
-		{"unknown keys at several depths", "data_dir: x\nlogg: {}\nbroker:\n  listeners:\n    - {type: tcp, address: 127.0.0.1:1, adress: x}\n",
-			[]string{"f:2: logg: unknown key", "f:5: broker.listeners[0].adress: unknown key"}},
+		{"unknown keys at several depths", "data_dir: x\nlogg: {}\nbroker:\n  listeners:\n    - {type: tcp, address: 127.0.0.1:1, adress: x}\n", //nolint:misspell // the misspelt key is the test
+			[]string{"f:2: logg: unknown key", "f:5: broker.listeners[0].adress: unknown key"}}, //nolint:misspell // the misspelt key is the test
 		{"type error keeps going", "storage:\n  max_messages: lots\n  max_bytes: huge\nlog: {level: loud}\n",
 			[]string{"f:2: storage.max_messages: cannot use", "f:3: storage.max_bytes:", "f:4: log.level: \"loud\""}},
 		{"syntax error", "broker: [\n", []string{"f:"}},
@@ -58,8 +59,8 @@ func TestProblemsLocated(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("f", []byte(c.doc))
-			ps, ok := err.(Problems)
-			if !ok {
+			var ps Problems
+			if !errors.As(err, &ps) {
 				t.Fatalf("want Problems, got %T %v", err, err)
 			}
 			if len(ps) != len(c.want) {
@@ -106,7 +107,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil config without error")
 		}
 		if err != nil {
-			if _, ok := err.(Problems); !ok {
+			if ps := Problems(nil); !errors.As(err, &ps) {
 				t.Fatalf("error is %T, want Problems", err)
 			}
 		}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,8 +16,8 @@ import (
 func problems(t *testing.T, doc string) Problems {
 	t.Helper()
 	_, err := Parse("f", []byte(doc))
-	ps, ok := err.(Problems)
-	if !ok {
+	var ps Problems
+	if !errors.As(err, &ps) {
 		t.Fatalf("want Problems, got %T %v", err, err)
 	}
 	return ps
@@ -63,7 +64,7 @@ func TestProblemsAfterUnknownConnectorType(t *testing.T) {
 		`f:9: bridge.connectors[1].url: "ftp://h": scheme must be`,
 		`f:10: bridge.connectors[1].forward[0].to: "{2}": {2} but the filter has only 1 wildcard(s)`,
 		`f:15: bridge.connectors[3].name: "c" is already the name of connector [2]`,
-		`f:18: bridge.connectors[3].timeout: -1s: must not be negative`,
+		`f:18: bridge.connectors[3].timeout: -1s: must be positive`,
 	)
 }
 
@@ -78,7 +79,7 @@ bridge:
       type: mqtt
       url: tcp://127.0.0.1:1
       session_expiry: 1d12h
-      stall_timeout: 0
+      stall_timeout: 0.5d
       outbox: {ttl: 1.5d}
       forward: [{from: "a", to: "b"}]
 `))
@@ -87,7 +88,7 @@ bridge:
 	}
 	m := cfg.Bridge.Connectors[0].(*bridge.MQTTConfig)
 	if cfg.Storage.TTL != 7*24*time.Hour || cfg.Broker.SessionExpiry != 14*24*time.Hour ||
-		m.SessionExpiry != 36*time.Hour || m.Outbox.TTL != 36*time.Hour || m.StallTimeout != 30*time.Second {
+		m.SessionExpiry != 36*time.Hour || m.Outbox.TTL != 36*time.Hour || m.StallTimeout != 12*time.Hour {
 		t.Fatalf("ttl %v session %v conn session %v outbox ttl %v stall %v", cfg.Storage.TTL, cfg.Broker.SessionExpiry,
 			m.SessionExpiry, m.Outbox.TTL, m.StallTimeout)
 	}

@@ -55,7 +55,6 @@ type FS struct {
 	mountpoint string
 	opts       Options
 	server     *fuse.Server
-	fusermount string // "" when the mount was made with mount(2)
 
 	mu     sync.Mutex
 	dead   bool
@@ -307,7 +306,7 @@ func unmount(mnt string) error {
 		if out, err := exec.Command(p, "-u", "-z", mnt).CombinedOutput(); err == nil {
 			return nil
 		} else if os.Geteuid() != 0 {
-			return fmt.Errorf("faultfs: fusermount3 -uz %s: %v: %s", mnt, err, out)
+			return fmt.Errorf("faultfs: fusermount3 -uz %s: %w: %s", mnt, err, out)
 		}
 	}
 	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {

@@ -121,7 +121,7 @@ func EdgedBinary(t testing.TB) string {
 		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/edged: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build ./cmd/edged: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -206,7 +206,7 @@ func (p publisher) run(broker string, stop <-chan struct{}, maxBytes int) (int, 
 		SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
 	c := mqtt.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return 0, fmt.Errorf("connect publisher: %v", tok.Error())
+		return 0, fmt.Errorf("connect publisher: %v", tok.Error()) //nolint:errorlint // nil on a timeout
 	}
 	defer c.Disconnect(0)
 	type inflight struct {
@@ -271,7 +271,7 @@ func statusDepth(admin string) (int64, error) {
 		} `json:"connectors"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil || len(doc.Connectors) != 1 {
-		return 0, fmt.Errorf("status document: %v: %s", err, b)
+		return 0, fmt.Errorf("status document: %w: %s", err, b)
 	}
 	return doc.Connectors[0].Depth, nil
 }

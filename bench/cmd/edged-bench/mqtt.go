@@ -140,7 +140,7 @@ func (c *client) subscribe(filter string, qos byte) error {
 		return err
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.nc.SetReadDeadline(time.Time{})
+	defer func() { _ = c.nc.SetReadDeadline(time.Time{}) }()
 	typ, _, body, err := c.read()
 	if err != nil {
 		return fmt.Errorf("suback: %w", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -288,7 +289,7 @@ func startMosquitto(dir string) (*mosqCloud, error) {
 		SetCleanSession(false).SetAutoReconnect(true).SetOrderMatters(false)
 	c.sub = paho.NewClient(o)
 	if t := c.sub.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("collector connect: %v", t.Error())
+		return nil, fmt.Errorf("collector connect: %w", tokenErr(t))
 	}
 	t := c.sub.Subscribe("fleet/#", 1, func(_ paho.Client, m paho.Message) {
 		now := time.Now()
@@ -305,9 +306,17 @@ func startMosquitto(dir string) (*mosqCloud, error) {
 		c.mu.Unlock()
 	})
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("collector subscribe: %v", t.Error())
+		return nil, fmt.Errorf("collector subscribe: %w", tokenErr(t))
 	}
 	return c, nil
+}
+
+// tokenErr is a paho token's error, or a timeout when it has none (WaitTimeout gave up).
+func tokenErr(t paho.Token) error {
+	if err := t.Error(); err != nil {
+		return err
+	}
+	return errors.New("timed out")
 }
 
 func (c *mosqCloud) connectorYAML() string {

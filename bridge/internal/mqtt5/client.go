@@ -278,7 +278,7 @@ func (c *Client) fail(err error) {
 		close(c.done)
 		_ = c.conn.Close()
 		for _, cb := range pend {
-			cb(fmt.Errorf("%w: %v", ErrClosed, err))
+			cb(fmt.Errorf("%w: %v", ErrClosed, err)) //nolint:errorlint // callers decide on ErrClosed; the cause is context
 		}
 	})
 }
@@ -378,7 +378,7 @@ func (c *Client) PublishAsync(ctx context.Context, p *packets.Publish, done func
 
 func (c *Client) closedErr() error {
 	if err := c.Err(); err != nil && !errors.Is(err, ErrClosed) {
-		return fmt.Errorf("%w: %v", ErrClosed, err)
+		return fmt.Errorf("%w: %v", ErrClosed, err) //nolint:errorlint // callers decide on ErrClosed; the cause is context
 	}
 	return ErrClosed
 }

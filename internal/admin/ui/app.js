@@ -180,7 +180,7 @@
       const series = (hist[c.name] || []).concat([c.depth]);
       const dl = c.delivery || {};
       return el('div', { class: 'card', 'data-connector': c.name },
-        el('h2', {}, c.name + ' ', badge(c.state, ['connected'], ['open', 'stalled', 'stopped']), ' ',
+        el('h2', {}, c.name + ' ', badge(c.state, ['connected'], ['breaker_open', 'stalled', 'stopped']), ' ',
           el('span', { class: 'muted l' }, c.type)),
         el('dl', { class: 'kv' },
           el('dt', {}, 'state'), el('dd', {}, v(k + 'state', c.state), ' ', el('span', { class: 'muted' }, 'since ' + ago(c.since))),

@@ -1,4 +1,4 @@
-package storage
+package main
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/edged-dev/edged/storage"
+	"github.com/edged-dev/edged/wire"
 )
 
 const outboxUsage = `usage: edged outbox <command>   (works on a stopped edged's data dir)
@@ -19,10 +22,14 @@ const outboxUsage = `usage: edged outbox <command>   (works on a stopped edged's
   dlq purge <outbox>                  delete the outbox's dead letters
 `
 
-// OutboxCLI implements `edged outbox ...` on dataDir. It refuses (exit 1) while a daemon holds
-// the data dir, never moves a corrupt store aside, and returns the exit code: 0 ok, 1 failure,
-// 2 usage.
-func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
+// offlineWire reads whatever any configuration could have stored: the offline commands do not
+// know the daemon's broker.max_packet_size, so they allow its largest (8MiB).
+var offlineWire = wire.Limits{MaxPayload: 8 << 20}
+
+// outboxCLI implements the dead-letter commands of `edged outbox` on dataDir (setupOutbox
+// prints `stats` itself). It refuses (exit 1) while a daemon holds the data dir, never moves a
+// corrupt store aside, and returns the exit code: 0 ok, 1 failure, 2 usage.
+func outboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stderr, outboxUsage)
 		if len(args) == 0 {
@@ -39,7 +46,6 @@ func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	switch {
-	case args[0] == "stats" && len(args) == 1:
 	case args[0] == "dlq" && len(args) >= 2 && args[1] == "list" && len(args) <= 3:
 	case args[0] == "dlq" && len(args) >= 3 && args[1] == "requeue":
 	case args[0] == "dlq" && len(args) == 3 && args[1] == "purge":
@@ -64,9 +70,9 @@ func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	db, err := Open(Options{Dir: dataDir, NoRecover: true,
+	db, err := storage.Open(storage.Options{Dir: dataDir, NoRecover: true, Wire: offlineWire,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if errors.Is(err, ErrLocked) {
+	if errors.Is(err, storage.ErrLocked) {
 		return fail(fmt.Errorf("%w\n(the outbox commands work on a stopped edged; while it runs, use `edged status` or the admin API)", err))
 	}
 	if err != nil {
@@ -74,7 +80,7 @@ func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 	}
 	defer db.Close()
 
-	find := func(name string) (*Outbox, error) {
+	find := func(name string) (*storage.Outbox, error) {
 		for _, ob := range db.Outboxes() {
 			if ob.Name() == name {
 				return ob, nil
@@ -89,21 +95,6 @@ func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 	ctx := context.Background()
 
 	switch {
-	case args[0] == "stats":
-		s := db.Stats()
-		tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "OUTBOX\tDEPTH\tBYTES\tOLDEST\tDLQ\tDROPPED max_bytes/max_messages/ttl\tHEAD\tTAIL")
-		for _, o := range s.Outboxes {
-			age := "-"
-			if o.Depth > 0 {
-				age = o.OldestAge.Truncate(time.Second).String()
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%d/%d/%d\t%d\t%d\n", o.Name, o.Depth, o.Bytes, age, o.DLQDepth,
-				o.Drops[ReasonMaxBytes], o.Drops[ReasonMaxMessages], o.Drops[ReasonTTL], o.Head, o.Tail)
-		}
-		tw.Flush()
-		fmt.Fprintf(stdout, "store %s: lsm %d bytes, value log %d bytes, disk free %d bytes\n", dataDir, s.LSMBytes, s.VlogBytes, s.DiskFree)
-		return 0
 	case args[1] == "list":
 		obs := db.Outboxes()
 		if len(args) == 3 {
@@ -111,7 +102,7 @@ func OutboxCLI(args []string, dataDir string, stdout, stderr io.Writer) int {
 			if err != nil {
 				return fail(err)
 			}
-			obs = []*Outbox{ob}
+			obs = []*storage.Outbox{ob}
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "OUTBOX\tSEQ\tDEAD SINCE\tREASON\tTOPIC\tSIZE\tID")
