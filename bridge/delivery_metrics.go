@@ -214,7 +214,6 @@ type delivery struct {
 	mu             sync.Mutex
 	byClass        map[string]uint64
 	bytes          uint64
-	failovers      uint64
 }
 
 // DeliveryStatus is the delivery part of ConnectorStatus: quantiles over the last five minutes

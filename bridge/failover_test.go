@@ -248,7 +248,7 @@ func publishBurst(c paho3.Client, topic string, from, n int) error {
 	}
 	for i, tok := range toks {
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			return fmt.Errorf("publish seq=%d: no puback: %v", from+i, tok.Error())
+			return fmt.Errorf("publish seq=%d: no puback: %w", from+i, tok.Error())
 		}
 	}
 	return nil

@@ -460,7 +460,13 @@ func (db *DB) housekeeping() {
 	db.space.poll(true)
 	if db.freedSinceGC.Load() > 0 && db.space.ready() == nil && db.space.readyVlogGC() == nil && !db.space.diskShort() {
 		db.freedSinceGC.Store(0)
-		defer db.space.afterWrite(true)
+		defer func() {
+			// GC's rewrites are not acknowledgements: a failure to prepare the next file here
+			// is retried by the next commit, which checks it before it answers anyone.
+			if err := db.space.afterWrite(true); err != nil {
+				db.log.Debug("prepare space after value-log GC", "err", err)
+			}
+		}()
 		for range 8 {
 			if err := db.bdb.RunValueLogGC(0.5); err != nil {
 				break

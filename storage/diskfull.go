@@ -256,7 +256,7 @@ func (s *spaceGuard) ready() error {
 				"dir", s.dir, "error", err, "reserve_held", s.held.Load())
 		}
 		s.mBlocked.Inc()
-		return fmt.Errorf("%w: %s: %v", ErrDiskFull, s.dir, err)
+		return fmt.Errorf("%w: %s: %w", ErrDiskFull, s.dir, err)
 	}
 	if s.blocked.Swap(false) {
 		s.log.Warn("data dir has room again: writes resumed", "dir", s.dir, "free_bytes", s.free.Load())
@@ -327,7 +327,7 @@ func (s *spaceGuard) readyVlog() error {
 		err = allocate(s.path(vlogName(s.vlogFid)), 0, s.vlogSize, false)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s: no room for the value log: %v", ErrDiskFull, s.dir, err)
+		return fmt.Errorf("%w: %s: no room for the value log: %w", ErrDiskFull, s.dir, err)
 	}
 	s.vlogOK, s.vlogData = true, true
 	return nil
