@@ -250,6 +250,21 @@ func (b *bench) backlogRun(t target, n int, drain bool) (backlogResult, error) {
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
 
+// singleWindow is the in-flight window of the single-publisher row (paho's default
+// max_inflight is 20; 32 is a common setting).
+const singleWindow = 32
+
+// singleRun: one publisher, QoS 1, singleWindow in flight, into a fresh broker with the
+// uplink down.
+func (b *bench) singleRun(t target, n int) (float64, error) {
+	p, err := t.start()
+	if err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	defer p.cleanup()
+	return ingestWindow(p.addr, 1, n, 0, b.s.bsize, singleWindow)
+}
+
 func (b *bench) backlogSection() string {
 	s := b.s
 	names := []string{}
@@ -259,6 +274,7 @@ func (b *bench) backlogSection() string {
 	type agg struct {
 		ingest, drainTime, drainRate, dups                           []float64
 		idleAnon, idleHWM, blAnon, blHWM, bigAnon, bigHWM, bigIngest []float64
+		single                                                       []float64
 	}
 	res := make([]agg, len(names))
 	for run := 0; run < s.bruns; run++ {
@@ -276,6 +292,13 @@ func (b *bench) backlogSection() string {
 			a.dups = append(a.dups, float64(r.dups))
 			a.idleAnon, a.idleHWM = append(a.idleAnon, mb(r.idle.Anon)), append(a.idleHWM, mb(r.idle.HWM))
 			a.blAnon, a.blHWM = append(a.blAnon, mb(r.atBacklog.Anon)), append(a.blHWM, mb(r.atBacklog.HWM))
+			// One device alone: its window of in-flight messages is all there is to batch.
+			progress("backlog run %d/%d: %s, 1 publisher, %d in flight", run+1, s.bruns, t.name, singleWindow)
+			if rate, err := b.singleRun(t, s.backlog/5); err != nil {
+				b.fail("single publisher on %s: %v", t.name, err)
+			} else {
+				a.single = append(a.single, rate)
+			}
 		}
 	}
 	if s.bigBacklog > 0 {
@@ -321,6 +344,7 @@ func (b *bench) backlogSection() string {
 		}
 	}
 	row(fmt.Sprintf("durable ingest, uplink down, %d messages (msgs/s)", s.backlog), "%.0f", func(a agg) []float64 { return a.ingest })
+	row(fmt.Sprintf("durable ingest, 1 publisher, %d in flight, %d messages (msgs/s)", singleWindow, s.backlog/5), "%.0f", func(a agg) []float64 { return a.single })
 	row(fmt.Sprintf("drain %d: uplink up -> last message at the cloud (s)", s.backlog), "%.2f", func(a agg) []float64 { return a.drainTime })
 	row("drain rate, first -> last message at the cloud (msgs/s)", "%.0f", func(a agg) []float64 { return a.drainRate })
 	row("duplicates delivered during the drain", "%.0f", func(a agg) []float64 { return a.dups })
