@@ -177,7 +177,14 @@ func publisher(addr, id, topic string, qos byte, base, n, size, window int, inte
 			if len(slots) == cap(slots) {
 				_ = c.flush() // about to block: send what is buffered
 			}
-			slots <- struct{}{}
+			select {
+			case slots <- struct{}{}:
+			case err := <-acked: // the connection died (e.g. the broker was OOM-killed)
+				if err == nil {
+					err = fmt.Errorf("%s: acks ended after %d sent", id, i)
+				}
+				return err
+			}
 			pid++
 			if pid == 0 {
 				pid = 1
