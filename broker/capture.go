@@ -37,7 +37,8 @@ type captureHook struct {
 	b   *Broker
 	c   Capturer
 	bc  BatchCapturer
-	syn bool // capture synchronously in OnPublish (one commit per message and client); for comparison
+	sel CaptureSelector // nil: every message goes through the pipe
+	syn bool            // capture synchronously in OnPublish (one commit per message and client); for comparison
 
 	mu      sync.Mutex
 	pipes   map[*mqtt.Client]*pipe
@@ -49,9 +50,10 @@ type captureHook struct {
 }
 
 type pipe struct {
-	cl     *mqtt.Client
-	ch     chan *job
-	shadow *mqtt.Client
+	cl      *mqtt.Client
+	ch      chan *job
+	shadow  *mqtt.Client
+	pending atomic.Int64 // jobs queued and not yet acked and distributed (selector.go)
 }
 
 type job struct {
@@ -66,6 +68,7 @@ func newCaptureHook(b *Broker) *captureHook {
 func (h *captureHook) set(c Capturer) {
 	h.c = c
 	h.bc, _ = c.(BatchCapturer)
+	h.sel, _ = c.(CaptureSelector)
 }
 
 func (h *captureHook) ID() string { return "edged-capture" }
@@ -79,8 +82,11 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	if cl.Net.Inline || h.c == nil {
 		return pk, nil // inline publishes were captured by Broker.Publish; shadows re-inject
 	}
-	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
 	p := h.pipeFor(cl)
+	if h.shortcut(p, pk.TopicName) {
+		return pk, nil // nothing to capture: mochi acks and distributes (selector.go)
+	}
+	m := messageFromPacket(pk, cl.ID, string(cl.Properties.Username), time.Now())
 	if p == nil || h.syn {
 		err := h.captureBatch([]*Message{m})[0]
 		if err == nil {
@@ -89,6 +95,7 @@ func (h *captureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		h.complete(&pipe{cl: cl}, &job{pk: pk, m: m}, err)
 		return pk, packets.ErrRejectPacket
 	}
+	p.pending.Add(1)
 	p.ch <- &job{pk: pk, m: m}
 	return pk, packets.ErrRejectPacket
 }
@@ -161,6 +168,7 @@ func (h *captureHook) run(p *pipe) {
 		errs := h.captureBatch(ms)
 		for i, j := range batch {
 			h.complete(p, j, errs[i])
+			p.pending.Add(-1)
 		}
 	}
 }
@@ -222,6 +230,12 @@ func (h *captureHook) complete(p *pipe, j *job, err error) {
 		_ = cl.WritePacket(ackPacket(pk, code))
 		return
 	}
+	// Durable now: distribute before acking. The ack is a write syscall on the publisher's
+	// connection; done first, every delivery of a batch waited for the acks of all messages
+	// before it (the larger part of the capture path's latency to local subscribers).
+	if p.ch != nil { // nil: synchronous path, mochi distributes
+		h.distribute(p, pk)
+	}
 	switch qos {
 	case 1:
 		_ = cl.WritePacket(ackPacket(pk, packets.CodeSuccess))
@@ -232,10 +246,6 @@ func (h *captureHook) complete(p *pipe, j *job, err error) {
 		}
 		_ = cl.WritePacket(ack)
 	}
-	if p.ch == nil {
-		return // synchronous path: mochi distributes
-	}
-	h.distribute(p, pk)
 }
 
 func (h *captureHook) distribute(p *pipe, pk packets.Packet) {

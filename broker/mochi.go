@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -52,9 +53,27 @@ var outboundField = func() []int {
 	return append(append([]int{}, st.Index...), f.Index...)
 }()
 
-// queueLen is the number of packets waiting in cl's write queue.
+// outboundOffset is the byte offset of that field in mqtt.Client (valid when outboundField is
+// non-nil): queueLen runs on every delivery to a congested-looking subscriber, and a
+// reflect.Value walk there cost more than the rest of the backpressure check.
+var outboundOffset = func() uintptr {
+	if outboundField == nil {
+		return 0
+	}
+	t := reflect.TypeOf(mqtt.Client{})
+	var off uintptr
+	for _, i := range outboundField {
+		f := t.Field(i)
+		off += f.Offset
+		t = f.Type
+	}
+	return off
+}()
+
+// queueLen is the number of packets waiting in cl's write queue. The field's type was checked
+// when outboundField was resolved, so the pointer below has the field's real type.
 func queueLen(cl *mqtt.Client) int {
-	return reflect.ValueOf(cl).Elem().FieldByIndex(outboundField).Len()
+	return len(*(*chan *packets.Packet)(unsafe.Add(unsafe.Pointer(cl), outboundOffset)))
 }
 
 // --- Assumption 2: mochi calls OnACLCheck(subscriber, topic, false) once per delivery in

@@ -300,19 +300,38 @@ func (db *DB) openBadger(dir string) (err error) {
 
 // load checks the format marker and reads every outbox meta (one small key per outbox).
 func (db *DB) load(bdb *badger.DB) error {
-	return bdb.View(func(txn *badger.Txn) error {
+	var legacy []string // outboxes whose meta is still under kindMetaV1
+	format := byte(1)   // no marker: format 1
+	err := bdb.View(func(txn *badger.Txn) error {
 		if it, err := txn.Get([]byte{kindFormat}); err == nil {
 			v, err := it.ValueCopy(nil)
 			if err != nil {
 				return fmt.Errorf("read format marker: %w", err)
 			}
-			if len(v) != 1 || v[0] != formatVersion {
+			if len(v) != 1 || (v[0] != formatVersion && v[0] != 1) {
 				return fmt.Errorf("store format %v is not %d", v, formatVersion)
 			}
+			format = v[0]
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("read format marker: %w", err)
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindMeta}, PrefetchValues: false})
+		for _, kind := range []byte{kindMetaV1, kindMeta} { // a format 2 meta wins (metakey.go)
+			if err := db.loadMetas(txn, kind, &legacy); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && !db.opts.NoRecover && (format != formatVersion || len(legacy) > 0) {
+		err = migrateMetas(bdb, legacy) // metakey.go
+	}
+	return err
+}
+
+// loadMetas reads the outbox metas stored under kind.
+func (db *DB) loadMetas(txn *badger.Txn, kind byte, legacy *[]string) error {
+	{
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kind}, PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
@@ -328,7 +347,13 @@ func (db *DB) load(bdb *badger.DB) error {
 			}); err != nil {
 				return fmt.Errorf("outbox %q: %w", name, err)
 			}
-			ob := db.newOutbox(name)
+			if kind == kindMetaV1 {
+				*legacy = append(*legacy, name)
+			}
+			ob := db.outboxes[name]
+			if ob == nil {
+				ob = db.newOutbox(name)
+			}
 			ob.cm = m
 			// Garbage left below the head by the last run (amount unknown): reclaim it soon.
 			git := txn.NewIterator(badger.IteratorOptions{Prefix: ob.prefix, PrefetchValues: false})
@@ -340,7 +365,7 @@ func (db *DB) load(bdb *badger.DB) error {
 			db.outboxes[name] = ob
 		}
 		return nil
-	})
+	}
 }
 
 // isCorruption: everything that moving the directory aside could fix. Errors of the

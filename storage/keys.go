@@ -13,17 +13,24 @@ import (
 //	'o' len name seq8  -> record:      ver(1)=2 appendMs(8) crc32c(4) cbor-envelope (integrity.go;
 //	                                   ver 1, written before checksums, has no crc32c)
 //	'd' len name seq8  -> dead letter: ver(1) deadMs(8) reasonLen(uvarint) reason record
-//	'h' len name       -> outbox meta (head, tail, count, bytes, dlq, drops); see meta
+//	'p' len name       -> outbox meta (head, tail, count, bytes, dlq, drops); see meta
+//	'h' len name       -> outbox meta of format 1, moved to 'p' at open (metakey.go)
 //	's' key            -> StateStore (broker sessions, subscriptions, inflight, retained)
-//	'v'                -> store format version
+//	'v'                -> store format version (absent: 1; 2 once metas are under 'p')
+//
+// The meta is rewritten by every commit, so it sorts right after the records: a memtable
+// flush then holds one short key range at the end of the records (newest records, metas)
+// and overlaps only the last table of each level, instead of spanning from the meta to the
+// newest record, i.e. every table of the level below (metakey.go).
 const (
 	kindRecord = 'o'
 	kindDead   = 'd'
-	kindMeta   = 'h'
+	kindMeta   = 'p'
+	kindMetaV1 = 'h'
 	kindState  = 's'
 	kindFormat = 'v'
 
-	formatVersion = 1
+	formatVersion = 2
 	recordVersion = 1 // of dead letters; records are recordV2 (integrity.go)
 )
 

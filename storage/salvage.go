@@ -134,7 +134,7 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 	// First pass: metas and dead-letter sequences (so gaps can be told from dead letters).
 	for _, kv := range kvs {
 		switch kv.key[0] {
-		case kindMeta:
+		case kindMeta, kindMetaV1: // keys are sorted: a format 2 meta ('p') wins over 'h'
 			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n) {
 				if m, err := decodeMeta(kv.val); err == nil {
 					so := get(n)

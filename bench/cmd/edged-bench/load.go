@@ -177,7 +177,14 @@ func publisher(addr, id, topic string, qos byte, base, n, size, window int, inte
 			if len(slots) == cap(slots) {
 				_ = c.flush() // about to block: send what is buffered
 			}
-			slots <- struct{}{}
+			select {
+			case slots <- struct{}{}:
+			case err := <-acked: // the connection died (e.g. the broker was OOM-killed)
+				if err == nil {
+					err = fmt.Errorf("%s: acks ended after %d sent", id, i)
+				}
+				return err
+			}
 			pid++
 			if pid == 0 {
 				pid = 1
@@ -267,12 +274,17 @@ func median(xs []float64) float64 {
 // ingest publishes n QoS 1 messages from pubs publishers as fast as PUBACKs come back and
 // returns msgs/s; the sequence numbers run from base.
 func ingest(addr string, pubs, n, base, size int) (float64, error) {
+	return ingestWindow(addr, pubs, n, base, size, 64)
+}
+
+// ingestWindow is ingest with window QoS 1 messages in flight per publisher.
+func ingestWindow(addr string, pubs, n, base, size, window int) (float64, error) {
 	per := n / pubs
 	startCh := make(chan struct{})
 	errs := make(chan error, pubs)
 	for i := 0; i < pubs; i++ {
 		go func(i int) {
-			errs <- publisher(addr, fmt.Sprintf("bench-ingest-%d-%d", base, i), fmt.Sprintf("bench/up/%d", i), 1, base+i*per, per, size, 64, 0, startCh)
+			errs <- publisher(addr, fmt.Sprintf("bench-ingest-%d-%d", base, i), fmt.Sprintf("bench/up/%d", i), 1, base+i*per, per, size, window, 0, startCh)
 		}(i)
 	}
 	time.Sleep(200 * time.Millisecond)

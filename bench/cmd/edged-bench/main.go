@@ -34,11 +34,11 @@ type settings struct {
 	size       int // fan-in payload bytes
 	ingestPubs int
 	backlog    int
-	bigBacklog int // memory at a large backlog (full run only; 0 skips)
-	piBacklog  int // messages through the Pi-class box
-	bsize      int // backlog payload bytes
-	pacedRate  int // msgs/s, all publishers together, of the latency-at-load rows
-	pacedN     int // messages of a paced run
+	bigBacklog int   // memory at a large backlog (full run only; 0 skips)
+	piBacklog  int   // messages through the Pi-class box
+	bsize      int   // backlog payload bytes
+	pacedRates []int // msgs/s, all publishers together, of the latency-at-load rows
+	pacedN     int   // messages of a paced run at the first rate; other rates run as long
 }
 
 func main() {
@@ -50,10 +50,10 @@ func main() {
 	flag.Parse()
 
 	s := settings{runs: 3, bruns: 3, pubs: 4, perPub0: 250_000, perPub1: 50_000, size: 100,
-		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, piBacklog: 1_000_000, bsize: 200, pacedRate: 10_000, pacedN: 50_000}
+		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, piBacklog: 1_000_000, bsize: 200, pacedRates: []int{10_000, 50_000}, pacedN: 50_000}
 	if q := os.Getenv("BENCH_QUICK"); q != "" && q != "0" {
 		s = settings{quick: true, runs: 1, bruns: 1, pubs: 4, perPub0: 25_000, perPub1: 10_000, size: 100,
-			ingestPubs: 8, backlog: 100_000, piBacklog: 100_000, bsize: 200, pacedRate: 10_000, pacedN: 10_000}
+			ingestPubs: 8, backlog: 100_000, piBacklog: 100_000, bsize: 200, pacedRates: []int{10_000, 50_000}, pacedN: 10_000}
 	}
 	if *mosq == "" {
 		*mosq = lookMosquitto()

@@ -65,8 +65,12 @@ func (b *bench) fanInSection() string {
 		loss := make([][]float64, len(ts))
 		p50 := make([][]float64, len(ts))
 		p99 := make([][]float64, len(ts))
-		pp50 := make([][]float64, len(ts))
-		pp99 := make([][]float64, len(ts))
+		// paced latency per rate and target
+		pp50 := make([][][]float64, len(s.pacedRates))
+		pp99 := make([][][]float64, len(s.pacedRates))
+		for k := range s.pacedRates {
+			pp50[k], pp99[k] = make([][]float64, len(ts)), make([][]float64, len(ts))
+		}
 		for run := 0; run < s.runs; run++ {
 			for i, t := range ts {
 				progress("fan-in QoS %d run %d/%d: %s", qos, run+1, s.runs, t.name)
@@ -85,16 +89,19 @@ func (b *bench) fanInSection() string {
 				loss[i] = append(loss[i], 100*float64(r.sent-r.recv)/float64(r.sent))
 				p50[i] = append(p50[i], r.p50)
 				p99[i] = append(p99[i], r.p99)
-				// The same broker at a fixed, moderate load: latency without queueing.
-				interval := time.Duration(float64(time.Second) * float64(s.pubs) / float64(s.pacedRate))
-				pr, err := fanIn(p.addr, s.pubs, s.pacedN/s.pubs, qos, s.size, interval)
-				p.cleanup()
-				if err != nil {
-					b.fail("paced fan-in QoS %d on %s: %v", qos, t.name, err)
-					continue
+				// The same broker at fixed loads below saturation: latency without queueing.
+				for k, rate := range s.pacedRates {
+					interval := time.Duration(float64(time.Second) * float64(s.pubs) / float64(rate))
+					n := s.pacedN * rate / s.pacedRates[0] // every rate runs as long
+					pr, err := fanIn(p.addr, s.pubs, n/s.pubs, qos, s.size, interval)
+					if err != nil {
+						b.fail("paced fan-in QoS %d at %d msgs/s on %s: %v", qos, rate, t.name, err)
+						continue
+					}
+					pp50[k][i] = append(pp50[k][i], pr.p50)
+					pp99[k][i] = append(pp99[k][i], pr.p99)
 				}
-				pp50[i] = append(pp50[i], pr.p50)
-				pp99[i] = append(pp99[i], pr.p99)
+				p.cleanup()
 			}
 		}
 		row := func(label, unit string, vals [][]float64, format string, ratio bool) {
@@ -125,13 +132,15 @@ func (b *bench) fanInSection() string {
 		row("lost", "%", loss, "%.1f", false)
 		row("latency p50, saturated", "ms", p50, "%.2f", true)
 		row("latency p99, saturated", "ms", p99, "%.2f", true)
-		row(fmt.Sprintf("latency p50 at %d msgs/s", s.pacedRate), "ms", pp50, "%.3f", true)
-		row(fmt.Sprintf("latency p99 at %d msgs/s", s.pacedRate), "ms", pp99, "%.3f", true)
+		for k, rate := range s.pacedRates {
+			row(fmt.Sprintf("latency p50 at %d msgs/s", rate), "ms", pp50[k], "%.3f", true)
+			row(fmt.Sprintf("latency p99 at %d msgs/s", rate), "ms", pp99[k], "%.3f", true)
+		}
 	}
 	fmt.Fprintf(&w, "\nUnpaced: every publisher sends %d (QoS 0) / %d (QoS 1, 64 in flight each) messages as fast as the broker takes them; "+
-		"msgs/s counts distinct deliveries from the first publish to the last delivery; latency is publish to delivery (send time in the payload), so under saturation it includes queueing; the paced rows send %d messages at %d msgs/s in all, each flushed at once. "+
+		"msgs/s counts distinct deliveries from the first publish to the last delivery; latency is publish to delivery (send time in the payload), so under saturation it includes queueing; the paced rows send %d messages at %d msgs/s in all (and as many seconds' worth at the higher rates), each flushed at once. "+
 		"mosquitto nodelay: `set_tcp_nodelay true`, `max_queued_messages 0`, `max_inflight_messages 0`; mosquitto defaults: stock config (Nagle on, 1000 queued, 20 in flight).\n",
-		s.perPub0, s.perPub1, s.pacedN, s.pacedRate)
+		s.perPub0, s.perPub1, s.pacedN, s.pacedRates[0])
 	return w.String()
 }
 
@@ -241,6 +250,21 @@ func (b *bench) backlogRun(t target, n int, drain bool) (backlogResult, error) {
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
 
+// singleWindow is the in-flight window of the single-publisher row (paho's default
+// max_inflight is 20; 32 is a common setting).
+const singleWindow = 32
+
+// singleRun: one publisher, QoS 1, singleWindow in flight, into a fresh broker with the
+// uplink down.
+func (b *bench) singleRun(t target, n int) (float64, error) {
+	p, err := t.start()
+	if err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	defer p.cleanup()
+	return ingestWindow(p.addr, 1, n, 0, b.s.bsize, singleWindow)
+}
+
 func (b *bench) backlogSection() string {
 	s := b.s
 	names := []string{}
@@ -250,6 +274,7 @@ func (b *bench) backlogSection() string {
 	type agg struct {
 		ingest, drainTime, drainRate, dups                           []float64
 		idleAnon, idleHWM, blAnon, blHWM, bigAnon, bigHWM, bigIngest []float64
+		single                                                       []float64
 	}
 	res := make([]agg, len(names))
 	for run := 0; run < s.bruns; run++ {
@@ -267,6 +292,13 @@ func (b *bench) backlogSection() string {
 			a.dups = append(a.dups, float64(r.dups))
 			a.idleAnon, a.idleHWM = append(a.idleAnon, mb(r.idle.Anon)), append(a.idleHWM, mb(r.idle.HWM))
 			a.blAnon, a.blHWM = append(a.blAnon, mb(r.atBacklog.Anon)), append(a.blHWM, mb(r.atBacklog.HWM))
+			// One device alone: its window of in-flight messages is all there is to batch.
+			progress("backlog run %d/%d: %s, 1 publisher, %d in flight", run+1, s.bruns, t.name, singleWindow)
+			if rate, err := b.singleRun(t, s.backlog/5); err != nil {
+				b.fail("single publisher on %s: %v", t.name, err)
+			} else {
+				a.single = append(a.single, rate)
+			}
 		}
 	}
 	if s.bigBacklog > 0 {
@@ -312,6 +344,7 @@ func (b *bench) backlogSection() string {
 		}
 	}
 	row(fmt.Sprintf("durable ingest, uplink down, %d messages (msgs/s)", s.backlog), "%.0f", func(a agg) []float64 { return a.ingest })
+	row(fmt.Sprintf("durable ingest, 1 publisher, %d in flight, %d messages (msgs/s)", singleWindow, s.backlog/5), "%.0f", func(a agg) []float64 { return a.single })
 	row(fmt.Sprintf("drain %d: uplink up -> last message at the cloud (s)", s.backlog), "%.2f", func(a agg) []float64 { return a.drainTime })
 	row("drain rate, first -> last message at the cloud (msgs/s)", "%.0f", func(a agg) []float64 { return a.drainRate })
 	row("duplicates delivered during the drain", "%.0f", func(a agg) []float64 { return a.dups })
