@@ -220,8 +220,13 @@ func (l *Latest) Put(ctx context.Context, envs ...*wire.Envelope) error {
 			old, err := g.txn.Get(x.k)
 			switch {
 			case err == nil:
+				// Not ValueSize: for a write pending in this transaction it reports 0.
+				n, err := valueLen(old)
+				if err != nil {
+					return false, err
+				}
 				w.m.count--
-				w.m.bytes -= int64(len(x.k)) + old.ValueSize()
+				w.m.bytes -= int64(len(x.k) + n)
 				w.m.superseded++
 				w.superseded++
 			case !errors.Is(err, badger.ErrKeyNotFound):
@@ -353,7 +358,11 @@ func (l *Latest) remove(recs []Record, count func(*latestWork)) error {
 						return false, err
 					}
 					if seq == r.Seq {
-						size := int64(len(k)) + item.ValueSize()
+						n, err := valueLen(item)
+						if err != nil {
+							return false, err
+						}
+						size := int64(len(k) + n)
 						if err := g.del(k); err != nil {
 							return false, err
 						}
@@ -434,4 +443,9 @@ func (l *Latest) Stats() OutboxStats {
 	l.mu.Unlock()
 	return OutboxStats{Name: l.name, Depth: m.count, Bytes: m.bytes, DLQDepth: m.dlqCount, Configured: true,
 		Drops: map[string]uint64{ReasonSuperseded: m.superseded, ReasonTTL: m.ttl}}
+}
+
+func valueLen(item *badger.Item) (n int, err error) {
+	err = item.Value(func(v []byte) error { n = len(v); return nil })
+	return n, err
 }
