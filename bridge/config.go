@@ -64,6 +64,8 @@ type Common struct {
 	Breaker BreakerConfig `yaml:"breaker"`
 	// Outbox overrides the `storage:` limits for this connector's outbox; zero values inherit.
 	Outbox OutboxLimits `yaml:"outbox"`
+	// Traffic control: live_first, rate, rate_burst (traffic.go).
+	TrafficConfig `yaml:",inline"`
 }
 
 // Rule is one forward or subscribe entry.
@@ -79,6 +81,8 @@ type Rule struct {
 	// QoS used toward the destination: 0 or 1 for forward (delivery is confirmed and
 	// deduplicated by id), 0..2 for subscribe. Default 1.
 	QoS byte `yaml:"qos"`
+	// Traffic control of forward rules: priority, keep_latest, ttl (traffic.go).
+	RuleTraffic `yaml:",inline"`
 }
 
 // BatchConfig bounds one send.
@@ -174,9 +178,9 @@ func (r *Rule) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i]; k.Value {
-			case "from", "to", "qos":
+			case "from", "to", "qos", "priority", "keep_latest", "ttl":
 			default:
-				return fmt.Errorf("line %d: field %s not found in rule (want from, to, qos)", k.Line, k.Value)
+				return fmt.Errorf("line %d: field %s not found in rule (want from, to, qos, priority, keep_latest, ttl)", k.Line, k.Value)
 			}
 		}
 	}
@@ -256,6 +260,7 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	default:
 		errs = append(errs, confkit.Errorf("outbox.when_full", "%q: want drop_oldest or reject", c.Outbox.WhenFull))
 	}
+	errs = append(errs, c.TrafficConfig.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -285,6 +290,11 @@ func (r Rule) validate(key string, forward bool) []error {
 	}
 	if r.QoS > max {
 		errs = append(errs, confkit.Errorf(key+".qos", "%d: want 0..%d", r.QoS, max))
+	}
+	if forward {
+		errs = append(errs, r.RuleTraffic.validate(key)...)
+	} else if r.RuleTraffic != (RuleTraffic{}) {
+		errs = append(errs, confkit.Errorf(key, "priority, keep_latest and ttl apply to forward rules only"))
 	}
 	return errs
 }

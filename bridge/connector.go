@@ -72,6 +72,9 @@ type Env struct {
 	// the standard library embed whole URLs. The Logger already scrubs with it. Never nil
 	// when the bridge builds the connector.
 	Scrub *redact.Scrubber
+	// Throttle is the connector's bandwidth cap (nil: none). Connectors dial through
+	// Env.Dialer, which applies it to every socket (ratelimit.go).
+	Throttle *Throttle
 }
 
 // SecretHolder is implemented by connector configs that hold credentials (URL userinfo and

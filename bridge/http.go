@@ -109,7 +109,7 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         env.Dialer(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}), // bandwidth cap (ratelimit.go)
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: cfg.ConnectTimeout,
 		MaxIdleConnsPerHost: 2,

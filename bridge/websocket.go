@@ -111,7 +111,8 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}, CheckRedirect: noRedirect}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment,
+		DialContext: env.Dialer(nil)}, CheckRedirect: noRedirect} // bandwidth cap (ratelimit.go)
 	scrub := scrubberOf(&env, cfg)
 	a, err := newAuthorizer(cfg.Auth, client, scrub)
 	if err != nil {

@@ -1,0 +1,370 @@
+package bridge_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edged-dev/edged/bridge"
+	"github.com/edged-dev/edged/internal/testutil"
+)
+
+// publishPayloads publishes QoS 1 messages pipelined and waits for every PUBACK.
+func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (string, []byte)) {
+	t.Helper()
+	const window = 500
+	toks := make(chan paho3.Token, window)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(errc)
+		for tok := range toks {
+			if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
+				errc <- fmt.Errorf("puback: %v", tok.Error())
+				for range toks {
+				}
+				return
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		topic, p := msg(i)
+		toks <- c.Publish(topic, 1, false, p)
+	}
+	close(toks)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTrafficPriorityAfterOutage (issue 16): alerts/# at priority high and telemetry/# at low;
+// the uplink is down while telemetry and 100 alerts are published (alerts last, so FIFO would
+// send them last), then comes up behind a bandwidth cap. Every alert must reach the cloud
+// before the 1,000th telemetry message, and all telemetry must arrive in order, none lost.
+//
+// 50,000 telemetry messages by default; 10,000 under -race, where capture alone takes minutes
+// on a loaded 2-core box (the ordering property does not depend on the count beyond the
+// 1,000 mark). The cap is 1MiB/s so the drain (about 4.5 MB on the wire) stays a few seconds;
+// the cap's accuracy is TestTrafficBandwidthCap's job.
+func TestTrafficPriorityAfterOutage(t *testing.T) {
+	nTele := 50_000
+	if testutil.RaceEnabled {
+		nTele = 10_000
+	}
+	const nAlerts = 100
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	px := startProxy(t, cloud.Addr, false)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+rate: 1MiB/s
+forward:
+  - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1, priority: low}
+  - {from: "alerts/#", to: "gw/alerts/{1}", qos: 1, priority: high}
+`))
+	local := localClient(t, s.addr, "dev1")
+	t0 := time.Now()
+	alert := func(from int) func(int) (string, []byte) {
+		return func(i int) (string, []byte) { return "alerts/a1", []byte(fmt.Sprintf("alert=%d", from+i)) }
+	}
+	publishN(t, local, "telemetry/t1", 0, nTele/2)
+	publishPayloads(t, local, nAlerts/2, alert(0))
+	publishN(t, local, "telemetry/t1", nTele/2, nTele-nTele/2)
+	publishPayloads(t, local, nAlerts-nAlerts/2, alert(nAlerts/2))
+	t.Logf("captured %d telemetry + %d alerts during the outage in %v", nTele, nAlerts, time.Since(t0).Round(time.Millisecond))
+	st := s.status("cloud")
+	if st.Depth != int64(nTele+nAlerts) {
+		t.Fatalf("depth %d before the uplink returns, want %d", st.Depth, nTele+nAlerts)
+	}
+	if len(st.Traffic.Lanes) != 3 || st.Traffic.Lanes[0].Name != "p8" || st.Traffic.Lanes[0].Depth != nAlerts {
+		t.Fatalf("lanes %+v: want p8 first holding the %d alerts", st.Traffic.Lanes, nAlerts)
+	}
+	if st.Traffic.DrainSeconds <= 0 {
+		t.Fatalf("drain_seconds %v with a backlog behind a 1MiB/s cap", st.Traffic.DrainSeconds)
+	}
+	t.Logf("status before the drain: depth %d, drain estimate %.1fs at %.0f B/s", st.Depth, st.Traffic.DrainSeconds, st.Traffic.RateLimit)
+
+	t1 := time.Now()
+	px.Set(true)
+	total := nTele + nAlerts
+	// Measured: the 50,000+100 drain takes ~5 s at 1MiB/s; the deadline polls on progress.
+	testutil.WaitFor(t, 5*time.Minute, 50*time.Millisecond, func() error {
+		if n := sub.count(); n < total {
+			return fmt.Errorf("cloud got %d of %d", n, total)
+		}
+		return nil
+	})
+	t.Logf("drained %d messages in %v", total, time.Since(t1).Round(time.Millisecond))
+
+	msgs := sub.snapshot()
+	var tele []cloudMsg
+	alerts, lastAlert, tele1000 := map[string]bool{}, -1, -1
+	for i, m := range msgs {
+		switch {
+		case strings.HasPrefix(m.Topic, "gw/alerts/"):
+			alerts[string(m.Payload)] = true
+			lastAlert = i
+		case strings.HasPrefix(m.Topic, "gw/telemetry/"):
+			tele = append(tele, m)
+			if len(tele) == 1000 {
+				tele1000 = i
+			}
+		default:
+			t.Fatalf("unexpected topic %q", m.Topic)
+		}
+	}
+	if len(alerts) != nAlerts {
+		t.Fatalf("%d distinct alerts arrived, want %d", len(alerts), nAlerts)
+	}
+	if lastAlert > tele1000 {
+		t.Fatalf("last alert arrived at position %d, after the 1,000th telemetry message (position %d)", lastAlert, tele1000)
+	}
+	t.Logf("last alert at position %d; 1,000th telemetry at position %d", lastAlert, tele1000)
+	checkSeqs(t, tele, nTele, rawSeq)
+}
+
+// TestTrafficKeepLatest (issue 16): 10,000 updates to 10 topics during an outage arrive as
+// exactly 10 messages, the newest of each; the 9,990 others are counted as superseded.
+func TestTrafficKeepLatest(t *testing.T) {
+	const n, topics = 10_000, 10
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	px := startProxy(t, cloud.Addr, false)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+forward:
+  - {from: "state/#", to: "gw/state/{1}", qos: 1, keep_latest: true}
+  - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishPayloads(t, local, n, func(i int) (string, []byte) {
+		return fmt.Sprintf("state/dev%d", i%topics), []byte(fmt.Sprintf("seq=%d", i))
+	})
+	st := s.status("cloud")
+	var latest *bridge.LaneStatus
+	for i := range st.Traffic.Lanes {
+		if st.Traffic.Lanes[i].KeepLatest {
+			latest = &st.Traffic.Lanes[i]
+		}
+	}
+	if latest == nil || latest.Depth != topics || latest.Drops["superseded"] != n-topics {
+		t.Fatalf("keep-latest lane %+v: want depth %d and %d superseded", latest, topics, n-topics)
+	}
+	px.Set(true)
+	waitFor(t, 30*time.Second, func() error {
+		if st := s.status("cloud"); st.Depth != 0 || sub.count() < topics {
+			return fmt.Errorf("depth %d, cloud got %d", st.Depth, sub.count())
+		}
+		return nil
+	})
+	// Nothing else may follow: a live probe on another rule, sent after, marks the end.
+	publishN(t, local, "telemetry/probe", 0, 1)
+	waitFor(t, 10*time.Second, func() error {
+		if sub.count() < topics+1 {
+			return fmt.Errorf("cloud got %d", sub.count())
+		}
+		return nil
+	})
+	got := map[string]string{}
+	for _, m := range sub.snapshot() {
+		if strings.HasPrefix(m.Topic, "gw/telemetry/") {
+			continue
+		}
+		if prev, dup := got[m.Topic]; dup {
+			t.Fatalf("topic %s arrived twice (%s, then %s)", m.Topic, prev, m.Payload)
+		}
+		got[m.Topic] = string(m.Payload)
+	}
+	if len(got) != topics {
+		t.Fatalf("got %d state messages, want %d: %v", len(got), topics, got)
+	}
+	for k := 0; k < topics; k++ {
+		topic := fmt.Sprintf("gw/state/dev%d", k)
+		if want := fmt.Sprintf("seq=%d", n-topics+k); got[topic] != want {
+			t.Fatalf("%s: got %q, want the newest %q", topic, got[topic], want)
+		}
+	}
+}
+
+// meterProxy forwards edged -> cloud and counts the bytes that reach the cloud side, with the
+// time each read returned, so a test can check the rate per window.
+type meterProxy struct {
+	ln       net.Listener
+	upstream string
+	mu       sync.Mutex
+	on       bool
+	conns    []net.Conn
+	samples  []sample
+	wg       sync.WaitGroup
+}
+
+type sample struct {
+	at time.Time
+	n  int
+}
+
+func startMeterProxy(t testing.TB, upstream string) *meterProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &meterProxy{ln: ln, upstream: upstream}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			on := p.on
+			p.mu.Unlock()
+			if !on {
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { // edged -> cloud, metered
+				defer p.wg.Done()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						p.mu.Lock()
+						p.samples = append(p.samples, sample{time.Now(), n})
+						p.mu.Unlock()
+						if _, werr := u.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				u.Close()
+				c.Close()
+			}()
+			go func() {
+				defer p.wg.Done()
+				_, _ = io.Copy(c, u)
+				c.Close()
+				u.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *meterProxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *meterProxy) enable() {
+	p.mu.Lock()
+	p.on = true
+	p.mu.Unlock()
+}
+
+func (p *meterProxy) snapshot() []sample {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]sample(nil), p.samples...)
+}
+
+// bandwidthDrain is the measured drain of TestTrafficBandwidthCap: 20s in `make test`;
+// EDGED_TRAFFIC_DRAIN=60s (make soak) runs the 60 s the issue asks for.
+func bandwidthDrain(t *testing.T) time.Duration {
+	d := 20 * time.Second
+	if s := os.Getenv("EDGED_TRAFFIC_DRAIN"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d < 10*time.Second {
+			t.Fatalf("EDGED_TRAFFIC_DRAIN=%q: want a duration of at least 10s", s)
+		}
+	}
+	return d
+}
+
+// TestTrafficBandwidthCap (issue 16): behind `rate: 32KiB/s`, every 5 s window of a drain
+// carries at most the cap + 5 % at the cloud side (bytes arriving over the socket, protocol
+// overhead included), and the drain uses the cap (each full window >= 80 % of it), so the
+// limiter neither leaks nor starves. The backlog is sized to outlast the measured drain.
+func TestTrafficBandwidthCap(t *testing.T) {
+	const capRate = 32 << 10
+	const win = 5 * time.Second
+	drain := bandwidthDrain(t)
+	cloud := testutil.StartMosquitto(t, 0, "")
+	px := startMeterProxy(t, cloud.Addr)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+rate: 32KiB/s
+forward:
+  - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1}
+`))
+	local := localClient(t, s.addr, "dev1")
+	// A message is ~270 bytes on the wire (200 B payload, topic, id property, headers; measured):
+	// queue half as much again as the drain can carry, so the link is busy until the end.
+	n := int(float64(capRate)*drain.Seconds()*1.5) / 270
+	payload := strings.Repeat("x", 190)
+	publishPayloads(t, local, n, func(i int) (string, []byte) {
+		return "telemetry/t1", []byte(fmt.Sprintf("%09d%s", i, payload))
+	})
+	px.enable()
+	s.status("cloud") // starts the status rate meter
+	t0 := time.Now()
+	waitFor(t, drain+30*time.Second, func() error {
+		if time.Since(t0) < drain+time.Second {
+			return fmt.Errorf("draining")
+		}
+		return nil
+	})
+	ss := s.status("cloud")
+	samples := px.snapshot()
+	if len(samples) == 0 {
+		t.Fatal("nothing reached the cloud")
+	}
+	if ss.Depth == 0 {
+		t.Fatalf("the backlog of %d messages drained within %v: the cap did not hold", n, drain)
+	}
+	start := samples[0].at
+	nWin := int(drain / win)
+	wins := make([]int, nWin)
+	for _, sm := range samples {
+		i := int(sm.at.Sub(start) / win)
+		if i < nWin {
+			wins[i] += sm.n
+		}
+	}
+	limit := float64(capRate) * win.Seconds() * 1.05
+	for i, b := range wins {
+		t.Logf("window %2d: %7d bytes = %6.0f B/s (cap %d B/s)", i, b, float64(b)/win.Seconds(), capRate)
+		if float64(b) > limit {
+			t.Errorf("window %d carried %d bytes: over the cap + 5 %% (%.0f)", i, b, limit)
+		}
+		if float64(b) < 0.8*float64(capRate)*win.Seconds() {
+			t.Errorf("window %d carried only %d bytes: the drain did not use the cap", i, b)
+		}
+	}
+	if ss.Traffic.RateLimit != capRate || ss.Traffic.UplinkRate <= 0 || ss.Traffic.UplinkRate > capRate*1.05 || ss.Traffic.DrainSeconds <= 0 {
+		t.Errorf("status traffic %+v: want the cap, a current rate within it and a drain estimate", ss.Traffic)
+	}
+	t.Logf("status: uplink %.0f B/s, %d messages left, drain estimate %.1fs", ss.Traffic.UplinkRate, ss.Depth, ss.Traffic.DrainSeconds)
+}
