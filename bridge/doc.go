@@ -117,4 +117,11 @@
 //     {"ack": "<id>"} when it was published, or {"reject": "<id>", "error": ...}.
 //
 // Envelopes without an ack are sent again after a reconnect (same ids).
+//
+// With compression: zstd, edged -> server batch frames are compressed: a binary frame whose
+// first four bytes are the zstd magic number 28 b5 2f fd holds one zstd frame (RFC 8878)
+// whose content is exactly the frame that would have been sent uncompressed (JSON text or
+// CBOR bytes, told apart by the connector's format; a JSON batch starts with '{'). Neither a
+// JSON frame nor a CBOR envelope or batch can start with those bytes, so a server can accept
+// both. Acks, rejects and downlink frames are never compressed.
 package bridge

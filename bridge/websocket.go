@@ -45,6 +45,8 @@ type WebSocketConfig struct {
 	// PingInterval between WebSocket pings; a ping unanswered within the interval drops the
 	// link (the forwarder reconnects). Default 20s.
 	PingInterval time.Duration `yaml:"ping_interval"`
+	// Traffic control: compression (traffic.go).
+	WSTraffic `yaml:",inline"`
 }
 
 func (c *WebSocketConfig) defaults() {
@@ -68,6 +70,7 @@ func (c *WebSocketConfig) Validate() error {
 	if c.PingInterval < 0 {
 		errs = append(errs, confkit.Errorf("ping_interval", "%v: must not be negative", c.PingInterval))
 	}
+	errs = append(errs, c.WSTraffic.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -92,6 +95,7 @@ type wsConn struct {
 	client *http.Client
 	auth   *authorizer
 	scrub  *redact.Scrubber
+	comp   *compressor // compress.go; nil: frames as they are
 
 	mu     sync.Mutex
 	c      *websocket.Conn
@@ -118,7 +122,11 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", scrub.Error(err))
 	}
-	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub}, nil
+	comp, err := newCompressor(cfg.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, comp: comp}, nil
 }
 
 // Connect dials and starts the reader and pinger.
@@ -325,6 +333,9 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 	typ := websocket.MessageText
 	if w.cfg.Format == FormatCBOR {
 		typ = websocket.MessageBinary
+	}
+	if typ, frame, err = wsFrame(w.comp, typ, frame); err != nil {
+		return w.scrub.Error(fmt.Errorf("compress frame: %w", err))
 	}
 	if err := c.Write(ctx, typ, frame); err != nil {
 		return w.scrub.Error(fmt.Errorf("write frame: %w", err))
