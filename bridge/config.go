@@ -175,21 +175,31 @@ func (c *Common) defaults(format string, batchMsgs, window int) {
 // UnmarshalYAML decodes a rule with qos defaulting to 1 (absent and 0 differ) and rejects
 // unknown keys itself, because a nested Node.Decode is not strict.
 func (r *Rule) UnmarshalYAML(n *yaml.Node) error {
+	// Problems are a *yaml.TypeError with "line N:" entries, so the loader reports each at its
+	// own line and goes on decoding the rest of the file.
+	var bad []string
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i]; k.Value {
 			case "from", "to", "qos", "priority", "keep_latest", "ttl":
 			default:
-				return fmt.Errorf("line %d: field %s not found in rule (want from, to, qos, priority, keep_latest, ttl)", k.Line, k.Value)
+				bad = append(bad, fmt.Sprintf("line %d: field %s not found in rule (want from, to, qos, priority, keep_latest, ttl)", k.Line, k.Value))
 			}
 		}
 	}
 	type plain Rule
 	p := plain{QoS: 1}
 	if err := n.Decode(&p); err != nil {
-		return err
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return err
+		}
+		bad = append(bad, te.Errors...)
 	}
 	*r = Rule(p)
+	if len(bad) > 0 {
+		return &yaml.TypeError{Errors: bad}
+	}
 	return nil
 }
 

@@ -36,7 +36,7 @@ type RuleTraffic struct {
 	// order, not in capture order. Default false.
 	KeepLatest bool `yaml:"keep_latest"`
 	// TTL overrides the connector's outbox ttl for this rule's messages: older ones are
-	// dropped (counted, reason "ttl") instead of sent. Default: the connector's.
+	// dropped (counted, reason "ttl") instead of sent. At least 1s; default: the connector's.
 	TTL confkit.Duration `yaml:"ttl"`
 }
 
@@ -65,8 +65,8 @@ func (r RuleTraffic) validate(key string) []error {
 	if _, err := parsePriority(r.Priority); err != nil {
 		errs = append(errs, confkit.Errorf(key+".priority", "%v", err))
 	}
-	if r.TTL < 0 {
-		errs = append(errs, confkit.Errorf(key+".ttl", "%v: must not be negative", r.TTL))
+	if r.TTL < 0 || (r.TTL > 0 && time.Duration(r.TTL) < time.Second) {
+		errs = append(errs, confkit.Errorf(key+".ttl", "%v: must be at least 1s (as the outbox ttl)", r.TTL))
 	}
 	return errs
 }

@@ -368,3 +368,104 @@ forward:
 	}
 	t.Logf("status: uplink %.0f B/s, %d messages left, drain estimate %.1fs", ss.Traffic.UplinkRate, ss.Depth, ss.Traffic.DrainSeconds)
 }
+
+// TestTrafficLiveFirst (issue 16): with live_first, messages published after the uplink
+// returned go out ahead of the backlog stored during the outage, which keeps draining; each
+// queue keeps its own order and nothing is lost.
+func TestTrafficLiveFirst(t *testing.T) {
+	const nBacklog, nLive = 3000, 20
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	px := startProxy(t, cloud.Addr, false)
+	// 64KiB/s: the ~300 KB backlog takes ~5 s, long enough to publish into its drain.
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+live_first: true
+rate: 64KiB/s
+forward:
+  - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "telemetry/backlog", 0, nBacklog)
+	px.Set(true)
+	s.waitConnected("cloud")
+	waitFor(t, 30*time.Second, func() error {
+		if n := sub.count(); n < 100 {
+			return fmt.Errorf("cloud got %d", n)
+		}
+		return nil
+	})
+	publishPayloads(t, local, nLive, func(i int) (string, []byte) { return "telemetry/live", []byte(fmt.Sprintf("live=%d", i)) })
+	waitFor(t, 2*time.Minute, func() error {
+		if n := sub.count(); n < nBacklog+nLive {
+			return fmt.Errorf("cloud got %d of %d", n, nBacklog+nLive)
+		}
+		return nil
+	})
+	var backlog []cloudMsg
+	lastLive, nextLive := -1, 0
+	for _, m := range sub.snapshot() {
+		if m.Topic == "gw/telemetry/live" {
+			if want := fmt.Sprintf("live=%d", nextLive); string(m.Payload) != want {
+				t.Fatalf("live message %q, want %q", m.Payload, want)
+			}
+			nextLive++
+			lastLive = len(backlog)
+			continue
+		}
+		backlog = append(backlog, m)
+	}
+	if nextLive != nLive {
+		t.Fatalf("%d live messages arrived, want %d", nextLive, nLive)
+	}
+	if lastLive >= nBacklog-100 {
+		t.Fatalf("the last live message arrived after %d of %d backlog messages: not ahead of the backlog", lastLive, nBacklog)
+	}
+	t.Logf("all %d live messages arrived after %d of %d backlog messages", nLive, lastLive, nBacklog)
+	checkSeqs(t, backlog, nBacklog, rawSeq)
+}
+
+// TestTrafficRuleTTL (issue 16): a rule's ttl overrides the connector's: its messages older
+// than that are dropped (counted as ttl) instead of sent; another rule's are kept.
+func TestTrafficRuleTTL(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	px := startProxy(t, cloud.Addr, false)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+forward:
+  - {from: "gps/#", to: "gw/gps/{1}", qos: 1, ttl: 1s}
+  - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "gps/old", 0, 10)
+	publishN(t, local, "telemetry/t", 0, 10)
+	time.Sleep(1300 * time.Millisecond) // past the rule's ttl
+	publishPayloads(t, local, 5, func(i int) (string, []byte) { return "gps/new", []byte(fmt.Sprintf("new=%d", i)) })
+	px.Set(true)
+	waitFor(t, 30*time.Second, func() error {
+		if st := s.status("cloud"); st.Depth != 0 {
+			return fmt.Errorf("depth %d", st.Depth)
+		}
+		return nil
+	})
+	publishN(t, local, "telemetry/probe", 100, 1) // marks the end of the drain
+	waitFor(t, 10*time.Second, func() error {
+		if n := sub.count(); n < 16 {
+			return fmt.Errorf("cloud got %d", n)
+		}
+		return nil
+	})
+	counts := map[string]int{}
+	for _, m := range sub.snapshot() {
+		counts[m.Topic]++
+	}
+	if counts["gw/gps/old"] != 0 || counts["gw/gps/new"] != 5 || counts["gw/telemetry/t"] != 10 {
+		t.Fatalf("cloud got %v: want no expired gps, 5 new gps, 10 telemetry", counts)
+	}
+	var ttlDrops uint64
+	for _, l := range s.status("cloud").Traffic.Lanes {
+		ttlDrops += l.Drops["ttl"]
+	}
+	if ttlDrops != 10 {
+		t.Fatalf("ttl drops %d, want 10", ttlDrops)
+	}
+}
