@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -181,12 +182,65 @@ func (f *forwarder) openLanes(db *storage.DB, lim storage.Config) error {
 			f.backlogLanes = append(f.backlogLanes, bl)
 		}
 	}
+	if err := f.adoptLanes(db, lim, byKey); err != nil {
+		return err
+	}
 	sort.SliceStable(f.lanes, func(i, j int) bool { return f.lanes[i].rank() > f.lanes[j].rank() })
 	f.ob = f.lanes[0].ob
 	for _, l := range f.lanes {
 		if l.name == f.cfg.Name {
 			f.ob = l.ob
 		}
+	}
+	return nil
+}
+
+// adoptLanes adds, drain-only, the lanes of an earlier configuration of this connector that
+// still hold messages (a rule's priority, ttl or keep_latest changed, or live_first was turned
+// off): acked messages must reach the remote whatever the config became. They keep the
+// priority in their name and rank as backlog; nothing new is captured into them.
+func (f *forwarder) adoptLanes(db *storage.DB, lim storage.Config, byKey map[laneKey]*lane) error {
+	known := map[string]bool{}
+	for _, l := range byKey {
+		known[l.name] = true
+	}
+	pfx := f.cfg.Name + "#"
+	prio := func(name string) int {
+		p := DefaultPriority
+		if rest, ok := strings.CutPrefix(name[len(pfx):], "p"); ok && rest != "" && rest[0] >= '0' && rest[0] <= '9' {
+			p = int(rest[0] - '0')
+		}
+		return p
+	}
+	for _, ob := range db.Outboxes() {
+		name := ob.Name()
+		if !strings.HasPrefix(name, pfx) || known[name] || ob.Stats().Depth == 0 {
+			continue
+		}
+		o, err := db.Outbox(name, lim)
+		if err != nil {
+			return err
+		}
+		f.lanes = append(f.lanes, &lane{key: laneKey{prio: prio(name), backlog: true}, name: name, ob: o})
+		f.log.Info("draining a lane of an earlier configuration", "lane", name, "depth", o.Stats().Depth)
+	}
+	names, err := db.LatestNames()
+	if err != nil {
+		return fmt.Errorf("list keep-latest stores: %w", err)
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, pfx) || known[name] {
+			continue
+		}
+		lt, err := db.Latest(name, 0)
+		if err != nil {
+			return err
+		}
+		if lt.Stats().Depth == 0 {
+			continue
+		}
+		f.lanes = append(f.lanes, &lane{key: laneKey{prio: prio(name), latest: true, backlog: true}, name: name, lt: lt})
+		f.log.Info("draining a keep-latest lane of an earlier configuration", "lane", name, "depth", lt.Stats().Depth)
 	}
 	return nil
 }

@@ -469,3 +469,48 @@ forward:
 		t.Fatalf("ttl drops %d, want 10", ttlDrops)
 	}
 }
+
+// TestTrafficLaneOfEarlierConfigDrained: messages stored in a lane that a new configuration no
+// longer has (priority and keep_latest removed) are still delivered after the restart.
+func TestTrafficLaneOfEarlierConfigDrained(t *testing.T) {
+	cloud := testutil.StartMosquitto(t, 0, "")
+	sub := subscribeCloud(t, cloud.Addr, "gw/#")
+	px := startProxy(t, cloud.Addr, false)
+	dir := t.TempDir()
+	s := startStack(t, dir, mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+forward:
+  - {from: "alerts/#", to: "gw/alerts/{1}", qos: 1, priority: high}
+  - {from: "state/#", to: "gw/state/{1}", qos: 1, keep_latest: true}
+`))
+	local := localClient(t, s.addr, "dev1")
+	publishN(t, local, "alerts/a", 0, 10)
+	publishPayloads(t, local, 3, func(i int) (string, []byte) { return fmt.Sprintf("state/s%d", i), []byte(fmt.Sprintf("st=%d", i)) })
+	local.Disconnect(50)
+	s.stop()
+	s = startStack(t, dir, mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+forward:
+  - {from: "alerts/#", to: "gw/alerts/{1}", qos: 1}
+  - {from: "state/#", to: "gw/state/{1}", qos: 1}
+`))
+	if st := s.status("cloud"); st.Depth != 13 {
+		t.Fatalf("depth %d after the restart, want the 13 stored (lanes %+v)", st.Depth, st.Traffic.Lanes)
+	}
+	px.Set(true)
+	waitFor(t, 30*time.Second, func() error {
+		if n := sub.count(); n < 13 {
+			return fmt.Errorf("cloud got %d of 13", n)
+		}
+		return nil
+	})
+	checkSeqs(t, filterTopic(sub.snapshot(), "gw/alerts/a"), 10, rawSeq)
+}
+
+func filterTopic(ms []cloudMsg, topic string) []cloudMsg {
+	var out []cloudMsg
+	for _, m := range ms {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -449,3 +449,21 @@ func valueLen(item *badger.Item) (n int, err error) {
 	err = item.Value(func(v []byte) error { n = len(v); return nil })
 	return n, err
 }
+
+// LatestNames lists the keep-latest stores that hold state in the DB (one small key each),
+// so a store a configuration no longer names can still be found and drained.
+func (db *DB) LatestNames() ([]string, error) {
+	var out []string
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLatestMeta}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) >= 2 && int(k[1]) == len(k)-2 {
+				out = append(out, string(k[2:]))
+			}
+		}
+		return nil
+	})
+	return out, err
+}
