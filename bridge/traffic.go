@@ -161,7 +161,7 @@ func ParseRequestRate(s string) (RequestRate, error) {
 		return 0, err
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || n < 0 || math.IsInf(n, 0) {
+	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 		return 0, fmt.Errorf("invalid request rate %q (want e.g. 20/s, 600/min)", s)
 	}
 	return RequestRate(n / per.Seconds()), nil
