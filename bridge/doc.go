@@ -100,6 +100,17 @@
 // S, compares signatures in constant time, rejects timestamps off by more than a few minutes
 // and nonces seen within that window. VerifyHMAC implements the check in Go.
 //
+// # Traffic control
+//
+// A connector's messages wait in lanes (lanes.go): one storage outbox per priority (and per
+// rule ttl), a storage.Latest per keep_latest priority, and with live_first a backlog twin of
+// each for what is captured while the link is down. The default lane is the outbox named after
+// the connector. One forwarder drains them all, highest priority first, live before backlog;
+// a lane is FIFO. Lanes left over from an earlier configuration are drained, never fed. The
+// bandwidth cap is a Throttle under every socket a connector dials (Env.Dialer, ratelimit.go);
+// the http request cap and body compression, and compressed websocket frames, are in
+// compress.go; the keys are documented on their config types (traffic.go).
+//
 // # WebSocket protocol
 //
 // The websocket connector opens url (ws:// or wss://; auth headers on the handshake) and keeps
