@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,9 +12,12 @@ import (
 	"time"
 
 	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/bridge"
+	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/testutil"
+	"github.com/edged-dev/edged/storage"
 )
 
 // publishPayloads publishes QoS 1 messages pipelined and waits for every PUBACK.
@@ -517,4 +521,61 @@ func filterTopic(ms []cloudMsg, topic string) []cloudMsg {
 		}
 	}
 	return out
+}
+
+// TestTrafficLaneMetrics: per-lane depth, oldest age and drops are exported, computed at
+// scrape time; capture routes each rule to its lane.
+func TestTrafficLaneMetrics(t *testing.T) {
+	db, err := storage.Open(storage.Options{Dir: t.TempDir(), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	reg := prometheus.NewRegistry()
+	cfg := mqttConnector(t, "c", "tcp://127.0.0.1:9", `
+rate: 16KiB/s
+forward:
+  - {from: "alerts/#", to: "a/{1}", priority: 9}
+  - {from: "state/#", to: "s/{1}", keep_latest: true, priority: lowest}
+  - {from: "t/#", to: "t/{1}"}
+`)
+	b, err := bridge.New(bridge.Options{Connectors: []bridge.ConnectorConfig{cfg}, GatewayID: "gw1", DB: db,
+		Defaults: storage.Defaults(), Logger: testLogger(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, m := range []*broker.Message{{Topic: "alerts/x", QoS: 1}, {Topic: "alerts/y", QoS: 1}, {Topic: "state/k", QoS: 1},
+		{Topic: "state/k", QoS: 1}, {Topic: "t/1", QoS: 1}} {
+		m.Time = time.Now().Add(-2 * time.Second)
+		if err := b.Capture(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	val := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		v, ok := testutil.MetricValue(t, reg, name, labels)
+		if !ok {
+			t.Fatalf("no %s %v", name, labels)
+		}
+		return v
+	}
+	for lane, want := range map[string]float64{"p9": 2, "p0-latest": 1, "p5": 1} {
+		if got := val("edged_bridge_lane_depth", map[string]string{"connector": "c", "lane": lane}); got != want {
+			t.Errorf("lane %s depth %v, want %v", lane, got, want)
+		}
+	}
+	if got := val("edged_bridge_lane_dropped_total", map[string]string{"connector": "c", "lane": "p0-latest", "reason": "superseded"}); got != 1 {
+		t.Errorf("superseded %v, want 1", got)
+	}
+	if got := val("edged_bridge_lane_oldest_age_seconds", map[string]string{"connector": "c", "lane": "p9"}); got <= 0 {
+		t.Errorf("p9 oldest age %v, want > 0", got)
+	}
+	if got := val("edged_bridge_rate_limit_bytes_per_second", map[string]string{"connector": "c"}); got != 16<<10 {
+		t.Errorf("rate limit %v", got)
+	}
+	st := b.Status()[0].Traffic
+	if len(st.Lanes) != 3 || st.Lanes[0].Name != "p9" || st.Lanes[2].Name != "p0-latest" || st.DrainSeconds <= 0 {
+		t.Errorf("traffic status %+v", st)
+	}
 }
