@@ -139,6 +139,11 @@ forward:
 			}
 			t.Logf("%d requests; %s: %d bytes on the wire for %d bytes of JSON batches (ratio %.2f)", len(at), enc, wireBytes, plainBytes,
 				float64(wireBytes)/float64(plainBytes))
+			// The throttle under the http transport counted every byte the requests took
+			// (headers and the 429'd attempt included).
+			if up := s.status("im").Traffic.UplinkSent; up < uint64(wireBytes) {
+				t.Errorf("uplink bytes %d < %d body bytes the server accepted", up, wireBytes)
+			}
 			if wireBytes*2 > plainBytes {
 				t.Errorf("%s: %d compressed bytes for %d: less than 2x on repetitive JSON", enc, wireBytes, plainBytes)
 			}
@@ -212,5 +217,8 @@ forward:
 	}
 	if len(got) != 50 {
 		t.Fatalf("server got %d, want 50", len(got))
+	}
+	if up := s.status("ws").Traffic.UplinkSent; up == 0 {
+		t.Errorf("no uplink bytes counted for the websocket connector")
 	}
 }
