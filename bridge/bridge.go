@@ -254,15 +254,16 @@ func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error
 	if len(jobs) == 1 {
 		results[0] = jobs[0].ln.append(ctx, jobs[0].envs)
 	} else {
-		var wg sync.WaitGroup
+		// Several lanes or connectors: one committer operation, so one group commit and one
+		// fsync for the whole capture (lanes.go).
+		parts := make([]*storage.LaneAppend, len(jobs))
 		for k, j := range jobs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[k] = j.ln.append(ctx, j.envs)
-			}()
+			parts[k] = j.ln.part(j.envs)
 		}
-		wg.Wait()
+		b.opts.DB.AppendLanes(ctx, parts)
+		for k, p := range parts {
+			results[k] = p.Err
+		}
 	}
 	var out []error
 	for k, j := range jobs {

@@ -93,6 +93,10 @@ func (l *lane) append(ctx context.Context, envs []*wire.Envelope) error {
 	return l.ob.Append(ctx, envs...)
 }
 
+func (l *lane) part(envs []*wire.Envelope) *storage.LaneAppend {
+	return &storage.LaneAppend{Outbox: l.ob, Latest: l.lt, Envs: envs}
+}
+
 func (l *lane) read(maxMsgs, maxBytes int) ([]storage.Record, error) {
 	if l.lt != nil {
 		return l.lt.Read(maxMsgs, maxBytes)

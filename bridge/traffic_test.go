@@ -518,8 +518,8 @@ func filterTopic(ms []cloudMsg, topic string) []cloudMsg {
 	return out
 }
 
-// TestTrafficLaneMetrics: per-lane depth, oldest age and drops are exported, computed at
-// scrape time; capture routes each rule to its lane.
+// TestTrafficLaneMetrics: capture routes each rule to its lane, all lanes in one group commit;
+// per-lane depth, oldest age and drops are exported, computed at scrape time.
 func TestTrafficLaneMetrics(t *testing.T) {
 	db, err := storage.Open(storage.Options{Dir: t.TempDir(), Logger: testLogger(t)})
 	if err != nil {
@@ -539,13 +539,18 @@ forward:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	for _, m := range []*broker.Message{{Topic: "alerts/x", QoS: 1}, {Topic: "alerts/y", QoS: 1}, {Topic: "state/k", QoS: 1},
-		{Topic: "state/k", QoS: 1}, {Topic: "t/1", QoS: 1}} {
+	ms := []*broker.Message{{Topic: "alerts/x", QoS: 1}, {Topic: "alerts/y", QoS: 1}, {Topic: "state/k", QoS: 1},
+		{Topic: "state/k", QoS: 1}, {Topic: "t/1", QoS: 1}}
+	for _, m := range ms {
 		m.Time = time.Now().Add(-2 * time.Second)
-		if err := b.Capture(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+	}
+	// One client's pipelined messages spanning three lanes: one group commit, one fsync.
+	c0 := db.Stats().Commits
+	if errs := b.CaptureBatch(context.Background(), ms); errs != nil {
+		t.Fatal(errs)
+	}
+	if c := db.Stats().Commits - c0; c != 1 {
+		t.Errorf("a capture spanning three lanes took %d group commits, want 1", c)
 	}
 	val := func(name string, labels map[string]string) float64 {
 		t.Helper()

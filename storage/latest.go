@@ -195,60 +195,73 @@ func (l *Latest) Put(ctx context.Context, envs ...*wire.Envelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
-	now := nowMs()
-	type kv struct{ k, v []byte }
-	kvs := make([]kv, 0, len(envs))
-	for _, e := range envs {
-		b, err := wire.MarshalEnvelope(e)
-		if err != nil {
-			return fmt.Errorf("put to keep-latest store %q: %w", l.name, err)
-		}
-		kvs = append(kvs, kv{append(append([]byte(nil), l.prefix...), e.Topic...), encodeRecord(now, b)})
+	kvs, err := l.encode(envs)
+	if err != nil {
+		return err
 	}
 	// One op; when a group's budget runs out it continues in the next group (still in order).
 	rest := kvs
-	err := l.db.submit(ctx, &op{grows: true, apply: func(g *group) (bool, error) {
-		w := g.latestWork(l)
-		for len(rest) > 0 {
-			x := rest[0]
-			if !g.room(3, g.cost(x.k, x.v)+int64(latestMetaLen+len(l.metaKey))+8) {
-				if g.empty() {
-					return true, fmt.Errorf("put to keep-latest store %q: message too large for one commit", l.name)
-				}
-				return false, g.flushLatest(l, w)
-			}
-			old, err := g.txn.Get(x.k)
-			switch {
-			case err == nil:
-				// Not ValueSize: for a write pending in this transaction it reports 0.
-				n, err := valueLen(old)
-				if err != nil {
-					return false, err
-				}
-				w.m.count--
-				w.m.bytes -= int64(len(x.k) + n)
-				w.m.superseded++
-				w.superseded++
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return false, err
-			}
-			w.m.seq++
-			v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(x.v)), w.m.seq)
-			v = append(v, x.v...)
-			if err := g.set(x.k, v); err != nil {
-				return false, err
-			}
-			w.m.count++
-			w.m.bytes += int64(len(x.k) + len(v))
-			w.put++
-			rest = rest[1:]
-		}
-		return true, g.flushLatest(l, w)
-	}})
+	err = l.db.submit(ctx, &op{grows: true, apply: func(g *group) (bool, error) { return g.putLatest(l, &rest) }})
 	if err != nil {
 		return fmt.Errorf("put to keep-latest store %q: %w", l.name, err)
 	}
 	return nil
+}
+
+type latestKV struct{ k, v []byte }
+
+func (l *Latest) encode(envs []*wire.Envelope) ([]latestKV, error) {
+	now := nowMs()
+	kvs := make([]latestKV, 0, len(envs))
+	for _, e := range envs {
+		b, err := wire.MarshalEnvelope(e)
+		if err != nil {
+			return nil, fmt.Errorf("put to keep-latest store %q: %w", l.name, err)
+		}
+		kvs = append(kvs, latestKV{append(append([]byte(nil), l.prefix...), e.Topic...), encodeRecord(now, b)})
+	}
+	return kvs, nil
+}
+
+// putLatest writes *rest into l, consuming it; done == false when the group is full (the
+// rest goes into the next group).
+func (g *group) putLatest(l *Latest, rest *[]latestKV) (bool, error) {
+	w := g.latestWork(l)
+	for len(*rest) > 0 {
+		x := (*rest)[0]
+		if !g.room(3, g.cost(x.k, x.v)+int64(latestMetaLen+len(l.metaKey))+8) {
+			if g.empty() {
+				return true, fmt.Errorf("put to keep-latest store %q: message too large for one commit", l.name)
+			}
+			return false, g.flushLatest(l, w)
+		}
+		old, err := g.txn.Get(x.k)
+		switch {
+		case err == nil:
+			// Not ValueSize: for a write pending in this transaction it reports 0.
+			n, err := valueLen(old)
+			if err != nil {
+				return false, err
+			}
+			w.m.count--
+			w.m.bytes -= int64(len(x.k) + n)
+			w.m.superseded++
+			w.superseded++
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return false, err
+		}
+		w.m.seq++
+		v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(x.v)), w.m.seq)
+		v = append(v, x.v...)
+		if err := g.set(x.k, v); err != nil {
+			return false, err
+		}
+		w.m.count++
+		w.m.bytes += int64(len(x.k) + len(v))
+		w.put++
+		*rest = (*rest)[1:]
+	}
+	return true, g.flushLatest(l, w)
 }
 
 // Read returns up to maxMsgs queued messages in topic order, stopping before maxBytes (but
