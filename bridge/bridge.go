@@ -49,8 +49,9 @@ type Bridge struct {
 	opts  Options
 	log   *slog.Logger
 	m     *metrics
-	fwds  []*forwarder
+	fwds  []*forwarder // as built by New; the running set is forwarders() (Reload swaps it)
 	local Local
+	rl    reloadState
 
 	runOnce sync.Once
 }
@@ -97,6 +98,7 @@ func New(o Options) (*Bridge, error) {
 		}
 		b.fwds = append(b.fwds, f)
 	}
+	b.setForwarders(b.fwds, o.Connectors)
 	return b, nil
 }
 
@@ -162,15 +164,7 @@ func (b *Bridge) Run(ctx context.Context) {
 	if !ran {
 		return
 	}
-	var wg sync.WaitGroup
-	for _, f := range b.fwds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.run(ctx)
-		}()
-	}
-	wg.Wait()
+	b.runAll(ctx)
 }
 
 // Capture implements broker.Capturer: it stores m in the outbox of every connector with a
@@ -201,11 +195,12 @@ func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error
 		idx  []int // message index per envelope
 	}
 	var jobs []*job
+	fwds := b.forwarders() // one set of rules for the whole batch, even across a reload
 	for i, m := range ms {
 		origin := originOf(m)
 		var id wire.ID
 		idSet := false
-		for _, f := range b.fwds {
+		for _, f := range fwds {
 			if origin == f.cfg.Name {
 				continue
 			}
@@ -332,8 +327,9 @@ func (b *Bridge) envelope(id wire.ID, m *broker.Message, to string, qos byte) *w
 
 // Status reports every connector, in config order.
 func (b *Bridge) Status() []ConnectorStatus {
-	out := make([]ConnectorStatus, 0, len(b.fwds))
-	for _, f := range b.fwds {
+	fwds := b.forwarders()
+	out := make([]ConnectorStatus, 0, len(fwds))
+	for _, f := range fwds {
 		out = append(out, f.status())
 	}
 	return out

@@ -199,10 +199,10 @@ func (f *forwarder) openLanes(db *storage.DB, lim storage.Config) error {
 	return nil
 }
 
-// adoptLanes adds, drain-only, the lanes of an earlier configuration of this connector that
-// still hold messages (a rule's priority, ttl or keep_latest changed, or live_first was turned
-// off): acked messages must reach the remote whatever the config became. They keep the
-// priority in their name and rank as backlog; nothing new is captured into them.
+// adoptLanes adds, drain-only, the lanes of an earlier configuration of this connector (a
+// rule's priority, ttl or keep_latest changed, or live_first was turned off): acked messages
+// must reach the remote whatever the config became. They keep the priority in their name and
+// rank as backlog; nothing new is captured into them.
 func (f *forwarder) adoptLanes(db *storage.DB, lim storage.Config, byKey map[laneKey]*lane) error {
 	known := map[string]bool{}
 	for _, l := range byKey {
@@ -218,7 +218,9 @@ func (f *forwarder) adoptLanes(db *storage.DB, lim storage.Config, byKey map[lan
 	}
 	for _, ob := range db.Outboxes() {
 		name := ob.Name()
-		if !strings.HasPrefix(name, pfx) || known[name] || ob.Stats().Depth == 0 {
+		// Adopted even when empty: until a reload's swap, the previous forwarder may still
+		// capture into it.
+		if !strings.HasPrefix(name, pfx) || known[name] {
 			continue
 		}
 		o, err := db.Outbox(name, lim)
@@ -226,7 +228,9 @@ func (f *forwarder) adoptLanes(db *storage.DB, lim storage.Config, byKey map[lan
 			return err
 		}
 		f.lanes = append(f.lanes, &lane{key: laneKey{prio: prio(name), backlog: true}, name: name, ob: o})
-		f.log.Info("draining a lane of an earlier configuration", "lane", name, "depth", o.Stats().Depth)
+		if d := o.Stats().Depth; d > 0 {
+			f.log.Info("draining a lane of an earlier configuration", "lane", name, "depth", d)
+		}
 	}
 	names, err := db.LatestNames()
 	if err != nil {
@@ -240,11 +244,28 @@ func (f *forwarder) adoptLanes(db *storage.DB, lim storage.Config, byKey map[lan
 		if err != nil {
 			return err
 		}
-		if lt.Stats().Depth == 0 {
+		f.lanes = append(f.lanes, &lane{key: laneKey{prio: prio(name), latest: true, backlog: true}, name: name, lt: lt})
+		if d := lt.Stats().Depth; d > 0 {
+			f.log.Info("draining a keep-latest lane of an earlier configuration", "lane", name, "depth", d)
+		}
+	}
+	return nil
+}
+
+// relimitLanes applies new outbox limits (a reload with new storage defaults) to every lane,
+// each keeping its rule's ttl.
+func (f *forwarder) relimitLanes(db *storage.DB, lim storage.Config) error {
+	for _, l := range f.lanes {
+		if l.ob == nil {
 			continue
 		}
-		f.lanes = append(f.lanes, &lane{key: laneKey{prio: prio(name), latest: true, backlog: true}, name: name, lt: lt})
-		f.log.Info("draining a keep-latest lane of an earlier configuration", "lane", name, "depth", lt.Stats().Depth)
+		ll := lim
+		if l.key.ttl > 0 {
+			ll.TTL = l.key.ttl
+		}
+		if _, err := db.Outbox(l.name, ll); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -400,7 +421,7 @@ func (c *laneCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *laneCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, f := range c.b.fwds {
+	for _, f := range c.b.forwarders() {
 		n := f.cfg.Name
 		for _, l := range f.lanes {
 			st := l.stats()

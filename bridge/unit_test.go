@@ -136,7 +136,7 @@ func TestRegistry(t *testing.T) {
 	for _, ty := range Types() {
 		names = append(names, ty.Name)
 	}
-	if strings.Join(names, ",") != "http,mqtt,websocket" {
+	if strings.Join(names, ",") != "http,mqtt,nats,websocket" {
 		t.Fatalf("types %v", names)
 	}
 	mustPanic := func(name string, ty Type) {

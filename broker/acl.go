@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -143,13 +144,10 @@ type identity struct {
 
 // access holds the user table shared by the auth and ACL hooks.
 type access struct {
-	users          map[string]*User
-	roles          map[string]*Role
-	allowAnonymous bool
-	listeners      map[string]*listenerInfo // by mochi listener id
-	lim            topicLimits
-	ref            *refusals
-	log            func(msg string, args ...any) // rate-limited through ref.log; nil: silent
+	tables atomic.Pointer[accessTables] // swapped whole by Reload (reload.go)
+	lim    topicLimits
+	ref    *refusals
+	log    func(msg string, args ...any) // rate-limited through ref.log; nil: silent
 }
 
 type listenerInfo struct {
@@ -158,16 +156,17 @@ type listenerInfo struct {
 }
 
 func (a *access) loopback(listener string) bool {
-	li, ok := a.listeners[listener]
+	li, ok := a.t().listeners[listener]
 	return ok && li.loopback
 }
 
 func (a *access) identify(cl *mqtt.Client) identity {
+	t := a.t()
 	name := string(cl.Properties.Username)
-	if u, ok := a.users[name]; ok && name != "" {
-		return identity{role: a.roles[u.Role]}
+	if u, ok := t.users[name]; ok && name != "" {
+		return identity{role: t.roles[u.Role]}
 	}
-	if (name == "" || len(a.users) == 0) && (a.allowAnonymous || a.loopback(cl.Net.Listener)) {
+	if (name == "" || len(t.users) == 0) && (t.allowAnonymous || a.loopback(cl.Net.Listener)) {
 		return identity{all: true}
 	}
 	return identity{}

@@ -99,7 +99,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 }
 
 func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	li := h.a.listeners[cl.Net.Listener]
+	t := h.a.t() // one table for the whole decision, even across a reload
+	li := t.listeners[cl.Net.Listener]
 	if li == nil {
 		return false
 	}
@@ -110,30 +111,30 @@ func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			h.Log.Info("client certificate refused", "client", cl.ID, "remote", cl.Net.Remote, "cn", cn, "username", name)
 			return false
 		}
-		if _, known := h.a.users[cn]; !known {
+		if _, known := t.users[cn]; !known {
 			h.Log.Info("client certificate names an unknown user", "client", cl.ID, "remote", cl.Net.Remote, "cn", cn)
 			return false
 		}
 		cl.Properties.Username = []byte(cn) // the certificate is the identity the ACL uses
 		return true
 	}
-	if name == "" || len(h.a.users) == 0 {
-		if h.a.allowAnonymous || li.loopback {
+	if name == "" || len(t.users) == 0 {
+		if t.allowAnonymous || li.loopback {
 			cl.Properties.Username = nil // credentials are ignored when there are no users
 			return true
 		}
 		h.Log.Info("anonymous client refused on a non-loopback listener", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 		return false
 	}
-	if !h.checkPassword(name, pk.Connect.Password) {
+	if !h.checkPassword(t, name, pk.Connect.Password) {
 		h.Log.Info("bad username or password", "client", cl.ID, "remote", cl.Net.Remote, "username", name)
 		return false
 	}
 	return true
 }
 
-func (h *authHook) checkPassword(name string, password []byte) bool {
-	u, ok := h.a.users[name]
+func (h *authHook) checkPassword(t *accessTables, name string, password []byte) bool {
+	u, ok := t.users[name]
 	hash := h.dummy
 	if ok {
 		hash = []byte(u.PasswordHash)

@@ -136,7 +136,7 @@ func TestAnonymousRefusedOffLoopback(t *testing.T) {
 	cfg := aclConfig(t)
 	b, err := New(Options{Config: cfg})
 	must(t, err)
-	for _, li := range b.access.listeners {
+	for _, li := range b.access.t().listeners {
 		li.loopback = false
 	}
 	must(t, b.Start(context.Background()))

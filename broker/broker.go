@@ -107,6 +107,8 @@ type Broker struct {
 	ctx    context.Context // lifetime of capture pipelines
 	cancel context.CancelFunc
 	subID  atomic.Int64
+
+	nextListener int // index for the id of a listener added by Reload (under mu)
 }
 
 type listenerSpec struct {
@@ -153,20 +155,11 @@ func New(o Options) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: log, srv: srv}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.access = &access{
-		users:          map[string]*User{},
-		roles:          map[string]*Role{},
-		allowAnonymous: cfg.AllowAnonymous,
-		listeners:      map[string]*listenerInfo{},
-		lim:            newTopicLimits(cfg),
-		ref:            newRefusals(),
-		log:            log.Warn,
+		lim: newTopicLimits(cfg),
+		ref: newRefusals(),
+		log: log.Warn,
 	}
-	for i := range cfg.Users {
-		b.access.users[cfg.Users[i].Username] = &cfg.Users[i]
-	}
-	for name, r := range cfg.Roles {
-		b.access.roles[name] = &r
-	}
+	tabs := newAccessTables(cfg)
 	for i, l := range cfg.Listeners {
 		spec := listenerSpec{id: l.Type + strconv.Itoa(i), cfg: l}
 		ts, err := newTLSSetup(l)
@@ -175,8 +168,10 @@ func New(o Options) (*Broker, error) {
 		}
 		spec.tls = ts
 		b.specs = append(b.specs, spec)
-		b.access.listeners[spec.id] = &listenerInfo{loopback: isLoopbackAddress(l.Address), certAuth: l.ClientCA != ""}
+		tabs.listeners[spec.id] = newListenerInfo(l)
 	}
+	b.access.tables.Store(tabs)
+	b.nextListener = len(cfg.Listeners)
 
 	b.capture = newCaptureHook(b)
 	var hooks []mqtt.Hook
@@ -259,7 +254,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.started = true
 	for _, l := range lns {
 		b.log.Info("mqtt listener started", "type", l.spec.cfg.Type, "address", l.spec.cfg.Address, "bound", l.Address())
-		if !b.access.listeners[l.id].loopback && b.cfg.AllowAnonymous {
+		if !b.access.loopback(l.id) && b.cfg.AllowAnonymous {
 			b.log.Warn("listener accepts anonymous clients from the network (allow_anonymous: true)", "address", l.Address())
 		}
 	}
@@ -402,7 +397,11 @@ func (b *Broker) Status() Status {
 		lns = *p
 	}
 	var st Status
-	for i, s := range b.specs {
+	specs := b.specs
+	if lns != nil {
+		specs = specsOf(lns) // Reload may have changed them
+	}
+	for i, s := range specs {
 		ls := ListenerStatus{Type: s.cfg.Type, Address: s.cfg.Address}
 		if i < len(lns) {
 			ls.Bound = lns[i].Address()

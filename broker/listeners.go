@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,14 +19,24 @@ import (
 // mochi replaces the deadline with the client's keepalive once CONNECT is read.
 const connectTimeout = 10 * time.Second
 
-type tlsSetup struct{ cfg *tls.Config }
+// tlsSetup is a listener's TLS. cfg hands every handshake the config in cur, which a reload
+// replaces (certificate files re-read) without closing the listener or its connections.
+type tlsSetup struct {
+	cfg *tls.Config
+	cur atomic.Pointer[tls.Config]
+}
 
 func newTLSSetup(l Listener) (*tlsSetup, error) {
 	cfg, err := l.tlsConfig()
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	return &tlsSetup{cfg: cfg}, nil
+	s := &tlsSetup{}
+	s.cur.Store(cfg)
+	s.cfg = &tls.Config{MinVersion: cfg.MinVersion, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return s.cur.Load(), nil
+	}}
+	return s, nil
 }
 
 // netListener is a mochi listeners.Listener over a socket we bind ourselves, so that Start

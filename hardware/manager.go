@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/edged-dev/edged/broker"
@@ -30,6 +29,7 @@ type Manager struct {
 	ports   []*port
 	modbus  *modbus.Manager
 	started atomic.Bool
+	rl      reloadState // reload.go: the running ports and bus manager, swapped by Reload
 }
 
 // New validates cfg (after applying defaults to a copy) and prepares one port per entry. It
@@ -56,12 +56,14 @@ func New(cfg Config, local Local, log *slog.Logger, reg prometheus.Registerer) (
 	for i := range cfg.Serial {
 		m.ports = append(m.ports, newPort(cfg.Serial[i], local, log.With("port", cfg.Serial[i].Name), met, defaultOpener()))
 	}
+	m.rl.reg = &trackingRegisterer{reg: reg}
 	if len(cfg.Modbus) > 0 {
 		// Defaults are already applied; modbus.New applies them again to its own copy (idempotent).
-		if m.modbus, err = modbus.New(cfg.Modbus, local, log.With("component", "modbus"), reg, newModbusSerial); err != nil {
+		if m.modbus, err = modbus.New(cfg.Modbus, local, log.With("component", "modbus"), m.rl.reg, newModbusSerial); err != nil {
 			return nil, fmt.Errorf("hardware: %w", err)
 		}
 	}
+	m.rl.init(m, cfg)
 	return m, nil
 }
 
@@ -72,27 +74,21 @@ func (m *Manager) Run(ctx context.Context) {
 	if !m.started.CompareAndSwap(false, true) {
 		return
 	}
-	var wg sync.WaitGroup
-	for _, p := range m.ports {
-		wg.Go(func() { p.run(ctx) })
-	}
-	if m.modbus != nil {
-		wg.Go(func() { m.modbus.Run(ctx) })
-	}
-	wg.Wait()
+	m.runAll(ctx)
 }
 
 // Status is a snapshot of every port, in config order.
 func (m *Manager) Status() []PortStatus {
-	out := make([]PortStatus, 0, len(m.ports))
-	for _, p := range m.ports {
+	ports := m.currentPorts()
+	out := make([]PortStatus, 0, len(ports))
+	for _, p := range ports {
 		out = append(out, p.status())
 	}
 	return out
 }
 
 // ModbusStatus is a snapshot of every Modbus bus, in config order (nil without any).
-func (m *Manager) ModbusStatus() []modbus.BusStatus { return m.modbus.Status() }
+func (m *Manager) ModbusStatus() []modbus.BusStatus { return m.currentModbus().Status() }
 
 // opener opens a port and closes it again; tests swap in fakes.
 type opener struct {

@@ -39,6 +39,32 @@ type PortStatus struct {
 	Reopens   uint64    `json:"reopens"` // opens after the first
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since"` // when State was entered
+	// LastFrame previews the last frame published (text as is, anything else as hex; at most
+	// 64 bytes), so a technician sees what the device says; LastFrameAt is its capture time.
+	LastFrame   string    `json:"last_frame,omitempty"`
+	LastFrameAt time.Time `json:"last_frame_at,omitzero"`
+}
+
+// framePreview renders at most 64 bytes of a frame for status: printable ASCII as text, else hex.
+func framePreview(b []byte) string {
+	const max = 64
+	cut := b
+	if len(cut) > max {
+		cut = cut[:max]
+	}
+	for _, c := range cut {
+		if c < 0x20 || c > 0x7e {
+			s := fmt.Sprintf("%x", cut)
+			if len(b) > max {
+				s += "…"
+			}
+			return "hex " + s
+		}
+	}
+	if len(b) > max {
+		return string(cut) + "…"
+	}
+	return string(cut)
 }
 
 type queuedCmd struct {
@@ -306,8 +332,10 @@ func (p *port) onFrame(frame []byte, now time.Time) {
 		return
 	}
 	p.met.framesIn.WithLabelValues(p.cfg.Name).Inc()
+	preview := framePreview(frame)
 	p.mu.Lock()
 	p.st.FramesIn++
+	p.st.LastFrame, p.st.LastFrameAt = preview, now
 	p.mu.Unlock()
 }
 

@@ -49,6 +49,7 @@ type group struct {
 	order   []*Outbox
 	now     int64
 	wrote   bool
+	vlog    bool // a value goes to the value log (>= ValueThreshold)
 	// ext holds the working state of stores other than outboxes (latest.go) in this group;
 	// after runs once the group is over, committed or not.
 	ext   map[any]any
@@ -75,6 +76,9 @@ func (g *group) set(k, v []byte) error {
 	g.entries++
 	g.bytes += g.cost(k, v)
 	g.wrote = true
+	if int64(len(v)) >= g.db.budget.threshold {
+		g.vlog = true
+	}
 	return g.txn.Set(k, v)
 }
 
@@ -237,12 +241,17 @@ func (db *DB) commitLoop() {
 	defer close(db.done)
 	tick := time.NewTicker(db.opts.GCInterval)
 	defer tick.Stop()
+	spaceTick := time.NewTicker(spacePollEvery) // statfs only: an idle store writes nothing
+	defer spaceTick.Stop()
 	var pending []*op
 	for {
 		if len(pending) == 0 {
 			select {
 			case o := <-db.reqs:
 				pending = append(pending, o)
+			case <-spaceTick.C:
+				db.space.poll(true)
+				continue
 			case <-tick.C:
 				db.housekeeping()
 				continue
@@ -294,7 +303,7 @@ func (db *DB) runGroup(pending []*op) []*op {
 	if db.opts.MinFreeBytes > 0 {
 		for _, o := range pending {
 			if o.grows {
-				if free, err := diskFree(db.opts.Dir); err == nil && free < db.opts.MinFreeBytes {
+				if free, err := diskFree(db.opts.Dir); err == nil && db.space.effectiveFree(free) < db.opts.MinFreeBytes {
 					diskFull = true
 					db.metrics.diskFull.Inc()
 					if ok, n := db.diskFullLog.allow(10*time.Second, 1); ok {
@@ -341,6 +350,19 @@ func (db *DB) runGroup(pending []*op) []*op {
 		db.finish(g, applied, nil, false)
 		return rest
 	}
+	// A full disk must not reach a sparse mapped page (SIGBUS): write only into preallocated
+	// WAL (and value-log) space, else refuse the whole group (diskfull.go).
+	db.space.poll(false)
+	if err := db.space.ready(); err != nil {
+		db.finish(g, applied, err, false)
+		return rest
+	}
+	if g.vlog {
+		if err := db.space.readyVlog(); err != nil {
+			db.finish(g, applied, err, false)
+			return rest
+		}
+	}
 	for _, ob := range g.order {
 		w := g.outs[ob]
 		if w.m != w.base {
@@ -363,6 +385,9 @@ func (db *DB) runGroup(pending []*op) []*op {
 		err = fmt.Errorf("storage fsync: %w", diskErr(err))
 	} else {
 		db.witness(g) // durable now: record the tails outside the log (witness.go)
+	}
+	if serr := db.space.afterWrite(g.vlog); serr != nil && err == nil {
+		err = fmt.Errorf("storage fsync of a new log file: %w", diskErr(serr))
 	}
 	db.finish(g, applied, err, true)
 	for _, ob := range g.order {
@@ -437,7 +462,12 @@ func (db *DB) housekeeping() {
 		}
 		db.reclaimGarbage(ob, true)
 	}
-	if db.freedSinceGC.Swap(0) > 0 {
+	// Value-log GC rewrites values through the write path: only into prepared space, and not
+	// on a short disk (it grows before it frees).
+	db.space.poll(true)
+	if db.freedSinceGC.Load() > 0 && db.space.ready() == nil && db.space.readyVlogGC() == nil && !db.space.diskShort() {
+		db.freedSinceGC.Store(0)
+		defer db.space.afterWrite(true)
 		for range 8 {
 			if err := db.bdb.RunValueLogGC(0.5); err != nil {
 				break
@@ -462,8 +492,16 @@ func (db *DB) reclaimGarbage(ob *Outbox, force bool) {
 	garbage, debt, empty := ob.garbage, ob.debt, ob.cm.count == 0
 	ob.mu.Unlock()
 	if empty && garbage > 0 && debt >= reclaimAfter {
+		// DropPrefix flushes the memtable, rewrites tables and rotates the WAL: only into
+		// prepared space, with the reserve released first if the disk is short.
+		db.space.poll(true)
+		if db.space.ready() != nil {
+			return
+		}
 		t0 := time.Now()
-		if err := db.bdb.DropPrefix(ob.prefix); err != nil {
+		err := db.bdb.DropPrefix(ob.prefix)
+		_ = db.space.afterWrite(false)
+		if err != nil {
 			db.log.Warn("reclaiming the space of a drained outbox failed; retried later", "outbox", ob.name, "error", err)
 			return
 		}

@@ -51,7 +51,8 @@ const MemoryLimit = 48 << 20
 // WAL, tables and value log through mmap'ed, sparsely allocated files: on a really full file
 // system a write to such a page is a SIGBUS, not an error. Refusing growth below this reserve
 // (which covers two memtable WALs, a flush and a compaction of the small-table profile) turns
-// "disk full" into ErrDiskFull instead of a crash.
+// "disk full" into ErrDiskFull instead of a crash. A disk that someone else fills past it is
+// the space guard's (diskfull.go).
 const DefaultMinFreeBytes = 64 << 20
 
 // Options opens a DB.
@@ -63,13 +64,17 @@ type Options struct {
 	// Registerer receives the storage metrics. Nil: metrics are kept but not exported.
 	Registerer prometheus.Registerer
 	// MinFreeBytes: growth (appends, state puts, dead letters) fails with ErrDiskFull while the
-	// file system has less free space. 0 means DefaultMinFreeBytes; negative disables the check.
+	// file system has less free space. 0 means DefaultMinFreeBytes; negative disables the check
+	// (the space guard still refuses a write with no room for a memtable flush: diskfull.go).
 	MinFreeBytes int64
 	// NoRecover makes Open fail with ErrCorrupt instead of moving a corrupt store aside (the CLI
 	// uses it: an operator tool must not "repair" behind the operator's back).
 	NoRecover bool
 	// GCInterval is the period of value-log GC and TTL checks. 0 means 1 minute.
 	GCInterval time.Duration
+	// ReserveBytes is the emergency reserve file kept in the data dir and released when the
+	// file system runs full (diskfull.go). 0 means DefaultReserveBytes; negative: none.
+	ReserveBytes int64
 }
 
 // DB is the one badger database of a gateway: outboxes, dead letters and broker state.
@@ -103,6 +108,7 @@ type DB struct {
 	committedOps atomic.Uint64
 	diskFullLog  rateLimit
 	freedSinceGC atomic.Int64
+	space        *spaceGuard // full disk and file repair (diskfull.go, repair.go)
 }
 
 // tuneBadger is the constrained-hardware profile. Every figure is the memory (or disk) it buys
@@ -189,6 +195,9 @@ func Open(o Options) (*DB, error) {
 	if o.GCInterval <= 0 {
 		o.GCInterval = time.Minute
 	}
+	if o.ReserveBytes == 0 {
+		o.ReserveBytes = DefaultReserveBytes
+	}
 	log := o.Logger
 	dir := filepath.Clean(o.Dir)
 	if o.NoRecover {
@@ -204,6 +213,12 @@ func Open(o Options) (*DB, error) {
 	}
 	db := &DB{opts: o, log: log, lock: lk, outboxes: map[string]*Outbox{}, integ: newIntegrity(log)}
 	db.budget = newBudget(tuneBadger(dir, log))
+	db.space = newSpaceGuard(dir, tuneBadger(dir, log), o)
+	db.space.repairFiles()
+	if err := db.space.beforeOpen(); err != nil {
+		lk.unlock(true)
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
 
 	aside := ""
 	err = db.openBadger(dir)
@@ -242,6 +257,8 @@ func Open(o Options) (*DB, error) {
 
 	db.metrics = newMetrics(db, o.Registerer)
 	db.metrics.corrupt.Add(float64(db.corrupt))
+	db.space.register(o.Registerer)
+	db.space.afterOpen()
 	db.state = &StateStore{db: db}
 	db.afterOpen(aside) // salvage, loss checks, witness: before anything is served (integrity.go)
 	db.reqs = make(chan *op, 1024)
@@ -355,9 +372,11 @@ func (db *DB) Close() error {
 	<-db.trimDone
 	db.waitScrub()
 	db.closeWitness()
+	db.space.close()
 	err := db.bdb.Close()
 	db.lock.unlock(true)
 	db.metrics.unregister()
+	db.space.unregister()
 	if err != nil {
 		db.closeErr = fmt.Errorf("close storage: %w", err)
 	}
@@ -476,6 +495,8 @@ type Stats struct {
 	MovedAside        string `json:"moved_aside,omitempty"`
 	// Salvage: what was copied from the store moved aside (nil when none was).
 	Salvage *SalvageStats `json:"salvage,omitempty"`
+	// Space: disk full, emergency reserve, start-up repairs and the health verdict.
+	Space SpaceStats `json:"space"`
 }
 
 // Stats returns the statistics of every outbox and of the store.
@@ -490,6 +511,7 @@ func (db *DB) Stats() Stats {
 	if f, err := diskFree(db.opts.Dir); err == nil {
 		s.DiskFree = f
 	}
+	s.Space = db.space.stats(s.DiskFree)
 	return s
 }
 

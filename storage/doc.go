@@ -27,6 +27,17 @@
 //     anything is served. Every such loss is counted (edged_storage_corrupt_records_total by
 //     cause, edged_outbox_dropped_total{reason="corrupt"}) and logged at ERROR with its size;
 //     every dead letter is counted in edged_outbox_dead_letters_total{reason};
+//   - a full disk as a state (diskfull.go): badger writes through mmap'ed files, where a full
+//     file system is a SIGBUS, so the space guard preallocates the WAL badger writes and the
+//     one it rotates to, allocates a value log before values go to it, starts a commit only
+//     with room for a memtable flush, keeps an emergency reserve file (RESERVE) for acks and
+//     flushes on a disk filled by someone else, and refuses what it cannot make safe with
+//     ErrDiskFull (Stats.Space says disk full / writes blocked; edged_storage_reserve_released_total,
+//     edged_storage_writes_blocked_total);
+//   - repair before quarantine (repair.go): WAL and value-log files that a power cut left
+//     empty or shorter than their header are removed before badger opens (WARN, counted in
+//     edged_storage_repairs_total{kind}); what badger creates at Open and at every WAL or
+//     value-log rotation is fsynced with the directory before the commit is answered;
 //   - the `edged outbox` CLI (OutboxCLI), which works on a stopped daemon's data dir.
 //
 // What it must not do:

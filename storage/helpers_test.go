@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,10 +128,35 @@ func checkFor(t testing.TB, total, poll time.Duration, fn func() error) {
 	}
 }
 
+// dirSize is the allocated size of the store's data: the WALs (*.mem, preallocated at their
+// full mapped size) and the emergency reserve are fixed overhead, not what the data occupies.
+// waitProgress polls fn until it returns nil, failing only when progress() has not changed
+// for stall: on a loaded machine (-race, other builds) the work gets slower, not stuck, so a
+// fixed wall-clock deadline is what made these tests flaky.
+func waitProgress(t testing.TB, stall, poll time.Duration, progress func() uint64, fn func() error) {
+	t.Helper()
+	last, since := progress(), time.Now()
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if p := progress(); p != last {
+			last, since = p, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("no progress for %v: %v", stall, err)
+		}
+		time.Sleep(poll)
+	}
+}
+
 func dirSize(dir string) int64 {
 	var n int64
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), memExt) || e.Name() == reserveFile {
+			continue
+		}
 		if fi, err := e.Info(); err == nil && !fi.IsDir() {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				n += int64(st.Blocks) * 512 // allocated, not apparent: badger preallocates sparse files

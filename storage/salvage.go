@@ -403,7 +403,6 @@ const (
 	bitValuePointer byte = 1 << 1
 	bitTxn          byte = 1 << 6
 	bitFinTxn       byte = 1 << 7
-	logHeaderSize        = 20 // vlogHeaderSize: key id and IV of a log file
 )
 
 // readTable reads every entry of one table file, verifying each block's checksum; an error

@@ -82,14 +82,17 @@ func newestWAL(t *testing.T, dir string) (string, []byte, int) {
 		t.Fatal("no memtable log after kill -9")
 	}
 	sort.Strings(mems)
-	p := mems[len(mems)-1]
-	b, err := os.ReadFile(p)
-	must(t, err)
-	end := len(bytes.TrimRight(b, "\x00"))
-	if end < 20000 {
-		t.Fatalf("%s holds only %d bytes of log", p, end)
+	// The space guard creates the next log ahead of time (preallocated, no entries yet): the
+	// log with data is the newest one that holds any.
+	for i := len(mems) - 1; i >= 0; i-- {
+		b, err := os.ReadFile(mems[i])
+		must(t, err)
+		if end := len(bytes.TrimRight(b, "\x00")); end >= 20000 {
+			return mems[i], b, end
+		}
 	}
-	return p, b, end
+	t.Fatalf("no memtable log in %v holds 20000 bytes of log", mems)
+	return "", nil, 0
 }
 
 // checkWALLoss reopens dir and checks that the acknowledged records the damaged log lost are

@@ -231,7 +231,7 @@ Every command accepts
 	}
 	fmt.Fprint(w, ".SH SIGNALS\n.TP\n.BR SIGTERM \", \" SIGINT\nStop gracefully: inputs first, then the forwarders, the store last. "+
 		roff(fmt.Sprintf("A second signal more than %v later forces exit %d; a stop that takes longer than %v exits %d.", forceAfter, exitForced, shutdownDeadline, exitForced))+
-		"\n.TP\n.B SIGHUP\nLogged and ignored: reload is not supported yet; restart to apply a new config.\n")
+		"\n.TP\n.B SIGHUP\nReload the config file: a file with problems is refused and the running config stays; see edged reload.\n")
 	fmt.Fprint(w, ".SH EXIT STATUS\n")
 	for _, x := range exitCodes {
 		fmt.Fprintf(w, ".TP\n.B %d\n%s\n", x.code, roff(x.text))

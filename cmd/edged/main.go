@@ -100,10 +100,12 @@ func init() {
 	// Assigned in init: the help and completion commands read the table themselves.
 	commands = []*command{
 		{name: "run", synopsis: "[-c FILE]", summary: "run the daemon (no -c: embedded defaults)", setup: setupRun,
-			detail: "Runs in the foreground until SIGINT or SIGTERM (graceful stop; another signal more than a second later forces exit 3). SIGHUP is logged and ignored: reload is not supported yet."},
+			detail: "Runs in the foreground until SIGINT or SIGTERM (graceful stop; another signal more than a second later forces exit 3). SIGHUP reloads the config file (see reload)."},
 		{name: "check", synopsis: "-c FILE", summary: "validate a config; exit 2 listing every problem as FILE:LINE: key: problem", setup: setupCheck},
 		{name: "status", synopsis: "[-c FILE | -admin ADDR] [-json]", summary: "show a running daemon's health, connectors, outboxes and serial ports", setup: setupStatus,
 			detail: "Asks the admin API of a running edged. The first line is the verdict: ok, or degraded with the reasons. -json prints the raw status document."},
+		{name: "reload", synopsis: "[-c FILE | -admin ADDR]", summary: "make a running daemon re-read and apply its config file", setup: setupReload,
+			detail: "POSTs /api/v1/reload and prints the report: what was applied, what needs a restart, or (exit 1) the FILE:LINE problems of a refused file, the old config still running. Same as SIGHUP."},
 		{name: "outbox", synopsis: "[-c FILE | -data-dir DIR] stats [-json] | dlq list [OUTBOX] | dlq requeue OUTBOX --all|SEQ... | dlq purge OUTBOX",
 			summary: "inspect outboxes and dead letters of a stopped edged", words: []string{"stats", "dlq", "list", "requeue", "purge"}, setup: setupOutbox,
 			detail: "Works on the data dir of a stopped edged (the store is locked while it runs; use status then)."},

@@ -21,7 +21,6 @@ import (
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
-	"github.com/edged-dev/edged/hardware"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/config"
 	"github.com/edged-dev/edged/internal/sdnotify"
@@ -47,9 +46,8 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	setLogLevel(cfg.Log.Level) // a reload changes it live (reload.go)
+	opts := &slog.HandlerOptions{Level: logLevel}
 	var h slog.Handler
 	if cfg.Log.Format == "json" {
 		h = slog.NewJSONHandler(w, opts)
@@ -75,7 +73,7 @@ func setupRun(fs *flag.FlagSet, e *env) func([]string) error {
 		if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
 			debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 		}
-		err = runUntilSignal(cfg, log)
+		err = runUntilSignal(cfg, *cfgPath, log)
 		if err != nil {
 			log.Error("edged failed", "err", err)
 			var ee *exitError
@@ -93,11 +91,17 @@ func setupRun(fs *flag.FlagSet, e *env) func([]string) error {
 // runUntilSignal runs the daemon until SIGINT/SIGTERM. A second, different signal more than a
 // second after the first abandons the graceful stop: runUntilSignal returns exit 3 at once and
 // main exits, whatever part was still stopping.
-func runUntilSignal(cfg *config.Config, log *slog.Logger) error {
-	ctx, forced, stop := trapSignals(context.Background(), log)
+func runUntilSignal(cfg *config.Config, path string, log *slog.Logger) error {
+	hup := make(chan struct{}, 1) // SIGHUPs during a reload make one more reload
+	ctx, forced, stop := trapSignals(context.Background(), log, func() {
+		select {
+		case hup <- struct{}{}:
+		default:
+		}
+	})
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, cfg, log) }()
+	go func() { done <- runDaemon(ctx, cfg, path, hup, log) }()
 	select {
 	case err := <-done:
 		return err
@@ -113,14 +117,14 @@ type daemon struct {
 	db      *storage.DB
 	broker  *broker.Broker
 	bridge  *bridge.Bridge
-	hw      *hardware.Manager
 	clients *broker.ClientTable // dashboard: connected clients
 	hist    *admin.History      // dashboard: depth sparklines, bytes written per hour
+	rl      reloadState         // reload.go: current config, hardware restarts, last result
 }
 
 // runDaemon starts the parts in order, waits for ctx, stops them in reverse. A failed start
 // stops what started, the same way, and returns the start error.
-func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runDaemon(ctx context.Context, cfg *config.Config, path string, hup <-chan struct{}, log *slog.Logger) error {
 	d := &daemon{cfg: cfg, started: time.Now()}
 	// Whatever the broker accepts must fit an envelope, or a device would resend a message
 	// that can never be stored. Set before anything encodes or decodes.
@@ -129,6 +133,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := d.initReload(path, reg, log); err != nil {
+		return err
+	}
 
 	lc := &lifecycle{log: log}
 	err := lc.start(ctx, d.parts(reg, log))
@@ -136,7 +143,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		log.Info("edged ready", "version", version, "gateway_id", cfg.GatewayID, "data_dir", cfg.DataDir,
 			"listeners", listenerAddrs(d.broker), "admin", cfg.Admin.Address, "connectors", len(cfg.Bridge.Connectors),
 			"took", took(d.started))
-		<-ctx.Done()
+		d.serveReloads(ctx, hup)
 		log.Info("stopping", "reason", context.Cause(ctx))
 	} else if sig := (*signalError)(nil); errors.As(context.Cause(ctx), &sig) {
 		// Stopped by the operator during start-up: a clean stop, not a failure.
@@ -155,11 +162,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	cfg := d.cfg
 	var (
-		stopBridge, stopHW context.CancelFunc
-		bridgeDone, hwDone chan struct{}
-		adm                *admin.Server
-		stopWD             context.CancelFunc
-		wdDone             chan struct{}
+		stopBridge context.CancelFunc
+		bridgeDone chan struct{}
+		adm        *admin.Server
+		stopWD     context.CancelFunc
+		wdDone     chan struct{}
 	)
 	return []part{{
 		name: "storage",
@@ -223,22 +230,9 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 		},
 		stop: func() error { return d.broker.Close() },
 	}, {
-		name: "serial",
-		start: func(context.Context) (err error) {
-			d.hw, err = hardware.New(cfg.Hardware, d.broker, log.With("component", "hardware"), reg)
-			if err != nil {
-				return fmt.Errorf("hardware: %w", err)
-			}
-			for _, p := range d.hw.Status() {
-				log.Info("serial port", "name", p.Name, "path", p.Path)
-			}
-			var hctx context.Context
-			hctx, stopHW = context.WithCancel(context.Background())
-			hwDone = make(chan struct{})
-			go func() { defer close(hwDone); d.hw.Run(hctx) }()
-			return nil
-		},
-		stop: func() error { stopHW(); <-hwDone; return nil },
+		name:  "serial",
+		start: func(context.Context) error { return d.startHardware(cfg.Hardware) }, // reload.go: restartable
+		stop:  func() error { d.shutdownHardware(); return nil },
 	}, {
 		name: "admin",
 		start: func(context.Context) (err error) {
@@ -246,9 +240,11 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 				return nil
 			}
 			adm, err = admin.Start(admin.Options{
-				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.healthy, Logger: log.With("component", "admin"),
+				Address: cfg.Admin.Address, Gatherer: reg, Status: d.status, Healthy: d.serving, Logger: log.With("component", "admin"),
 				TokenFile: cfg.Admin.TokenFile, Registerer: reg, Outboxes: d.db, Clients: d.clients, Tap: d.broker, History: d.hist,
+				Reload: d.reloadFromAPI,
 			})
+			d.rl.adm = adm
 			if err == nil {
 				log.Info("admin API", "address", cfg.Admin.Address)
 			}
@@ -314,8 +310,8 @@ func listenerAddrs(b *broker.Broker) []string {
 	return out
 }
 
-// healthy is what /healthz and the systemd watchdog ask: the store's commit loop answers
-// (a wedged fsync stops the pings and systemd restarts edged).
+// healthy is what the systemd watchdog asks: the store's commit loop answers (a wedged fsync
+// stops the pings and systemd restarts edged). A full disk is not a reason to restart.
 func (d *daemon) healthy() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -325,9 +321,25 @@ func (d *daemon) healthy() error {
 	return nil
 }
 
+// serving is what /healthz answers: alive, and taking messages. On a full disk edged keeps
+// running, draining and acknowledging, but refuses new messages, and a monitor must see that.
+func (d *daemon) serving() error {
+	if err := d.healthy(); err != nil {
+		return err
+	}
+	switch sp := d.db.Stats().Space; {
+	case sp.WritesBlocked:
+		return errors.New("disk full: every write is refused until space is freed")
+	case sp.DiskFull:
+		return errors.New("disk full: new messages are refused; acknowledgements and draining go on")
+	}
+	return nil
+}
+
 // status is the /api/v1/status document.
 func (d *daemon) status() any {
-	st, conns, ports := d.db.Stats(), d.bridge.Status(), d.hw.Status()
+	hw := d.hardware()
+	st, conns, ports := d.db.Stats(), d.bridge.Status(), hw.Status()
 	return map[string]any{
 		"version":        version,
 		"gateway_id":     d.cfg.GatewayID,
@@ -340,14 +352,17 @@ func (d *daemon) status() any {
 		"data_dir_bytes": dirSize(d.cfg.DataDir),
 		"connectors":     conns,
 		"serial":         ports,
-		"modbus":         d.hw.ModbusStatus(),
+		"modbus":         hw.ModbusStatus(),
 		// For the dashboard and `edged status`; computed from the figures above, so the
 		// views never disagree.
 		"health":    admin.Verdict(conns, ports, st),
-		"endpoints": admin.Endpoints(d.cfg.Bridge.Connectors),
+		"endpoints": admin.Endpoints(d.current().Bridge.Connectors),
 		"clients":   d.clients.List(),
 		"process":   admin.Process(),
 		"history":   d.hist.Snapshot(st.BytesWritten),
+		"reload":    d.reloadStatus(),
+		// Outboxes of connectors no longer configured: kept until purged on purpose.
+		"orphaned_outboxes": orphaned(st),
 	}
 }
 

@@ -21,10 +21,10 @@ const forceAfter = time.Second
 
 // trapSignals is signal.NotifyContext with caddy's sigtrap on top: the first SIGINT or SIGTERM
 // cancels ctx (cause *signalError); a second one more than forceAfter after the first
-// closes forced (the operator means it: main exits 3). SIGHUP is logged and ignored until edged can
-// reload its config: its default action would kill the daemon without a clean stop. stop
-// releases the signals and ends the goroutine.
-func trapSignals(parent context.Context, log *slog.Logger) (ctx context.Context, forced <-chan struct{}, stop func()) {
+// closes forced (the operator means it: main exits 3). SIGHUP calls onHUP (reload the config;
+// nil: logged and ignored), which must not block; its default action would kill the daemon
+// without a clean stop. stop releases the signals and ends the goroutine.
+func trapSignals(parent context.Context, log *slog.Logger, onHUP func()) (ctx context.Context, forced <-chan struct{}, stop func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	force := make(chan struct{})
 	quit := make(chan struct{})
@@ -41,8 +41,11 @@ func trapSignals(parent context.Context, log *slog.Logger) (ctx context.Context,
 				return
 			case s := <-sigs:
 				switch {
+				case s == syscall.SIGHUP && onHUP != nil:
+					log.Info("reload requested", "signal", s.String())
+					onHUP()
 				case s == syscall.SIGHUP:
-					log.Warn("reload is not supported yet; restart to apply a new config", "signal", s.String())
+					log.Warn("reload is not available here; restart to apply a new config", "signal", s.String())
 				case first == nil:
 					first, at = s, time.Now()
 					log.Info("stop requested", "signal", s.String())

@@ -17,6 +17,7 @@ import (
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/hardware"
+	"github.com/edged-dev/edged/hardware/modbus"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
@@ -35,6 +36,9 @@ type statusDoc struct {
 	Connectors    []bridge.ConnectorStatus `json:"connectors"`
 	Serial        []hardware.PortStatus    `json:"serial"`
 	Health        *admin.Health            `json:"health"`
+	Modbus        []modbus.BusStatus       `json:"modbus"`
+	Reload        *reloadReport            `json:"reload"`            // reload.go
+	Orphaned      []string                 `json:"orphaned_outboxes"` // reload.go
 }
 
 // storageDoc is storage.Stats as it travels in JSON (the outboxes' age in seconds).
@@ -163,6 +167,7 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 		printOutboxes(w, s.Outboxes, true)
 		printStore(w, &s.Stats, d.DataDirBytes, true)
 	}
+	printReload(w, d, now) // reload.go
 
 	fmt.Fprintln(w, "\nserial")
 	if len(d.Serial) == 0 {
@@ -180,6 +185,36 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 			if p.LastError != "" {
 				fmt.Fprintf(w, "  %s: last error: %s\n", p.Name, p.LastError)
 			}
+		}
+	}
+	printModbus(w, d.Modbus, now)
+}
+
+// printModbus prints one line a bus and one a unit; nothing when no bus is configured.
+func printModbus(w io.Writer, buses []modbus.BusStatus, now time.Time) {
+	if len(buses) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nmodbus")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  BUS/UNIT\tPATH\tSTATE\tFOR\tPOLLS\tPUBLISHED\tTIMEOUTS\tCRC ERRORS\tEXCEPTIONS\tQUEUED")
+	for _, b := range buses {
+		fmt.Fprintf(tw, "  %s (%s)\t%s\t%s\t%s\t%s\t%s\t\t\t\t%d\n", b.Name, b.Kind, b.Path, b.State, since(b.Since, now),
+			humanize.Comma(int64(b.Requests)), humanize.Comma(int64(b.Published)), b.Queued)
+		for _, u := range b.Units {
+			var exc uint64
+			for _, n := range u.Exceptions {
+				exc += n
+			}
+			fmt.Fprintf(tw, "    %s (id %d)\t\t%s\t\t%s\t%s\t%s\t%s\t%s\t\n", u.Name, u.ID, u.State,
+				humanize.Comma(int64(u.Polls)), humanize.Comma(int64(u.Published)), humanize.Comma(int64(u.Timeouts)),
+				humanize.Comma(int64(u.CRCErrors)), humanize.Comma(int64(exc)))
+		}
+	}
+	tw.Flush()
+	for _, b := range buses {
+		if b.LastError != "" {
+			fmt.Fprintf(w, "  %s: last error: %s\n", b.Name, b.LastError)
 		}
 	}
 }
@@ -235,6 +270,16 @@ func printStore(w io.Writer, s *storage.Stats, onDisk *int64, live bool) {
 	}
 	if s.MovedAside != "" {
 		fmt.Fprintf(w, "  a corrupt store was moved aside to %s\n", s.MovedAside)
+	}
+	if s.Salvage != nil {
+		fmt.Fprintf(w, "  salvaged from %s: %s records copied, %s lost, %s corrupt (in the dead letters)\n", s.Salvage.From,
+			humanize.Comma(s.Salvage.Copied), humanize.Comma(s.Salvage.Lost), humanize.Comma(s.Salvage.Corrupt))
+	}
+	if sp := s.Space; sp.Health != "" && sp.Health != "ok" {
+		fmt.Fprintf(w, "  space: %s\n", sp.Health)
+	}
+	for kind, n := range s.Space.Repairs {
+		fmt.Fprintf(w, "  repaired at start: %d %s\n", n, strings.ReplaceAll(kind, "_", " "))
 	}
 }
 

@@ -489,6 +489,7 @@ func TestSystemdUnit(t *testing.T) {
 		"ReadWritePaths": "/var/lib/edged", "Environment": "GOMEMLIMIT=64MiB", "WatchdogSec": "30s",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "DevicePolicy": "closed",
 		"ExecStart": "/usr/bin/edged run -c /etc/edged/edged.yaml", "LimitNOFILE": "65536",
+		"ExecReload": "/bin/kill -HUP $MAINPID",
 	}
 	for k, v := range want {
 		if got := u["Service"][k]; len(got) != 1 || got[0] != v {

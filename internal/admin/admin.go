@@ -39,6 +39,8 @@ type Server struct {
 	tap      Tapper
 	viewers  atomic.Int64
 	actions  *prometheus.CounterVec
+	guard    *guard
+	reload   ReloadFunc
 }
 
 // Options configures Start.
@@ -62,6 +64,8 @@ type Options struct {
 	Tap      Tapper   // live view
 	// History, when set, is sampled for as long as the server runs.
 	History *History
+	// Reload applies the config file again (POST /api/v1/reload); nil answers 404.
+	Reload ReloadFunc
 }
 
 // Start binds the address and serves until Close.
@@ -98,7 +102,7 @@ func Start(o Options) (*Server, error) {
 		return nil, fmt.Errorf("admin listen %q: %w", o.Address, err)
 	}
 	s := &Server{ln: ln, log: log, done: make(chan struct{}), quit: make(chan struct{}),
-		outboxes: o.Outboxes, clients: o.Clients, tap: o.Tap, actions: actions}
+		outboxes: o.Outboxes, clients: o.Clients, tap: o.Tap, actions: actions, guard: g, reload: o.Reload}
 	csrf := http.NewCrossOriginProtection()
 
 	mux := http.NewServeMux()
@@ -119,6 +123,8 @@ func Start(o Options) (*Server, error) {
 	mux.HandleFunc("POST /api/v1/outboxes/{name}/dead-letters/purge", g.action(csrf, s.purge))
 	mux.HandleFunc("POST /api/v1/clients/disconnect", g.action(csrf, s.disconnect))
 	mux.HandleFunc("GET /api/v1/live", g.protect(s.live))
+	mux.HandleFunc("POST /api/v1/reload", g.action(csrf, s.reloadConfig))
+	mux.HandleFunc("POST /api/v1/outboxes/{name}/purge", g.action(csrf, s.purgeOrphaned))
 	// The dashboard's files hold no data (everything comes from the API with the token),
 	// so they are served without it: the login page has to load.
 	ui, _ := fs.Sub(uiFiles, "ui")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,6 +59,7 @@ type guard struct {
 	hasToken bool
 	denied   func(reason string)
 	logDeny  *rateLog
+	rotated  atomic.Pointer[[32]byte] // set by Server.SetToken: the re-read token's digest
 }
 
 // who identifies the caller of an action for the audit log: remote address and how it was
@@ -79,7 +81,8 @@ func (g *guard) check(r *http.Request) (who, error) {
 		return who{}, errUnauthorized
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if subtle.ConstantTimeCompare(sum[:], g.sum[:]) != 1 {
+	want := g.token()
+	if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 		return who{}, errUnauthorized
 	}
 	return who{remote: r.RemoteAddr, auth: "token"}, nil

@@ -90,7 +90,15 @@ bridge:
 hardware:
   serial:
     - {name: meter1, port: %s, framing: line, format: json, topic: sensors/meter1, qos: 1}
-`, tokenFile, mqttAddr, cln.Addr(), deadAddr, slave)
+  modbus:
+    - name: plc1
+      tcp: %s
+      timeout: 200ms
+      poll: 500ms
+      reopen: {min: 100ms, max: 500ms}
+      units:
+        - {name: u1, id: 1, points: [{name: level, type: holding, address: 0}]}
+`, tokenFile, mqttAddr, cln.Addr(), deadAddr, slave, testutil.FreeAddr(t))
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
 	base := "http://" + e.Admin
 
@@ -167,8 +175,11 @@ hardware:
 		}},
 		{"ports", func(s map[string]any) map[string]string {
 			p := find(s["serial"], "name", "meter1")
+			b := find(s["modbus"], "name", "plc1")
+			u := find(b["units"], "name", "u1")
 			return map[string]string{"sp.meter1.state": "@" + fmt.Sprint(p["state"]), "sp.meter1.frames_in": num(p["frames_in"]),
-				"sp.meter1.invalid": num(p["invalid"])}
+				"sp.meter1.invalid": num(p["invalid"]), "mb.plc1.state": "@" + fmt.Sprint(b["state"]),
+				"mb.plc1.u1.state": "@" + fmt.Sprint(u["state"]), "mb.plc1.u1.polls": num(u["polls"])}
 		}},
 	}
 	for _, pg := range pages {
@@ -313,7 +324,7 @@ func TestAdminTokenEndToEnd(t *testing.T) {
 		t.Fatalf("status with token: %v", err)
 	}
 	out, err := execEdged(bin, "status", "-c", e.Config)
-	if err != nil || !strings.Contains(out, "health:") || strings.Contains(out, dashToken) {
+	if err != nil || !strings.Contains(out, ", gateway ") || strings.Contains(out, dashToken) {
 		t.Fatalf("edged status -c: %v\n%s", err, out)
 	}
 	out, err = execEdged(bin, "status", "-admin", e.Admin)

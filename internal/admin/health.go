@@ -48,6 +48,9 @@ func Verdict(conns []bridge.ConnectorStatus, ports []hardware.PortStatus, st sto
 	case st.DiskFree >= 0 && st.DiskFree < diskLow:
 		worse(VerdictDegraded, "disk low: %d MiB free", st.DiskFree>>20)
 	}
+	if st.Space.WritesBlocked {
+		worse(VerdictFailing, "disk full: every write is refused, acknowledgements included, until space is freed")
+	}
 	if st.CorruptRecoveries > 0 {
 		worse(VerdictDegraded, "the store was found corrupt at start and moved aside")
 	}

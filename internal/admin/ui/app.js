@@ -273,21 +273,40 @@
 
   function renderPorts() {
     const ports = doc.serial || [];
-    table($('serialtable'), ['port', 'device', 'state', 'frames in#', 'frames out#', 'invalid#', 'dropped#', 'bytes in#', 'last error'],
+    table($('serialtable'), ['port', 'device', 'state', 'frames in#', 'frames out#', 'invalid#', 'dropped#', 'bytes in#', 'last value', 'last error'],
       ports.map(p => {
         const k = 'sp.' + p.name + '.';
         return el('tr', {}, el('td', {}, p.name), el('td', {}, p.path),
           el('td', {}, badge(p.state, ['open'], ['error']), ' ', v(k + 'state', '', p.state), el('span', { class: 'muted' }, ' ' + ago(p.since))),
           num(k + 'frames_in', p.frames_in), num(k + 'frames_out', p.frames_out), num(k + 'invalid', p.invalid),
           num(k + 'dropped', p.dropped), el('td', { class: 'num' }, fmtBytes(p.bytes_in)),
+          el('td', { class: p.last_frame ? '' : 'muted' }, p.last_frame ? p.last_frame + ' ' : '—',
+            p.last_frame_at ? el('span', { class: 'muted' }, ago(p.last_frame_at)) : ''),
           el('td', { class: p.last_error ? 'err' : 'muted' }, p.last_error || '—'));
       }), 'No serial ports configured.');
-    // Modbus (when this build has it): rendered generically from its status entries.
+    // Modbus: one row a bus, then one a unit (up/down, polls, errors, last good read).
     const mb = doc.modbus;
     if (!Array.isArray(mb) || !mb.length) { fill($('modbus')); return; }
-    const keys = Object.keys(mb[0]).filter(k => typeof mb[0][k] !== 'object');
+    const rows = [];
+    for (const b of mb) {
+      const k = 'mb.' + b.name + '.';
+      rows.push(el('tr', {}, el('td', {}, el('b', {}, b.name), ' (' + b.kind + ')'), el('td', {}, b.path || ''),
+        el('td', {}, badge(b.state, ['open'], ['error']), ' ', v(k + 'state', '', b.state), el('span', { class: 'muted' }, ' ' + ago(b.since))),
+        num(k + 'requests', b.requests), num(k + 'published', b.published), el('td', {}), el('td', {}), el('td', {}),
+        el('td', { class: b.last_error ? 'err' : 'muted' }, b.last_error || '—')));
+      for (const u of (b.units || [])) {
+        const ku = k + u.name + '.';
+        const exc = Object.values(u.exceptions || {}).reduce((a, n) => a + n, 0);
+        rows.push(el('tr', {}, el('td', {}, '\u00a0\u00a0' + u.name + ' (id ' + u.id + ')'),
+          el('td', { class: 'muted' }, u.last_ok ? 'last good read ' + ago(u.last_ok) : 'no good read yet'),
+          el('td', {}, badge(u.state, ['online'], ['offline']), ' ', v(ku + 'state', '', u.state)),
+          num(ku + 'polls', u.polls), num(ku + 'published', u.published), num(ku + 'timeouts', u.timeouts),
+          num(ku + 'crc_errors', u.crc_errors), num(ku + 'exceptions', exc),
+          el('td', { class: u.last_error ? 'err' : 'muted' }, u.last_error || '—')));
+      }
+    }
     const tbl = el('table', {});
-    table(tbl, keys, mb.map(m => el('tr', {}, keys.map(k => el('td', {}, String(m[k] ?? ''))))), '');
+    table(tbl, ['bus / unit', 'device / last read', 'state', 'polls#', 'published#', 'timeouts#', 'crc errors#', 'exceptions#', 'last error'], rows, '');
     fill($('modbus'), el('h1', {}, 'Modbus'), el('div', { class: 'scroll' }, tbl));
   }
 
