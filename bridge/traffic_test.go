@@ -579,3 +579,51 @@ forward:
 		t.Errorf("traffic status %+v", st)
 	}
 }
+
+// TestTrafficReloadLanes: a removed connector leaves every lane orphaned (kept, purgeable),
+// not only its default outbox; a reload that changes a rule's priority drains the old lane.
+func TestTrafficReloadLanes(t *testing.T) {
+	db, err := storage.Open(storage.Options{Dir: t.TempDir(), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := func(prio string) bridge.ConnectorConfig {
+		return mqttConnector(t, "c", "tcp://127.0.0.1:9", `
+forward:
+  - {from: "alerts/#", to: "a/{1}", priority: `+prio+`}
+  - {from: "t/#", to: "t/{1}"}
+`)
+	}
+	b, err := bridge.New(bridge.Options{Connectors: []bridge.ConnectorConfig{cfg("9")}, GatewayID: "gw1", DB: db,
+		Defaults: storage.Defaults(), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := b.CaptureBatch(context.Background(), []*broker.Message{{Topic: "alerts/x", QoS: 1}, {Topic: "t/1", QoS: 1}}); errs != nil {
+		t.Fatal(errs)
+	}
+	// Priority 9 -> 7: the old lane is still drained by the rebuilt forwarder.
+	if _, err := b.Reload([]bridge.ConnectorConfig{cfg("7")}, storage.Defaults()); err != nil {
+		t.Fatal(err)
+	}
+	lanes := map[string]int64{}
+	for _, l := range b.Status()[0].Traffic.Lanes {
+		lanes[l.Name] = l.Depth
+	}
+	if lanes["p9"] != 1 || lanes["p5"] != 1 {
+		t.Fatalf("lanes after the priority change %v: want the old p9 lane (1 queued) still drained", lanes)
+	}
+	if _, err := b.Reload(nil, storage.Defaults()); err != nil {
+		t.Fatal(err)
+	}
+	configured := map[string]bool{}
+	for _, o := range db.Stats().Outboxes {
+		configured[o.Name] = o.Configured
+	}
+	for _, name := range []string{"c", "c#p9", "c#p7"} {
+		if c, ok := configured[name]; !ok || c {
+			t.Fatalf("outbox %s after removing the connector: present %v configured %v, want kept and not configured (%v)", name, ok, c, configured)
+		}
+	}
+}
