@@ -38,9 +38,10 @@ bench-readme: ## put bench/RESULTS.md into README.md between <!-- bench:start --
 		!skip { print }' $(README) > $(README).tmp && mv $(README).tmp $(README)
 	@echo "$(README): benchmark section replaced from $(BENCH_RESULTS)"
 
-soak: ## long durability runs: storage kill -9 crash test, 500 cycles (SOAK_CYCLES=N); bridge link-flap tests x20 (FLAP_COUNT=N)
+soak: ## long durability runs: storage kill -9 crash test, 500 cycles (SOAK_CYCLES=N); bridge link-flap tests x20 (FLAP_COUNT=N); the 60 s bandwidth-cap drain
 	EDGED_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -run TestCrash -count=1 -timeout 60m ./storage/
 	$(GO) test -run 'LinkFlaps' -count=$(FLAP_COUNT) -timeout 60m ./bridge/
+	EDGED_TRAFFIC_DRAIN=60s $(GO) test -run 'TestTrafficBandwidthCap' -count=1 -v -timeout 10m ./bridge/
 	$(MAKE) --no-print-directory soak-powercut
 
 soak-powercut: ## power-cut crash test: real edged on faultfs (FUSE), 300 cuts (POWERCUT_CUTS=N), then every acked message must arrive

@@ -87,6 +87,9 @@ func New(o Options) (*Bridge, error) {
 		return nil, fmt.Errorf("bridge: metrics: %w", err)
 	}
 	b := &Bridge{opts: o, log: o.Logger, m: m, dm: dm, local: o.Local, started: time.Now()}
+	if err := o.Registerer.Register(&laneCollector{b: b}); err != nil { // lanes.go
+		return nil, fmt.Errorf("bridge: metrics: %w", err)
+	}
 	for i, cfg := range o.Connectors {
 		c := cfg.Common()
 		if err := cfg.Validate(); err != nil {
@@ -137,13 +140,12 @@ func (b *Bridge) newForwarder(i int, cfg ConnectorConfig, t Type) (*forwarder, e
 		}
 		f.subscribe = append(f.subscribe, cr)
 	}
-	ob, err := b.opts.DB.Outbox(c.Name, c.Outbox.Inherit(b.opts.Defaults))
-	if err != nil {
+	if err := f.openLanes(b.opts.DB, c.Outbox.Inherit(b.opts.Defaults)); err != nil { // lanes.go
 		return nil, fmt.Errorf("bridge: connector %q: outbox: %w", c.Name, err)
 	}
-	f.ob = ob
+	f.throttle = NewThrottle(float64(c.Rate), c.burst())
 	env := Env{Name: c.Name, GatewayID: b.opts.GatewayID, Logger: f.log, Deliver: f.deliver, Scrub: scrub,
-		BytesOut: f.countBytes, Health: b.healthReporter(), Wire: b.opts.Wire}
+		BytesOut: f.countBytes, Health: b.healthReporter(), Wire: b.opts.Wire, Throttle: f.throttle}
 	conn, err := t.New(cfg, env)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, scrub.Error(err))
@@ -189,6 +191,7 @@ func (b *Bridge) Capture(ctx context.Context, m *broker.Message) error {
 func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error {
 	type job struct {
 		f    *forwarder
+		ln   *lane // the forward rule's lane (lanes.go)
 		envs []*wire.Envelope
 		idx  []int // message index per envelope
 	}
@@ -202,9 +205,8 @@ func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error
 			if origin == f.cfg.Name {
 				continue
 			}
-			var j *job
 			var seen []string
-			for _, r := range f.forward {
+			for ri, r := range f.forward {
 				caps, ok := r.match(m.Topic)
 				if !ok {
 					continue
@@ -225,16 +227,16 @@ func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error
 					}
 				}
 				seen = append(seen, to)
+				ln := f.captureLane(ri)
+				var j *job
+				for _, x := range jobs {
+					if x.ln == ln {
+						j = x
+					}
+				}
 				if j == nil {
-					for _, x := range jobs {
-						if x.f == f {
-							j = x
-						}
-					}
-					if j == nil {
-						j = &job{f: f}
-						jobs = append(jobs, j)
-					}
+					j = &job{f: f, ln: ln}
+					jobs = append(jobs, j)
 				}
 				j.envs = append(j.envs, b.envelope(eid, m, to, r.qos))
 				j.idx = append(j.idx, i)
@@ -246,17 +248,18 @@ func (b *Bridge) CaptureBatch(ctx context.Context, ms []*broker.Message) []error
 	}
 	results := make([]error, len(jobs))
 	if len(jobs) == 1 {
-		results[0] = jobs[0].f.ob.Append(ctx, jobs[0].envs...)
+		results[0] = jobs[0].ln.append(ctx, jobs[0].envs)
 	} else {
-		var wg sync.WaitGroup
+		// Several lanes or connectors: one committer operation, so one group commit and one
+		// fsync for the whole capture (lanes.go).
+		parts := make([]*storage.LaneAppend, len(jobs))
 		for k, j := range jobs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[k] = j.f.ob.Append(ctx, j.envs...)
-			}()
+			parts[k] = j.ln.part(j.envs)
 		}
-		wg.Wait()
+		b.opts.DB.AppendLanes(ctx, parts)
+		for k, p := range parts {
+			results[k] = p.Err
+		}
 	}
 	var out []error
 	for k, j := range jobs {

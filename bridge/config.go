@@ -68,6 +68,8 @@ type Common struct {
 	// Outbox overrides the `storage:` limits for this connector's outbox (max_bytes,
 	// max_messages, ttl, when_full); zero values inherit.
 	Outbox storage.Config `yaml:"outbox"`
+	// Traffic control: live_first, rate, rate_burst (traffic.go).
+	TrafficConfig `yaml:",inline"`
 }
 
 // Rule is one forward or subscribe entry.
@@ -83,6 +85,8 @@ type Rule struct {
 	// QoS used toward the destination: 0 or 1 for forward (delivery is confirmed and
 	// deduplicated by id), 0..2 for subscribe. Default 1.
 	QoS byte `yaml:"qos"`
+	// Traffic control of forward rules: priority, keep_latest, ttl (traffic.go).
+	RuleTraffic `yaml:",inline"`
 }
 
 // BatchConfig bounds one send.
@@ -164,21 +168,31 @@ func (c *Common) defaults(format string, batchMsgs, window int) {
 // UnmarshalYAML decodes a rule with qos defaulting to 1 (absent and 0 differ) and rejects
 // unknown keys itself, because a nested Node.Decode is not strict.
 func (r *Rule) UnmarshalYAML(n *yaml.Node) error {
+	// Problems are a *yaml.TypeError with "line N:" entries, so the loader reports each at its
+	// own line and goes on decoding the rest of the file.
+	var bad []string
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i]; k.Value {
-			case "from", "to", "qos":
+			case "from", "to", "qos", "priority", "keep_latest", "ttl":
 			default:
-				return fmt.Errorf("line %d: field %s not found in rule (want from, to, qos)", k.Line, k.Value)
+				bad = append(bad, fmt.Sprintf("line %d: field %s not found in rule (want from, to, qos, priority, keep_latest, ttl)", k.Line, k.Value))
 			}
 		}
 	}
 	type plain Rule
 	p := plain{QoS: 1}
 	if err := n.Decode(&p); err != nil {
-		return err
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return err
+		}
+		bad = append(bad, te.Errors...)
 	}
 	*r = Rule(p)
+	if len(bad) > 0 {
+		return &yaml.TypeError{Errors: bad}
+	}
 	return nil
 }
 
@@ -237,6 +251,7 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	}
 	// Zero outbox limits inherit the storage: section, so they are valid here.
 	errs = append(errs, confkit.Prefix("outbox", c.Outbox.Validate()))
+	errs = append(errs, c.TrafficConfig.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -266,6 +281,11 @@ func (r Rule) validate(key string, forward bool) []error {
 	}
 	if r.QoS > max {
 		errs = append(errs, confkit.Errorf(key+".qos", "%d: want 0..%d", r.QoS, max))
+	}
+	if forward {
+		errs = append(errs, r.RuleTraffic.validate(key)...)
+	} else if r.RuleTraffic != (RuleTraffic{}) {
+		errs = append(errs, confkit.Errorf(key, "priority, keep_latest and ttl apply to forward rules only"))
 	}
 	return errs
 }

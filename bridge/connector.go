@@ -80,6 +80,9 @@ type Env struct {
 	Health func() *HealthReport
 	// Wire bounds the envelopes the connector encodes and decodes (Options.Wire).
 	Wire wire.Limits
+	// Throttle is the connector's bandwidth cap (nil: none). Connectors dial through
+	// Env.Dialer, which applies it to every socket (ratelimit.go).
+	Throttle *Throttle
 }
 
 // bytesOut calls env.BytesOut if set.

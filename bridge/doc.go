@@ -109,6 +109,17 @@
 // S, compares signatures in constant time, rejects timestamps off by more than a few minutes
 // and nonces seen within that window. VerifyHMAC implements the check in Go.
 //
+// # Traffic control
+//
+// A connector's messages wait in lanes (lanes.go): one storage outbox per priority (and per
+// rule ttl), a storage.Latest per keep_latest priority, and with live_first a backlog twin of
+// each for what is captured while the link is down. The default lane is the outbox named after
+// the connector. One forwarder drains them all, highest priority first, live before backlog;
+// a lane is FIFO. Lanes left over from an earlier configuration are drained, never fed. The
+// bandwidth cap is a Throttle under every socket a connector dials (Env.Dialer, ratelimit.go);
+// the http request cap and body compression, and compressed websocket frames, are in
+// compress.go; the keys are documented on their config types (traffic.go).
+//
 // # WebSocket protocol
 //
 // The websocket connector opens url (ws:// or wss://; auth headers on the handshake) and keeps
@@ -126,4 +137,11 @@
 //     {"ack": "<id>"} when it was published, or {"reject": "<id>", "error": ...}.
 //
 // Envelopes without an ack are sent again after a reconnect (same ids).
+//
+// With compression: zstd, edged -> server batch frames are compressed: a binary frame whose
+// first four bytes are the zstd magic number 28 b5 2f fd holds one zstd frame (RFC 8878)
+// whose content is exactly the frame that would have been sent uncompressed (JSON text or
+// CBOR bytes, told apart by the connector's format; a JSON batch starts with '{'). Neither a
+// JSON frame nor a CBOR envelope or batch can start with those bytes, so a server can accept
+// both. Acks, rejects and downlink frames are never compressed.
 package bridge

@@ -48,6 +48,8 @@ type ConnectorStatus struct {
 	DeadLetterDepth int64 `json:"dead_letter_depth"`
 	// SentRate is messages confirmed per second, over the last few seconds.
 	SentRate float64 `json:"sent_rate"`
+	// Traffic is the per-lane backlog, the uplink byte rate and the time to drain the backlog.
+	Traffic TrafficStatus `json:"traffic"`
 	// Window is the effective in-flight limit (config window lowered by the remote).
 	Window      int    `json:"window"`
 	Inflight    int64  `json:"inflight"`
@@ -115,6 +117,17 @@ type forwarder struct {
 	endpoint  string
 	forward   []*rule
 	subscribe []*rule
+
+	// Traffic control (lanes.go, ratelimit.go): the lanes in drain order, the lane of each
+	// forward rule (and its backlog lane under live_first), whether the link is up (capture
+	// then feeds the live lanes), and the connector's bandwidth throttle.
+	lanes        []*lane
+	ruleLanes    []*lane
+	backlogLanes []*lane
+	live         atomic.Bool
+	throttle     *Throttle
+	uplinkMeter  rateMeter
+	retryLane    *lane
 
 	mu          sync.Mutex
 	state       string
@@ -194,7 +207,7 @@ func (f *forwarder) progressed() {
 }
 
 func (f *forwarder) status() ConnectorStatus {
-	st := f.ob.Stats()
+	ts := f.trafficStatus()
 	f.mu.Lock()
 	now := time.Now()
 	sent := f.sent.Load()
@@ -209,7 +222,12 @@ func (f *forwarder) status() ConnectorStatus {
 	f.mu.Unlock()
 	s.Delivery = f.dlv.status(now)
 	s.Endpoint, s.EndpointIndex, s.Endpoints, s.Failovers = f.fo.status(f.endpoint)
-	s.Depth, s.Bytes, s.OldestAgeSeconds, s.DeadLetterDepth = outboxStats(st)
+	for _, l := range f.lanes {
+		d, b, age, dlq := outboxStats(l.stats())
+		s.Depth, s.Bytes, s.DeadLetterDepth = s.Depth+d, s.Bytes+b, s.DeadLetterDepth+dlq
+		s.OldestAgeSeconds = max(s.OldestAgeSeconds, age)
+	}
+	s.Traffic = ts
 	s.Inflight = f.inflight.Load()
 	s.Sent, s.Failed, s.DeadLetters = sent, f.failed.Load(), f.dead.Load()
 	s.Reconnects, s.Stalls, s.Downlink = f.reconnects.Load(), f.stalls.Load(), f.downlinkN.Load()
@@ -344,30 +362,36 @@ func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breake
 	if l, ok := f.conn.(Linked); ok {
 		linkDone = l.Done()
 	}
-	maxMsgs, maxBytes := f.cfg.Batch.MaxMessages, int(f.cfg.Batch.MaxBytes)
-	notify := f.ob.Notify()
+	maxMsgs, maxBytes := f.cfg.Batch.MaxMessages, f.batchBytes()
+	// Messages captured from now on are live (live_first); those stored before wait in the
+	// backlog lanes, which drain in the capacity the live ones leave.
+	f.live.Store(true)
+	defer f.live.Store(false)
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		recs, err := f.ob.Read(0, maxMsgs, maxBytes)
-		if err != nil {
-			return fmt.Errorf("read outbox: %w", err)
+		ln := f.pick()
+		var recs []storage.Record
+		if ln != nil {
+			var err error
+			if recs, err = ln.read(maxMsgs, maxBytes); err != nil {
+				return fmt.Errorf("read outbox: %w", laneErr(ln, "read", err))
+			}
 		}
 		if len(recs) == 0 {
-			// Idle with an empty outbox and a working link: that is success.
+			// Idle with empty lanes and a working link: that is success.
 			br.success()
 			bo.Reset()
-			select {
-			case <-ctx.Done():
+			switch f.waitAny(ctx, linkDone, f.fo.back) {
+			case waitDone:
 				return ctx.Err()
-			case <-linkDone:
+			case waitLinkClosed:
 				return errors.New("link closed")
-			case <-f.fo.back:
+			case waitExtra: // the prober found the primary healthy
 				if f.fo.current() != 0 { // not a signal that raced a failover onto the primary
 					return errSwitchBack
 				}
-			case <-notify:
 			}
 			continue
 		}
@@ -379,23 +403,23 @@ func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breake
 				return ctx.Err()
 			case <-t.C:
 			}
-			if more, err := f.ob.Read(0, maxMsgs, maxBytes); err == nil && len(more) >= len(recs) {
+			if more, err := ln.read(maxMsgs, maxBytes); err == nil && len(more) >= len(recs) {
 				recs = more
 			}
 		}
 		// A retry carries exactly the messages of the failed attempt (stable idempotency keys).
-		if f.retryN > 0 && recs[0].Seq == f.retryFirst && len(recs) > f.retryN {
+		if f.retryN > 0 && f.retryLane == ln && recs[0].Seq == f.retryFirst && len(recs) > f.retryN {
 			recs = recs[:f.retryN]
 		}
 		msgs := make([]*Message, len(recs))
 		for i, r := range recs {
 			msgs[i] = &Message{Seq: r.Seq, Env: r.Env}
 		}
-		n, err := f.send(ctx, msgs)
+		n, err := f.send(ctx, ln, recs, msgs)
 		if n == 0 && err != nil {
-			f.retryFirst, f.retryN = msgs[0].Seq, len(msgs)
+			f.retryLane, f.retryFirst, f.retryN = ln, msgs[0].Seq, len(msgs)
 		} else {
-			f.retryFirst, f.retryN = 0, 0
+			f.retryLane, f.retryFirst, f.retryN = nil, 0, 0
 		}
 		if n > 0 {
 			br.success()
@@ -418,7 +442,7 @@ func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breake
 // send hands one batch to the connector with a stall watchdog, then removes from the outbox
 // the longest prefix that has final results (confirmed, or permanently rejected -> dead
 // letters). It returns how many messages left the outbox.
-func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
+func (f *forwarder) send(ctx context.Context, ln *lane, recs []storage.Record, msgs []*Message) (int, error) {
 	var (
 		mu       sync.Mutex
 		results  = make([]error, len(msgs))
@@ -501,7 +525,7 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 				break
 			}
 			r = f.scrub.Error(r)
-			if err := f.ob.DeadLetter(m.Seq, r.Error()); err != nil {
+			if err := ln.deadLetter(recs[i], r.Error()); err != nil {
 				return done, fmt.Errorf("dead-letter %d: %w", m.Seq, err)
 			}
 			f.dead.Add(1)
@@ -516,10 +540,11 @@ func (f *forwarder) send(ctx context.Context, msgs []*Message) (int, error) {
 		done++
 	}
 	f.sent.Add(uint64(okN))
+	ln.sent.Add(uint64(okN))
 	f.m.sent.WithLabelValues(f.cfg.Name).Add(float64(okN))
 	if upto > 0 {
-		if err := f.ob.Ack(upto); err != nil {
-			return done, fmt.Errorf("ack outbox up to %d: %w", upto, err)
+		if err := ln.ack(recs[:done]); err != nil {
+			return done, fmt.Errorf("ack outbox up to %d: %w", upto, laneErr(ln, "ack", err))
 		}
 	}
 	if c := context.Cause(sctx); errors.Is(c, errStalled) && ctx.Err() == nil {

@@ -49,6 +49,8 @@ type HTTPConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Headers are extra request headers (e.g. a tenant id).
 	Headers map[string]string `yaml:"headers"`
+	// Traffic control: max_requests, max_requests_burst, compression (traffic.go).
+	HTTPTraffic `yaml:",inline"`
 }
 
 func (c *HTTPConfig) defaults() {
@@ -74,6 +76,7 @@ func (c *HTTPConfig) Validate() error {
 	if c.Timeout <= 0 {
 		errs = append(errs, confkit.Errorf("timeout", "%v: must be positive", c.Timeout))
 	}
+	errs = append(errs, c.HTTPTraffic.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -106,6 +109,7 @@ type httpConn struct {
 	auth   *authorizer
 	scrub  *redact.Scrubber
 	eps    endpoints
+	tc     *httpTraffic // request cap and compression (compress.go)
 }
 
 func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
@@ -119,7 +123,7 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         env.Dialer(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}), // bandwidth cap (ratelimit.go)
 		TLSClientConfig:     tc,
 		TLSHandshakeTimeout: cfg.ConnectTimeout,
 		MaxIdleConnsPerHost: 2,
@@ -131,7 +135,11 @@ func newHTTP(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", scrub.Error(err))
 	}
-	return &httpConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs)}, nil
+	tcx, err := newHTTPTraffic(cfg.HTTPTraffic)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	return &httpConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs), tc: tcx}, nil
 }
 
 // Connect fetches a token for auth type token; otherwise there is nothing to dial ahead.
@@ -213,9 +221,20 @@ func (h *httpConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 
 // post sends one request; redir is a *RedirectError for a 3xx answer (never followed).
 func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batched bool) (status int, retryAfter time.Duration, rb []byte, redir, err error) {
+	// Compressed before signing: an hmac signature covers the bytes on the wire.
+	body, encoding, err := h.tc.body(body)
+	if err != nil {
+		return 0, 0, nil, nil, fmt.Errorf("compress: %w", err)
+	}
+	if err := h.tc.wait(ctx); err != nil {
+		return 0, 0, nil, nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.eps.url(), bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, nil, nil, err
+	}
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
 	}
 	for k, v := range h.cfg.Headers {
 		req.Header.Set(k, v)

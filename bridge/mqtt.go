@@ -233,20 +233,19 @@ func (m *mqttConn) dial(ctx context.Context, raw string) (net.Conn, error) {
 		}
 		return host
 	}
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	dial := m.env.Dialer(&net.Dialer{KeepAlive: 30 * time.Second}) // bandwidth cap (ratelimit.go)
 	switch u.Scheme {
 	case "tcp", "mqtt":
-		c, err := d.DialContext(ctx, "tcp", port("1883"))
+		c, err := dial(ctx, "tcp", port("1883"))
 		if err != nil {
 			return nil, err
 		}
-		_ = c.(*net.TCPConn).SetNoDelay(true)
+		setNoDelay(c)
 		return c, nil
 	case "ssl", "mqtts", "tls":
-		td := &tls.Dialer{NetDialer: d, Config: m.tls}
-		return td.DialContext(ctx, "tcp", port("8883"))
+		return dialTLS(ctx, dial, port("8883"), m.tls)
 	case "ws", "wss":
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: d.DialContext}, CheckRedirect: noRedirect}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: m.tls, DialContext: dial}, CheckRedirect: noRedirect}
 		ws, resp, err := websocket.Dial(ctx, raw, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"mqtt"}})
 		if err != nil {
 			if rerr := redirectError(resp); rerr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -191,6 +192,9 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 		nats.Timeout(cfg.ConnectTimeout), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			env.Logger.Debug("nats async error", "err", err)
 		})}
+	if env.Throttle != nil { // bandwidth cap (ratelimit.go)
+		n.opts = append(n.opts, nats.SetCustomDialer(natsDialer{dial: env.Dialer(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}), timeout: cfg.ConnectTimeout}))
+	}
 	if cfg.Username != "" {
 		pw := cfg.Password
 		if cfg.PasswordFile != "" {

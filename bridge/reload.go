@@ -148,7 +148,7 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 		prev := byName[c.Name]
 		fp := secretFilesPrint(cfg)
 		if was, ok := b.rl.built[prev]; prev != nil && ok && reflect.DeepEqual(was.src, cfg) && was.print == fp {
-			if _, err := b.opts.DB.Outbox(c.Name, outboxLimits(c, defaults)); err != nil {
+			if err := prev.relimitLanes(b.opts.DB, outboxLimits(c, defaults)); err != nil { // lanes.go
 				errs = append(errs, fmt.Errorf("bridge: connector %q: outbox limits: %w", c.Name, err))
 			}
 			next = append(next, prev)
@@ -173,9 +173,11 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 			res.Added = append(res.Added, c.Name)
 		}
 	}
+	var removed []*forwarder
 	for _, f := range old {
 		if !seen[f.cfg.Name] {
 			replaced = append(replaced, f)
+			removed = append(removed, f)
 			res.Removed = append(res.Removed, f.cfg.Name)
 		}
 	}
@@ -188,9 +190,13 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 		b.stopLocked(f)
 		delete(b.rl.built, f)
 	}
-	for _, name := range res.Removed {
-		b.opts.DB.Unconfigure(name)
-		b.log.Warn("connector removed; its outbox is kept until purged", "connector", name)
+	for _, f := range removed {
+		for _, l := range f.lanes { // every lane's outbox (lanes.go)
+			if l.ob != nil {
+				b.opts.DB.Unconfigure(l.name)
+			}
+		}
+		b.log.Warn("connector removed; its outbox is kept until purged", "connector", f.cfg.Name)
 	}
 	for _, f := range start {
 		b.startLocked(f)

@@ -49,6 +49,8 @@ type WebSocketConfig struct {
 	// PingInterval between WebSocket pings; a ping unanswered within the interval drops the
 	// link (the forwarder reconnects). Default 20s.
 	PingInterval time.Duration `yaml:"ping_interval"`
+	// Traffic control: compression (traffic.go).
+	WSTraffic `yaml:",inline"`
 }
 
 func (c *WebSocketConfig) defaults() {
@@ -74,6 +76,7 @@ func (c *WebSocketConfig) Validate() error {
 	if c.PingInterval <= 0 {
 		errs = append(errs, confkit.Errorf("ping_interval", "%v: must be positive", c.PingInterval))
 	}
+	errs = append(errs, c.WSTraffic.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -103,6 +106,7 @@ type wsConn struct {
 	auth   *authorizer
 	scrub  *redact.Scrubber
 	eps    endpoints
+	comp   *compressor // compress.go; nil: frames as they are
 
 	mu     sync.Mutex
 	c      *websocket.Conn
@@ -121,13 +125,18 @@ func newWebSocket(cc ConnectorConfig, env Env) (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}, CheckRedirect: noRedirect}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment,
+		DialContext: env.Dialer(nil)}, CheckRedirect: noRedirect} // bandwidth cap (ratelimit.go)
 	scrub := scrubberOf(&env, cfg)
 	a, err := newAuthorizer(cfg.Auth, client, scrub)
 	if err != nil {
 		return nil, fmt.Errorf("websocket: %w", scrub.Error(err))
 	}
-	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs)}, nil
+	comp, err := newCompressor(cfg.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	return &wsConn{cfg: cfg, env: env, client: client, auth: a, scrub: scrub, eps: newEndpoints(cfg.URL, cfg.URLs), comp: comp}, nil
 }
 
 // Connect dials and starts the reader and pinger.
@@ -344,6 +353,9 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 	typ := websocket.MessageText
 	if w.cfg.Format == FormatCBOR {
 		typ = websocket.MessageBinary
+	}
+	if typ, frame, err = wsFrame(w.comp, typ, frame); err != nil {
+		return w.scrub.Error(fmt.Errorf("compress frame: %w", err))
 	}
 	w.env.bytesOut(len(frame))
 	if err := c.Write(ctx, typ, frame); err != nil {

@@ -50,6 +50,10 @@ type group struct {
 	now     int64
 	wrote   bool
 	vlog    bool // a value goes to the value log (>= ValueThreshold)
+	// ext holds the working state of stores other than outboxes (latest.go) in this group;
+	// after runs once the group is over, committed or not.
+	ext   map[any]any
+	after []func(committed bool)
 }
 
 func (g *group) cost(k, v []byte) int64 {
@@ -396,6 +400,9 @@ func (db *DB) runGroup(pending []*op) []*op {
 
 // finish publishes the group's outbox states when committed and answers the ops.
 func (db *DB) finish(g *group, ops []*op, err error, committed bool) {
+	for _, fn := range g.after {
+		fn(committed) // in step with badger even when fsync failed, as the outboxes
+	}
 	if committed {
 		db.commits.Add(1)
 		db.committedOps.Add(uint64(len(ops)))

@@ -104,6 +104,7 @@ type DB struct {
 
 	mu       sync.Mutex
 	outboxes map[string]*Outbox
+	latest   map[string]*Latest // keep-latest stores by name (latest.go)
 	state    *StateStore
 
 	corrupt    int

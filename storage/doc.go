@@ -4,6 +4,9 @@
 //   - the outboxes: one durable, bounded FIFO per connector (Outbox), with its dead-letter
 //     queue; Append returns only once the envelope is fsynced, through a group commit that
 //     every concurrent writer of the DB shares (one transaction, one fsync per group);
+//   - the keep-latest stores (Latest, latest.go): one message per envelope topic, replaced by
+//     a newer one in the same group commit (counted as reason "superseded"); the bridge
+//     uses them for keep_latest rules. The topic is only the key: never parsed;
 //   - the limits (Config: max_bytes, max_messages, ttl, when_full) and every drop they cause,
 //     counted by reason in edged_outbox_dropped_total and logged at a rate limit;
 //   - the broker's persistence (StateStore: sessions, subscriptions, inflight, retained),

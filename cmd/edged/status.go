@@ -153,6 +153,9 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 		tw.Flush()
 		printDelivery(w, d.Connectors)
 		for _, c := range d.Connectors {
+			printTraffic(w, c)
+		}
+		for _, c := range d.Connectors {
 			if c.LastError != "" {
 				fmt.Fprintf(w, "  %s: last error %s: %s\n", c.Name, since(c.LastErrorAt, now)+" ago", c.LastError)
 			}
@@ -445,4 +448,28 @@ func msDur(v float64) string {
 		return d.Round(time.Microsecond).String()
 	}
 	return age(d)
+}
+
+// printTraffic shows a connector's lanes and uplink rate when traffic control is in use (more
+// than one lane, or a bandwidth cap): one line, the lanes in drain order.
+func printTraffic(w io.Writer, c bridge.ConnectorStatus) {
+	t := c.Traffic
+	if len(t.Lanes) <= 1 && t.RateLimit == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %s: uplink %s/s", c.Name, humanize.IBytes(uint64(t.UplinkRate)))
+	if t.RateLimit > 0 {
+		fmt.Fprintf(w, " of %s/s cap", humanize.IBytes(uint64(t.RateLimit)))
+	}
+	if t.DrainSeconds > 0 {
+		fmt.Fprintf(w, ", backlog drains in ~%s", time.Duration(t.DrainSeconds*float64(time.Second)).Round(time.Second))
+	}
+	fmt.Fprint(w, "; lanes")
+	for _, l := range t.Lanes {
+		fmt.Fprintf(w, " %s %s", l.Name, humanize.Comma(l.Depth))
+		if l.Depth > 0 && l.OldestAgeSeconds > 0 {
+			fmt.Fprintf(w, " (oldest %s)", oldest(l.Depth, time.Duration(l.OldestAgeSeconds*float64(time.Second))))
+		}
+	}
+	fmt.Fprintln(w)
 }

@@ -7,6 +7,7 @@ package confkit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -96,7 +97,7 @@ func ParseByteSize(s string) (ByteSize, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 4096, 64MiB, 1GiB)", s)
 	}
 	v := n * float64(mult)

@@ -126,5 +126,6 @@ func wireSection(dir string) string {
 	} else {
 		fmt.Fprintf(&w, "| one batch of all | batch marshal failed: %v %v | |\n", err1, err2)
 	}
+	w.WriteString(compressSection(envs)) // compress.go
 	return w.String()
 }
