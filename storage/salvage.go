@@ -131,6 +131,14 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		}
 		return string(k[2 : 2+int(k[1])]), true
 	}
+	// Keep-latest stores (latest.go): one record per topic, copied as they are; the meta is
+	// rebuilt from what was readable, and a shortfall against the old meta's count is a loss.
+	type salvageLatest struct {
+		m       latestMeta
+		want    int64
+		hasMeta bool
+	}
+	latests := map[string]salvageLatest{}
 	// First pass: metas and dead-letter sequences (so gaps can be told from dead letters).
 	for _, kv := range kvs {
 		switch kv.key[0] {
@@ -144,6 +152,14 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		case kindDead:
 			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n)+8 {
 				get(n).dead[keySeq(kv.key)] = true
+			}
+		case kindLatestMeta:
+			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n) {
+				lm := latests[n]
+				if m, err := decodeLatestMeta(kv.val); err == nil {
+					lm.want, lm.m.seq, lm.m.superseded, lm.m.ttl, lm.hasMeta = m.count, m.seq, m.superseded, m.ttl, true
+				}
+				latests[n] = lm
 			}
 		}
 	}
@@ -223,6 +239,25 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 				return res, err
 			}
 			res.state++
+		case kindLatest:
+			n, ok := name(kv.key)
+			if !ok || len(kv.val) < 8 {
+				continue
+			}
+			lm := latests[n]
+			if _, _, derr := decodeRecord(kv.val[8:]); derr != nil {
+				// A damaged keep-latest record is not copied (its store has no place to keep
+				// it for inspection); markLatest below counts it as lost.
+				continue
+			}
+			if err := wb.Set(kv.key, kv.val); err != nil {
+				return res, err
+			}
+			lm.m.count++
+			lm.m.bytes += int64(len(kv.key) + len(kv.val))
+			lm.m.seq = max(lm.m.seq, binary.BigEndian.Uint64(kv.val[:8]))
+			latests[n] = lm
+			res.copied++
 		case kindDead:
 			n, ok := name(kv.key)
 			if !ok || len(kv.key) != 2+len(n)+8 {
@@ -304,6 +339,16 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 			return res, err
 		}
 		res.outboxes++
+	}
+	for n, lm := range latests {
+		if short := lm.want - lm.m.count; lm.hasMeta && short > 0 {
+			res.lost += short
+			db.integ.corrupt.WithLabelValues(n, causeSalvage).Add(float64(short))
+			db.metrics.dropped.WithLabelValues(n, ReasonCorrupt).Add(float64(short))
+		}
+		if err := wb.Set(namePrefix(kindLatestMeta, n), lm.m.encode()); err != nil {
+			return res, err
+		}
 	}
 	if err := wb.Flush(); err != nil {
 		return res, err

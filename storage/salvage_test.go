@@ -166,3 +166,49 @@ func TestSalvageCountsUnreadableRecords(t *testing.T) {
 		t.Fatalf("corrupt metric %v != lost %d", v, st.Lost)
 	}
 }
+
+// A keep-latest store (latest.go) of a store badger refuses is salvaged too: its newest
+// message per topic is still there after the move aside, in topic order, and its count is right.
+func TestSalvageKeepsLatestStores(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	db := openT(t, dir)
+	l, err := db.Latest("cloud#p5-latest", 0)
+	must(t, err)
+	for i := 1; i <= 300; i++ {
+		e := markedEnv(i)
+		e.Topic = fmt.Sprintf("state/%02d", i%10)
+		must(t, l.Put(context.Background(), e))
+	}
+	must(t, db.Close())
+	damageManifest(t, dir)
+
+	c := openCapture(t, dir)
+	if c.db.Stats().MovedAside == "" {
+		t.Fatal("the damaged store was not moved aside")
+	}
+	l2, err := c.db.Latest("cloud#p5-latest", 0)
+	must(t, err)
+	if s := l2.Stats(); s.Depth != 10 {
+		t.Fatalf("keep-latest depth %d after salvage, want 10", s.Depth)
+	}
+	recs, err := l2.Read(100, 1<<20)
+	must(t, err)
+	if len(recs) != 10 {
+		t.Fatalf("read %d keep-latest records, want 10", len(recs))
+	}
+	for i, r := range recs {
+		// The newest of topic state/0k is message 290+k (300 for k=0).
+		want := 290 + i
+		if i == 0 {
+			want = 300
+		}
+		var got int
+		fmt.Sscanf(string(r.Env.Payload), "%d-", &got)
+		if r.Env.Topic != fmt.Sprintf("state/%02d", i) || got != want {
+			t.Fatalf("record %d: topic %s message %d, want state/%02d message %d", i, r.Env.Topic, got, i, want)
+		}
+	}
+	if sv := salvageOf(c.db); sv == nil || sv.Lost != 0 || sv.Copied != 10 {
+		t.Fatalf("salvage %+v, want 10 copied, 0 lost", sv)
+	}
+}
