@@ -123,7 +123,7 @@ func ParseByteRate(s string) (ByteRate, error) {
 	}
 	b, err := confkit.ParseByteSize(size)
 	if err != nil {
-		return 0, fmt.Errorf("rate %q: %v", s, err)
+		return 0, fmt.Errorf("rate %q: %w", s, err)
 	}
 	return ByteRate(float64(b) / per.Seconds()), nil
 }

@@ -30,7 +30,7 @@ func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (strin
 		defer close(errc)
 		for tok := range toks {
 			if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %v", tok.Error())
+				errc <- fmt.Errorf("puback: %w", tok.Error())
 				for range toks {
 				}
 				return

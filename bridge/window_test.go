@@ -28,7 +28,7 @@ func TestClientWindowSharesCommits(t *testing.T) {
 		defer close(errc)
 		for tok := range toks {
 			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %v", tok.Error())
+				errc <- fmt.Errorf("puback: %w", tok.Error())
 				for range toks {
 				}
 				return

@@ -130,11 +130,10 @@ func (l *Latest) Notify() <-chan struct{} { return l.notify }
 
 // latestWork is the store's state inside one group (the committer's working copy).
 type latestWork struct {
-	m, base     latestMeta
-	put         int
-	superseded  uint64
-	ttl, deadN  uint64
-	publishedOK bool
+	m, base    latestMeta
+	put        int
+	superseded uint64
+	ttl, deadN uint64
 }
 
 func (g *group) latestWork(l *Latest) *latestWork {

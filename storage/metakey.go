@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -38,7 +39,7 @@ func migrateMetas(bdb *badger.DB, names []string) error {
 			}
 			// A format 2 meta already there (not expected: both are written in one
 			// transaction) is newer: keep it.
-			if _, err := txn.Get(namePrefix(kindMeta, n)); err == badger.ErrKeyNotFound {
+			if _, err := txn.Get(namePrefix(kindMeta, n)); errors.Is(err, badger.ErrKeyNotFound) {
 				if err := txn.Set(namePrefix(kindMeta, n), v); err != nil {
 					return err
 				}

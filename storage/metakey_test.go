@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,7 +62,7 @@ func TestFormat1MetasMigrated(t *testing.T) {
 	must(t, db.Close())
 
 	rawBadger(t, dir, func(txn *badger.Txn) error {
-		if _, err := txn.Get(namePrefix(kindMetaV1, "up")); err != badger.ErrKeyNotFound {
+		if _, err := txn.Get(namePrefix(kindMetaV1, "up")); !errors.Is(err, badger.ErrKeyNotFound) {
 			t.Errorf("format 1 meta still there: %v", err)
 		}
 		if _, err := txn.Get(namePrefix(kindMeta, "up")); err != nil {
