@@ -109,6 +109,7 @@ type DB struct {
 
 	corrupt    int
 	movedAside string
+	salvageReq salvageRequest // salvagereq.go
 
 	commits      atomic.Uint64
 	committedOps atomic.Uint64
@@ -227,8 +228,16 @@ func Open(o Options) (*DB, error) {
 	}
 
 	aside := ""
-	err = db.openBadger(dir)
-	if err != nil && !isCorruption(err) {
+	why, forced := "", false
+	if !o.NoRecover {
+		why, forced = salvageRequested(dir) // salvagereq.go
+	}
+	if forced {
+		err = fmt.Errorf("%w: %s", ErrSalvageRequested, why)
+	} else {
+		err = db.openBadger(dir)
+	}
+	if err != nil && !forced && !isCorruption(err) {
 		lk.unlock(true)
 		return nil, fmt.Errorf("open storage %s: %w", dir, err)
 	}
@@ -592,5 +601,8 @@ func procWriteBytes() uint64 {
 // It writes nothing: a wedged commit loop (an fsync that never returns on a dying SD card)
 // makes it time out, which is what the systemd watchdog and /healthz need to see.
 func (db *DB) Ping(ctx context.Context) error {
+	if db.salvageReq.set.Load() {
+		return ErrSalvageRequested
+	}
 	return db.submit(ctx, &op{apply: func(*group) (bool, error) { return true, nil }})
 }

@@ -425,8 +425,7 @@ func (db *DB) startScrub() {
 			// badger can panic on a damaged block it parses before checking its checksum; at
 			// start-up that would be a crash loop. Report it instead.
 			if r := recover(); r != nil {
-				in.badgerErrors.Inc()
-				db.log.Error("checking the outboxes against their records stopped: badger panicked on damaged data", "panic", fmt.Sprint(r))
+				db.requestSalvage("checking the outboxes against their records: badger panicked on damaged data: " + fmt.Sprint(r))
 			}
 		}()
 		for _, ob := range db.Outboxes() {

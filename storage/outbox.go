@@ -161,8 +161,8 @@ func (o *Outbox) Read(afterSeq uint64, maxMsgs, maxBytes int) ([]Record, error) 
 			// badger can panic on a damaged block it parses before checking its checksum:
 			// an error for this Read, not a crash of the gateway.
 			if r := recover(); r != nil {
-				o.db.integ.badgerErrors.Inc()
-				err = fmt.Errorf("badger panicked on damaged data: %v", r)
+				o.db.requestSalvage(fmt.Sprintf("read of outbox %q: badger panicked on damaged data: %v", o.name, r))
+				err = fmt.Errorf("badger panicked on damaged data: %v: %w", r, ErrSalvageRequested)
 			}
 		}()
 		damaged = o.scan(txn, start, tail, func(item *badger.Item) bool {
