@@ -211,7 +211,7 @@ func Open(o Options) (*DB, error) {
 		if _, err := os.Stat(dir); err != nil {
 			return nil, fmt.Errorf("open storage: %w", err)
 		}
-	} else if err := os.MkdirAll(dir, 0o750); err != nil {
+	} else if err := mkdirSynced(dir); err != nil {
 		return nil, fmt.Errorf("open storage: %w", err)
 	}
 	lk, err := lockDir(dir)

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,4 +66,27 @@ func writeSynced(p string, b []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// mkdirSynced is os.MkdirAll that also fsyncs the parent of every directory it creates: a new
+// directory's name is durable only once its parent is synced (POSIX; ext4 commits it with its
+// journal a few seconds later), and a power cut in that window after the very first start
+// would take the whole data dir, acked messages included, with it.
+func mkdirSynced(dir string) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !os.IsExist(err) {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
