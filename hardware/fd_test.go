@@ -5,52 +5,20 @@ package hardware
 import (
 	"context"
 	"errors"
+	"github.com/edged-dev/edged/internal/testutil"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.bug.st/serial"
-	"golang.org/x/sys/unix"
 )
-
-// exhaustLowFDs raises RLIMIT_NOFILE and opens /dev/null until the kernel hands out fds above
-// 1100, so every fd below FD_SETSIZE is taken; they are closed at the end of the test.
-func exhaustLowFDs(t *testing.T) {
-	t.Helper()
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skip(err)
-	}
-	if lim.Cur < 2048 {
-		lim.Cur = min(lim.Max, 4096)
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 2048 {
-			t.Skipf("cannot raise RLIMIT_NOFILE to 2048 (max %d): %v", lim.Max, err)
-		}
-	}
-	var held []int
-	t.Cleanup(func() {
-		for _, fd := range held {
-			unix.Close(fd)
-		}
-	})
-	for {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, fd)
-		if fd > 1100 {
-			return
-		}
-	}
-}
 
 // Without a reserve, a port opened when every low fd is taken would panic go.bug.st/serial's
 // select; openSerial refuses it with an error instead.
 func TestOpenRefusesPortAboveFDSetSize(t *testing.T) {
 	dev := newDevice(t)
-	exhaustLowFDs(t)
+	testutil.ExhaustLowFDs(t)
 	var reserved []int
 	sp, err := openSerial(dev.path(), &serial.Mode{BaudRate: 9600}, &reserved)
 	if err == nil {
@@ -72,7 +40,7 @@ func TestReservedLowFDsKeepPortUsable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exhaustLowFDs(t)
+	testutil.ExhaustLowFDs(t)
 	r := runManager(t, m)
 	r.waitState(t, "p", StateOpen) // openSerial refuses fds >= 1024, so open means low fds
 	dev.write(t, []byte("low fds\n"))

@@ -62,7 +62,7 @@ modbus:
 	if err != nil {
 		t.Fatal(err)
 	}
-	exhaustLowFDs(t)
+	testutil.ExhaustLowFDs(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()

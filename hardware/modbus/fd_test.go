@@ -9,40 +9,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/internal/testutil"
-	"golang.org/x/sys/unix"
 )
-
-// exhaustLowFDs raises RLIMIT_NOFILE and opens /dev/null until the kernel hands out fds above
-// 1100, so every fd below FD_SETSIZE is taken; they are closed at the end of the test.
-func exhaustLowFDs(t *testing.T) {
-	t.Helper()
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skip(err)
-	}
-	if lim.Cur < 2048 {
-		lim.Cur = min(lim.Max, 4096)
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 2048 {
-			t.Skipf("cannot raise RLIMIT_NOFILE to 2048 (max %d): %v", lim.Max, err)
-		}
-	}
-	var held []int
-	t.Cleanup(func() {
-		for _, fd := range held {
-			unix.Close(fd)
-		}
-	})
-	for {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, fd)
-		if fd > 1100 {
-			return
-		}
-	}
-}
 
 // Without the hardware serial layer's reserve, an RTU device opened when every low fd is taken
 // gets an fd that goburrow/serial's select would panic on; the bus finds it in the library's
@@ -50,7 +17,7 @@ func exhaustLowFDs(t *testing.T) {
 func TestRTUOpenRefusesFDAboveFDSetSize(t *testing.T) {
 	testutil.RequireCommand(t, "socat")
 	pty := startPTYPair(t, t.TempDir())
-	exhaustLowFDs(t)
+	testutil.ExhaustLowFDs(t)
 	buses := parseBuses(t, fmt.Sprintf(`
 - name: line
   rtu: {port: %s}

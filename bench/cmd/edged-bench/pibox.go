@@ -240,17 +240,24 @@ func (b *bench) piSection() string {
 		fmt.Fprintf(&w, " ---: |")
 	}
 	fmt.Fprintf(&w, "\n")
+	// A broker that died in the box gets one row saying so (OOM kills counted), not its
+	// error repeated in every cell.
+	first := true
 	row := func(label string, f func(r piResult) string) {
 		fmt.Fprintf(&w, "| %s |", label)
 		for _, nm := range names {
 			r := res[nm]
-			if r.err != nil {
-				fmt.Fprintf(&w, " %s |", r.err)
-				continue
+			switch {
+			case r.err != nil && first:
+				fmt.Fprintf(&w, " failed (%d OOM kill(s) in the box): %s |", r.ooms, r.err)
+			case r.err != nil:
+				fmt.Fprintf(&w, " — |")
+			default:
+				fmt.Fprintf(&w, " %s |", f(r))
 			}
-			fmt.Fprintf(&w, " %s |", f(r))
 		}
 		fmt.Fprintf(&w, "\n")
+		first = false
 	}
 	row("durable ingest, uplink down (msgs/s)", func(r piResult) string { return fmt.Sprintf("%.0f", r.ingest) })
 	row("drain to the cloud (msgs/s)", func(r piResult) string { return fmt.Sprintf("%.0f", r.drainRate) })
