@@ -91,19 +91,7 @@ func New(o Options) (*Bridge, error) {
 		return nil, fmt.Errorf("bridge: metrics: %w", err)
 	}
 	for i, cfg := range o.Connectors {
-		c := cfg.Common()
-		if err := cfg.Validate(); err != nil {
-			// Validation messages redact URLs themselves; this also masks any other secret.
-			if sh, ok := cfg.(SecretHolder); ok {
-				err = redact.NewScrubber(sh.Secrets()...).Error(err)
-			}
-			return nil, fmt.Errorf("bridge: connector %q: %w", c.Name, err)
-		}
-		t, ok := LookupType(c.Type)
-		if !ok {
-			return nil, fmt.Errorf("bridge: connector %q: unknown type %q", c.Name, c.Type)
-		}
-		f, err := b.newForwarder(i, cfg, t)
+		f, err := b.buildForwarder(i, cfg) // reload.go: the same path adds a connector
 		if err != nil {
 			return nil, err
 		}

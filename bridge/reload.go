@@ -148,7 +148,7 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 		prev := byName[c.Name]
 		fp := secretFilesPrint(cfg)
 		if was, ok := b.rl.built[prev]; prev != nil && ok && reflect.DeepEqual(was.src, cfg) && was.print == fp {
-			if err := prev.relimitLanes(b.opts.DB, outboxLimits(c, defaults)); err != nil { // lanes.go
+			if err := prev.relimitLanes(b.opts.DB, c.Outbox.Inherit(defaults)); err != nil { // lanes.go
 				errs = append(errs, fmt.Errorf("bridge: connector %q: outbox limits: %w", c.Name, err))
 			}
 			next = append(next, prev)
@@ -208,6 +208,7 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 func (b *Bridge) buildForwarder(i int, cfg ConnectorConfig) (*forwarder, error) {
 	c := cfg.Common()
 	if err := cfg.Validate(); err != nil {
+		// Validation messages redact URLs themselves; this also masks any other secret.
 		if sh, ok := cfg.(SecretHolder); ok {
 			err = redact.NewScrubber(sh.Secrets()...).Error(err)
 		}
@@ -218,23 +219,6 @@ func (b *Bridge) buildForwarder(i int, cfg ConnectorConfig) (*forwarder, error) 
 		return nil, fmt.Errorf("bridge: connector %q: unknown type %q", c.Name, c.Type)
 	}
 	return b.newForwarder(i, cfg, t)
-}
-
-// outboxLimits is the storage defaults overridden field by field by the connector's outbox:.
-func outboxLimits(c *Common, lim storage.Config) storage.Config {
-	if c.Outbox.MaxBytes > 0 {
-		lim.MaxBytes = c.Outbox.MaxBytes
-	}
-	if c.Outbox.MaxMessages > 0 {
-		lim.MaxMessages = c.Outbox.MaxMessages
-	}
-	if c.Outbox.TTL > 0 {
-		lim.TTL = c.Outbox.TTL
-	}
-	if c.Outbox.WhenFull != "" {
-		lim.WhenFull = c.Outbox.WhenFull
-	}
-	return lim
 }
 
 // secretFilesPrint digests the contents of every *_file setting of a connector config (password,

@@ -568,9 +568,13 @@ forward:
 	if got := val("edged_bridge_lane_dropped_total", map[string]string{"connector": "c", "lane": "p0-latest", "reason": "superseded"}); got != 1 {
 		t.Errorf("superseded %v, want 1", got)
 	}
-	if got := val("edged_bridge_lane_oldest_age_seconds", map[string]string{"connector": "c", "lane": "p9"}); got <= 0 {
-		t.Errorf("p9 oldest age %v, want > 0", got)
-	}
+	// The age counts from the append (millisecond clock): right after it, it can still read 0.
+	testutil.WaitFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := val("edged_bridge_lane_oldest_age_seconds", map[string]string{"connector": "c", "lane": "p9"}); got <= 0 {
+			return fmt.Errorf("p9 oldest age %v, want > 0", got)
+		}
+		return nil
+	})
 	if got := val("edged_bridge_rate_limit_bytes_per_second", map[string]string{"connector": "c"}); got != 16<<10 {
 		t.Errorf("rate limit %v", got)
 	}
