@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,12 +28,7 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, c who) {
 	s.log.Info("admin action", "action", "reload", "err", err, "remote", c.remote, "auth", c.auth)
 	s.actions.WithLabelValues("reload").Inc()
 	if err != nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusUnprocessableEntity)
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(res)
+		writeJSONStatus(w, http.StatusUnprocessableEntity, res)
 		return
 	}
 	writeJSON(w, res)
