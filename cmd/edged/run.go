@@ -23,6 +23,7 @@ import (
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/config"
+	"github.com/edged-dev/edged/internal/procs"
 	"github.com/edged-dev/edged/internal/sdnotify"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
@@ -120,6 +121,7 @@ type daemon struct {
 	bridge  *bridge.Bridge
 	clients *broker.ClientTable // dashboard: connected clients
 	hist    *admin.History      // dashboard: depth sparklines, bytes written per hour
+	procs   *procs.Controller   // GOMAXPROCS: adaptive or fixed (procs)
 	rl      reloadState         // reload.go: current config, hardware restarts, last result
 }
 
@@ -161,6 +163,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, path string, hup <-chan 
 func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	cfg := d.cfg
 	var (
+		stopProcs  context.CancelFunc
+		procsDone  chan struct{}
 		stopBridge context.CancelFunc
 		bridgeDone chan struct{}
 		adm        *admin.Server
@@ -168,6 +172,21 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 		wdDone     chan struct{}
 	)
 	return []part{{
+		// First up, last down: the runtime's processors are set before anything runs on them.
+		name: "procs",
+		start: func(context.Context) (err error) {
+			d.procs, err = procs.New(procs.Options{Fixed: cfg.Procs, Logger: log.With("component", "procs"), Registerer: reg})
+			if err != nil {
+				return fmt.Errorf("procs: %w", err)
+			}
+			var pctx context.Context
+			pctx, stopProcs = context.WithCancel(context.Background())
+			procsDone = make(chan struct{})
+			go func() { defer close(procsDone); d.procs.Run(pctx) }()
+			return nil
+		},
+		stop: func() error { stopProcs(); <-procsDone; return nil },
+	}, {
 		name: "storage",
 		start: func(context.Context) (err error) {
 			size := dirSize(cfg.DataDir)
@@ -359,6 +378,7 @@ func (d *daemon) status() any {
 		"endpoints": admin.Endpoints(d.current().Bridge.Connectors),
 		"clients":   d.clients.List(),
 		"process":   admin.Process(),
+		"procs":     d.procs.Status(),
 		"history":   d.hist.Snapshot(st.BytesWritten),
 		"reload":    d.reloadStatus(),
 		// Outboxes of connectors no longer configured: kept until purged on purpose.
