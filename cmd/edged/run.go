@@ -163,13 +163,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, path string, hup <-chan 
 func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	cfg := d.cfg
 	var (
-		stopProcs  context.CancelFunc
-		procsDone  chan struct{}
-		stopBridge context.CancelFunc
-		bridgeDone chan struct{}
+		stopProcs  func()
+		stopBridge func()
 		adm        *admin.Server
-		stopWD     context.CancelFunc
-		wdDone     chan struct{}
+		stopWD     func()
 	)
 	return []part{{
 		// First up, last down: the runtime's processors are set before anything runs on them.
@@ -179,13 +176,10 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 			if err != nil {
 				return fmt.Errorf("procs: %w", err)
 			}
-			var pctx context.Context
-			pctx, stopProcs = context.WithCancel(context.Background())
-			procsDone = make(chan struct{})
-			go func() { defer close(procsDone); d.procs.Run(pctx) }()
+			stopProcs = goOwned(d.procs.Run)
 			return nil
 		},
-		stop: func() error { stopProcs(); <-procsDone; return nil },
+		stop: func() error { stopProcs(); return nil },
 	}, {
 		name: "storage",
 		start: func(context.Context) (err error) {
@@ -229,13 +223,10 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 			for _, c := range d.bridge.Status() {
 				log.Info("connector", "name", c.Name, "type", c.Type, "backlog", c.Depth, "dead_letters", c.DeadLetterDepth)
 			}
-			var bctx context.Context
-			bctx, stopBridge = context.WithCancel(context.Background())
-			bridgeDone = make(chan struct{})
-			go func() { defer close(bridgeDone); d.bridge.Run(bctx) }()
+			stopBridge = goOwned(d.bridge.Run)
 			return nil
 		},
-		stop: func() error { stopBridge(); <-bridgeDone; return nil },
+		stop: func() error { stopBridge(); return nil },
 	}, {
 		// Start restores sessions, subscriptions, inflight and retained messages, then binds.
 		name: "mqtt",
@@ -279,22 +270,27 @@ func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 		name: "systemd",
 		start: func(context.Context) error {
 			_ = sdnotify.Ready("serving")
-			var wctx context.Context
-			wctx, stopWD = context.WithCancel(context.Background())
-			wdDone = make(chan struct{})
-			go func() {
-				defer close(wdDone)
-				_ = sdnotify.Watchdog(wctx, func() bool { return d.healthy() == nil })
-			}()
+			stopWD = goOwned(func(ctx context.Context) {
+				_ = sdnotify.Watchdog(ctx, func() bool { return d.healthy() == nil })
+			})
 			return nil
 		},
 		stop: func() error {
 			_ = sdnotify.Stopping()
 			stopWD()
-			<-wdDone
 			return nil
 		},
 	}}
+}
+
+// goOwned runs fn on its own goroutine, owned by the part that calls it: the returned stop
+// cancels fn's context and waits for fn to return. A part's stop is not the start-up context's
+// cancel: parts stop in reverse order, after the signal.
+func goOwned(fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); fn(ctx) }()
+	return func() { cancel(); <-done }
 }
 
 // took is the time since t0 as text ("1.2ms", "3.4s"): log shippers and journald readers get
