@@ -346,7 +346,7 @@ func contains(ss []string, s string) bool {
 
 func statusDoc(t *testing.T, admin string) map[string]any {
 	t.Helper()
-	return testutil.GetJSON(t, "http://"+admin+"/api/v1/status", "")
+	return testutil.GetJSON(t, "http://"+admin+"/api/v1/status")
 }
 
 func reloadsApplied(t *testing.T, admin string) int {

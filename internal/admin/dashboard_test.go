@@ -117,7 +117,14 @@ hardware:
 			t.Fatal(err)
 		}
 	}
-	status := func() map[string]any { return testutil.GetJSON(t, base+"/api/v1/status", dashToken) }
+	status := func() map[string]any {
+		t.Helper()
+		b, err := admin.Get(base+"/api/v1/status", dashToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return testutil.ParseJSON(t, b)
+	}
 	testutil.WaitFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		s := status()
 		c := find(s["connectors"], "name", "im")
@@ -218,13 +225,13 @@ hardware:
 	}
 
 	// Requeue the dead letter through the UI; the cloud takes it this time.
-	run(t, ctx, chromedp.Navigate(base+"/#outboxes"), chromedp.Click(`[data-act="dlq:im"]`, chromedp.ByQuery),
+	run(t, ctx, chromedp.Navigate(base+"/#outboxes"), clickRedrawn(`[data-act="dlq:im"]`),
 		chromedp.WaitVisible(`#dlq tr[data-seq]`, chromedp.ByQuery))
 	shot(t, ctx, shots, "dead-letters")
 	var seq string
 	var ok bool
 	run(t, ctx, chromedp.AttributeValue(`#dlq tr[data-seq]`, "data-seq", &seq, &ok, chromedp.ByQuery))
-	run(t, ctx, chromedp.Click(`[data-act="requeue:im:`+seq+`"]`, chromedp.ByQuery))
+	run(t, ctx, clickRedrawn(`[data-act="requeue:im:`+seq+`"]`))
 	testutil.WaitFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		c := find(status()["connectors"], "name", "im")
 		mu.Lock()
@@ -246,8 +253,8 @@ hardware:
 	}
 
 	// Disconnect a client through the UI (with its confirmation step).
-	run(t, ctx, chromedp.Navigate(base+"/#clients"), chromedp.Click(`[data-act="disconnect:doomed"]`, chromedp.ByQuery),
-		chromedp.Click(`[data-act="disconnect:doomed:yes"]`, chromedp.ByQuery))
+	run(t, ctx, chromedp.Navigate(base+"/#clients"), clickRedrawn(`[data-act="disconnect:doomed"]`),
+		clickRedrawn(`[data-act="disconnect:doomed:yes"]`))
 	select {
 	case <-lost:
 	case <-time.After(20 * time.Second):
@@ -392,6 +399,25 @@ func run(t *testing.T, ctx context.Context, actions ...chromedp.Action) {
 		_ = chromedp.Run(ctx, chromedp.OuterHTML("main", &html, chromedp.ByQuery))
 		t.Fatalf("browser: %v\npage: %.3000s", err, html)
 	}
+}
+
+// clickRedrawn clicks sel in a table the dashboard redraws on every poll. A redraw between
+// finding the node and clicking it fails the click with "Could not find node with given id"
+// before any mouse event is sent, so that error only means: find it again.
+func clickRedrawn(sel string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		for {
+			err := chromedp.Click(sel, chromedp.ByQuery).Do(ctx)
+			if err == nil || !strings.Contains(err.Error(), "Could not find node with given id") {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
 }
 
 // shownValues reads every [data-k] figure of a page: text and data-v.
