@@ -366,13 +366,7 @@ func TestStatusHumanReport(t *testing.T) {
 	testutil.RequireCommand(t, "mosquitto")
 	addr := testutil.FreeAddr(t)
 	cloudPort := testutil.FreePort(t)
-	cfg := baseConfig(tcpListener(addr), "") + fmt.Sprintf(`bridge:
-  connectors:
-    - name: cloud
-      type: mqtt
-      url: tcp://127.0.0.1:%d
-      forward: [{from: "sensors/#", to: "gw/{topic}", qos: 1}]
-`, cloudPort)
+	cfg := baseConfig(tcpListener(addr), "") + cloudBridge(fmt.Sprintf("tcp://127.0.0.1:%d", cloudPort), "sensors/#", "gw/{topic}")
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
 	c := v3Client(t, "tcp://"+addr, "s1", true, "", "")
 	wait(t, c.Publish("sensors/s1/temp", 1, false, "21.5"), "publish")
@@ -417,13 +411,7 @@ func TestStatusHumanReport(t *testing.T) {
 func TestOutboxStatsHuman(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	dead := testutil.FreeAddr(t)
-	cfg := baseConfig(tcpListener(addr), "") + fmt.Sprintf(`bridge:
-  connectors:
-    - name: cloud
-      type: mqtt
-      url: tcp://%s
-      forward: [{from: "sensors/#", to: "{topic}", qos: 1}]
-`, dead)
+	cfg := baseConfig(tcpListener(addr), "") + cloudBridge("tcp://"+dead, "sensors/#", "{topic}")
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
 	c := v3Client(t, "tcp://"+addr, "s1", true, "", "")
 	for i := 0; i < 3; i++ {

@@ -3,13 +3,10 @@ package main_test
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edged-dev/edged/internal/testutil"
@@ -20,30 +17,13 @@ import (
 // reading taken while the uplink is down reaches the cloud later, in a CBOR envelope that keeps
 // its capture time and port; a cloud command reaches the device, framed.
 func TestSerialToCloudAndBack(t *testing.T) {
-	master, slave, err := pty.Open()
-	if err != nil {
-		if testutil.InCI() {
-			t.Fatalf("pty: %v", err)
-		}
-		t.Skipf("no pty: %v", err)
-	}
-	t.Cleanup(func() { master.Close(); slave.Close() })
-	// A non-blocking copy of the master goes into the runtime poller so Close ends the reader.
-	fd, err := syscall.Dup(int(master.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	dev := os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { dev.Close() })
+	master, slave := testutil.OpenPTY(t)
 	var mu sync.Mutex
 	var fromEdged bytes.Buffer
 	go func() {
 		buf := make([]byte, 1024)
 		for {
-			n, err := dev.Read(buf)
+			n, err := master.Read(buf)
 			mu.Lock()
 			fromEdged.Write(buf[:n])
 			mu.Unlock()

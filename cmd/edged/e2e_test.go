@@ -40,6 +40,18 @@ broker:
 
 func tcpListener(addr string) string { return fmt.Sprintf("    - {type: tcp, address: %q}", addr) }
 
+// cloudBridge is a bridge section with one mqtt connector "cloud" to url and one QoS 1 forward
+// rule from one topic filter to another.
+func cloudBridge(url, from, to string) string {
+	return fmt.Sprintf(`bridge:
+  connectors:
+    - name: cloud
+      type: mqtt
+      url: %s
+      forward: [{from: %q, to: %q, qos: 1}]
+`, url, from, to)
+}
+
 func v3Client(t *testing.T, broker, id string, clean bool, user, pass string) mqtt.Client {
 	t.Helper()
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
@@ -399,13 +411,7 @@ func TestPasswdAndVersion(t *testing.T) {
 func TestLargeMessageIsStored(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	dead := testutil.FreeAddr(t) // nothing listens: the uplink is down
-	cfg := baseConfig(tcpListener(addr), "") + fmt.Sprintf(`bridge:
-  connectors:
-    - name: cloud
-      type: mqtt
-      url: tcp://%s
-      forward: [{from: "big/#", to: "{topic}", qos: 1}]
-`, dead)
+	cfg := baseConfig(tcpListener(addr), "") + cloudBridge("tcp://"+dead, "big/#", "{topic}")
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
 	c := v3Client(t, "tcp://"+addr, "big", true, "", "")
 	payload := make([]byte, 1000*1000)

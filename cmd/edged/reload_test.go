@@ -346,15 +346,7 @@ func contains(ss []string, s string) bool {
 
 func statusDoc(t *testing.T, admin string) map[string]any {
 	t.Helper()
-	b, err := testutil.HTTPGet("http://" + admin + "/api/v1/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	return doc
+	return testutil.GetJSON(t, "http://"+admin+"/api/v1/status")
 }
 
 func reloadsApplied(t *testing.T, admin string) int {

@@ -6,23 +6,16 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edged-dev/edged/internal/testutil"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // The signals go to this test process, which trapSignals has told the runtime to catch.
 func TestTrapSignals(t *testing.T) {
-	var logs syncBuf
+	var logs testutil.LockedBuffer
 	hup := make(chan struct{}, 1)
 	ctx, forced, stop := trapSignals(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)), func() { hup <- struct{}{} })
 	defer stop()

@@ -138,19 +138,14 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 		}
 	}
 
-	fmt.Fprintln(w, "\nconnectors")
-	if len(d.Connectors) == 0 {
-		fmt.Fprintln(w, "  no connectors configured")
-	} else {
-		tw := newTable(w)
-		fmt.Fprintln(tw, "  NAME\tTYPE\tSTATE\tFOR\tBACKLOG\tSIZE\tOLDEST\tDEAD\tSENT/S\tSENT\tFAILED\tRECONNECTS\tDOWNLINK")
-		for _, c := range d.Connectors {
+	if printSection(w, "connectors", "connectors", "  NAME\tTYPE\tSTATE\tFOR\tBACKLOG\tSIZE\tOLDEST\tDEAD\tSENT/S\tSENT\tFAILED\tRECONNECTS\tDOWNLINK",
+		len(d.Connectors), func(tw io.Writer, i int) {
+			c := d.Connectors[i]
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Type, c.State, since(c.Since, now),
 				humanize.Comma(c.Depth), humanize.IBytes(uint64(max(c.Bytes, 0))), oldest(c.Depth, time.Duration(c.OldestAgeSeconds*float64(time.Second))),
 				humanize.Comma(c.DeadLetterDepth), rate(c.SentRate), humanize.Comma(int64(c.Sent)), humanize.Comma(int64(c.Failed)),
 				humanize.Comma(int64(c.Reconnects)), humanize.Comma(int64(c.Downlink)))
-		}
-		tw.Flush()
+		}) {
 		printDelivery(w, d.Connectors)
 		for _, c := range d.Connectors {
 			printTraffic(w, c)
@@ -169,18 +164,13 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 	}
 	printReload(w, d, now) // reload.go
 
-	fmt.Fprintln(w, "\nserial")
-	if len(d.Serial) == 0 {
-		fmt.Fprintln(w, "  no serial ports configured")
-	} else {
-		tw := newTable(w)
-		fmt.Fprintln(tw, "  NAME\tPATH\tSTATE\tFOR\tFRAMES IN\tFRAMES OUT\tIN\tOUT\tINVALID\tDROPPED\tQUEUED\tREOPENS")
-		for _, p := range d.Serial {
+	if printSection(w, "serial", "serial ports", "  NAME\tPATH\tSTATE\tFOR\tFRAMES IN\tFRAMES OUT\tIN\tOUT\tINVALID\tDROPPED\tQUEUED\tREOPENS",
+		len(d.Serial), func(tw io.Writer, i int) {
+			p := d.Serial[i]
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.Path, p.State, since(p.Since, now),
 				humanize.Comma(int64(p.FramesIn)), humanize.Comma(int64(p.FramesOut)), humanize.IBytes(p.BytesIn), humanize.IBytes(p.BytesOut),
 				humanize.Comma(int64(p.Invalid)), humanize.Comma(int64(p.Dropped)), p.Queued, humanize.Comma(int64(p.Reopens)))
-		}
-		tw.Flush()
+		}) {
 		for _, p := range d.Serial {
 			if p.LastError != "" {
 				fmt.Fprintf(w, "  %s: last error: %s\n", p.Name, p.LastError)
@@ -188,6 +178,23 @@ func printStatus(w io.Writer, d *statusDoc, now time.Time) {
 		}
 	}
 	printModbus(w, d.Modbus, now)
+}
+
+// printSection writes a section of the status: its title, then a table of the header and n
+// rows, or "no WHAT configured" when there are none. It reports whether it wrote a table.
+func printSection(w io.Writer, title, what, header string, n int, row func(tw io.Writer, i int)) bool {
+	fmt.Fprintln(w, "\n"+title)
+	if n == 0 {
+		fmt.Fprintf(w, "  no %s configured\n", what)
+		return false
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, header)
+	for i := range n {
+		row(tw, i)
+	}
+	tw.Flush()
+	return true
 }
 
 // printModbus prints one line a bus and one a unit; nothing when no bus is configured.

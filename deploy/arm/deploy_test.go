@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,67 +78,6 @@ bridge:
       forward:
         - {from: "sensors/#", to: "{gateway_id}/{topic}", qos: 1}
 `
-
-// daemon is an edged process started by the tests (possibly under qemu).
-type daemon struct {
-	cmd  *exec.Cmd
-	out  *testutil.LockedBuffer
-	done chan struct{}
-	err  error
-}
-
-func startDaemon(t *testing.T, argv []string, cfg string, env ...string) *daemon {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "edged.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{out: &testutil.LockedBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(argv[0], append(argv[1:], "run", "-c", path)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	d.cmd.Env = append(os.Environ(), env...)
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("edged output:\n%s", d.out.String())
-		}
-	})
-	return d
-}
-
-func (d *daemon) waitHealthy(t *testing.T, admin string, total time.Duration) {
-	t.Helper()
-	testutil.WaitFor(t, total, 50*time.Millisecond, func() error {
-		select {
-		case <-d.done:
-			t.Fatalf("edged exited during start-up: %v", d.err)
-		default:
-		}
-		return testutil.HTTPGetOK("http://" + admin + "/healthz")
-	})
-}
-
-func (d *daemon) stop(t *testing.T, total time.Duration) {
-	t.Helper()
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-		if d.err != nil {
-			t.Errorf("edged did not exit 0 on SIGTERM: %v", d.err)
-		}
-	case <-time.After(total):
-		t.Errorf("edged did not stop within %v of SIGTERM", total)
-	}
-}
 
 // memory reads VmRSS, VmHWM and RssAnon (kB) of pid.
 func memory(pid int) (map[string]int, error) {
@@ -204,11 +142,11 @@ func expect(t *testing.T, ch <-chan mqtt.Message, topic, payload string, within 
 // publish/subscribe round trip and a forward to the cloud, reports idle memory, and stops it.
 func runGateway(t *testing.T, argv []string) {
 	cloud := testutil.StartMosquitto(t, 0, "")
-	listen, admin := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cfg := strings.NewReplacer("{data_dir}", t.TempDir(), "{admin}", admin, "{listen}", listen, "{cloud}", cloud.Addr).Replace(gatewayConfig)
-	d := startDaemon(t, argv, cfg)
+	listen := testutil.FreeAddr(t)
+	cfg := strings.NewReplacer("{listen}", listen, "{cloud}", cloud.Addr).Replace(gatewayConfig)
+	d := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg, Argv: argv, NoWait: true})
 	start := time.Now()
-	d.waitHealthy(t, admin, 90*time.Second)
+	d.WaitHealthy(90 * time.Second)
 	t.Logf("%s healthy after %v", filepath.Base(argv[len(argv)-1]), time.Since(start).Round(time.Millisecond))
 
 	cloudSub := subscribe(t, newClient(t, cloud.Addr, "cloud-sub"), "qemu/#")
@@ -223,10 +161,12 @@ func runGateway(t *testing.T, argv []string) {
 		expect(t, cloudSub, "qemu/sensors/meter1", payload, 30*time.Second)
 	}
 	time.Sleep(2 * time.Second) // let start-up garbage settle before sampling idle memory
-	if m, err := memory(d.cmd.Process.Pid); err == nil {
+	if m, err := memory(d.Cmd.Process.Pid); err == nil {
 		t.Logf("idle memory of %v: VmRSS %d kB, VmHWM %d kB, RssAnon %d kB", argv, m["VmRSS"], m["VmHWM"], m["RssAnon"])
 	}
-	d.stop(t, 30*time.Second)
+	if err := d.Stop(30 * time.Second); err != nil {
+		t.Errorf("edged did not exit 0 on SIGTERM: %v", err)
+	}
 }
 
 func requireQemu(t *testing.T, name string) string {
@@ -595,9 +535,8 @@ func TestSystemdNotify(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
-	admin := testutil.FreeAddr(t)
-	cfg := fmt.Sprintf("data_dir: %s\nadmin: {address: %s}\nbroker:\n  listeners:\n    - {type: tcp, address: %s}\n", t.TempDir(), admin, testutil.FreeAddr(t))
-	d := startDaemon(t, []string{bin}, cfg, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	cfg := fmt.Sprintf("data_dir: {data_dir}\nadmin: {address: {admin}}\nbroker:\n  listeners:\n    - {type: tcp, address: %s}\n", testutil.FreeAddr(t))
+	d := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg, Argv: []string{bin}, Env: []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"}, NoWait: true})
 	next := func(want string) {
 		t.Helper()
 		deadline := time.After(30 * time.Second)
@@ -617,19 +556,14 @@ func TestSystemdNotify(t *testing.T) {
 		}
 	}
 	next("READY=1")
-	if err := testutil.HTTPGetOK("http://" + admin + "/healthz"); err != nil {
+	if err := testutil.HTTPGetOK("http://" + d.Admin + "/healthz"); err != nil {
 		t.Errorf("READY=1 sent before /healthz answers: %v", err)
 	}
 	next("WATCHDOG=1")
 	next("WATCHDOG=1")
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	next("STOPPING=1")
-	select {
-	case <-d.done:
-		if d.err != nil {
-			t.Errorf("exit after SIGTERM: %v", d.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("edged did not exit after SIGTERM")
+	// Stop sends SIGTERM and waits for the exit; STOPPING=1 is already queued in msgs by then.
+	if err := d.Stop(30 * time.Second); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
 	}
+	next("STOPPING=1")
 }

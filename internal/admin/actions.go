@@ -39,6 +39,36 @@ type deadLetter struct {
 
 const maxDeadLetterPage = 200
 
+// actionTimeout bounds an action on an outbox (a requeue or purge walks its whole range).
+const actionTimeout = 30 * time.Second
+
+// pathOutbox finds the outbox the request path names; it answers 404 itself when there is none.
+func (s *Server) pathOutbox(w http.ResponseWriter, r *http.Request) (*storage.Outbox, bool) {
+	ob, err := s.outbox(r.PathValue("name"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return nil, false
+	}
+	return ob, true
+}
+
+// outboxAction runs op on ob within actionTimeout and audits it under action, with the fields
+// op returns after the outbox's name.
+func (s *Server) outboxAction(r *http.Request, c who, ob *storage.Outbox, action, counter string, op func(context.Context) ([]any, error)) error {
+	ctx, cancel := context.WithTimeout(r.Context(), actionTimeout)
+	defer cancel()
+	fields, err := op(ctx)
+	s.audit(c, action, counter, err, append([]any{"outbox", ob.Name()}, fields...)...)
+	return err
+}
+
+// audit logs an admin action (its fields, its error, who asked) and counts it under counter.
+func (s *Server) audit(c who, action, counter string, err error, fields ...any) {
+	args := append([]any{"action", action}, fields...)
+	s.log.Info("admin action", append(args, "err", err, "remote", c.remote, "auth", c.auth)...)
+	s.actions.WithLabelValues(counter).Inc()
+}
+
 func (s *Server) outbox(name string) (*storage.Outbox, error) {
 	if s.outboxes == nil {
 		return nil, errors.New("no storage")
@@ -53,9 +83,8 @@ func (s *Server) outbox(name string) (*storage.Outbox, error) {
 
 // deadLetters: GET /api/v1/outboxes/{name}/dead-letters?after=SEQ&limit=N
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ who) {
-	ob, err := s.outbox(r.PathValue("name"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+	ob, ok := s.pathOutbox(w, r)
+	if !ok {
 		return
 	}
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
@@ -84,9 +113,8 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ who) {
 
 // requeue: POST /api/v1/outboxes/{name}/dead-letters/requeue {"seqs": [..]} or {"all": true}
 func (s *Server) requeue(w http.ResponseWriter, r *http.Request, c who) {
-	ob, err := s.outbox(r.PathValue("name"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+	ob, ok := s.pathOutbox(w, r)
+	if !ok {
 		return
 	}
 	var req struct {
@@ -97,12 +125,12 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, c who) {
 		http.Error(w, `body must be {"seqs": [SEQ, ...]} or {"all": true}`, http.StatusBadRequest)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	n, err := ob.Requeue(ctx, req.Seqs...)
-	s.log.Info("admin action", "action", "requeue_dead_letters", "outbox", ob.Name(), "seqs", req.Seqs, "all", req.All,
-		"moved", n, "err", err, "remote", c.remote, "auth", c.auth)
-	s.actions.WithLabelValues("requeue").Inc()
+	var n int
+	err := s.outboxAction(r, c, ob, "requeue_dead_letters", "requeue", func(ctx context.Context) ([]any, error) {
+		var err error
+		n, err = ob.Requeue(ctx, req.Seqs...)
+		return []any{"seqs", req.Seqs, "all", req.All, "moved", n}, err
+	})
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -116,17 +144,16 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request, c who) {
 
 // purge: POST /api/v1/outboxes/{name}/dead-letters/purge
 func (s *Server) purge(w http.ResponseWriter, r *http.Request, c who) {
-	ob, err := s.outbox(r.PathValue("name"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+	ob, ok := s.pathOutbox(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	n, err := ob.PurgeDeadLetters(ctx)
-	s.log.Info("admin action", "action", "purge_dead_letters", "outbox", ob.Name(), "purged", n, "err", err,
-		"remote", c.remote, "auth", c.auth)
-	s.actions.WithLabelValues("purge").Inc()
+	var n int
+	err := s.outboxAction(r, c, ob, "purge_dead_letters", "purge", func(ctx context.Context) ([]any, error) {
+		var err error
+		n, err = ob.PurgeDeadLetters(ctx)
+		return []any{"purged", n}, err
+	})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -148,8 +175,7 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	err := s.clients.Disconnect(req.ID)
-	s.log.Info("admin action", "action", "disconnect_client", "client_id", req.ID, "err", err, "remote", c.remote, "auth", c.auth)
-	s.actions.WithLabelValues("disconnect").Inc()
+	s.audit(c, "disconnect_client", "disconnect", err, "client_id", req.ID)
 	if errors.Is(err, broker.ErrNoClient) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return

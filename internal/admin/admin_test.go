@@ -27,15 +27,6 @@ import (
 	"github.com/edged-dev/edged/wire"
 )
 
-// syncBuf collects log output from several goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 const testToken = "s3cret-token-0123456789abcdef"
 
 func writeToken(t *testing.T, tok string) string {
@@ -47,16 +38,31 @@ func writeToken(t *testing.T, tok string) string {
 	return p
 }
 
+// openOutbox opens a store in a temporary directory with one configured outbox, name.
+func openOutbox(t *testing.T, name string) (*storage.DB, *storage.Outbox) {
+	t.Helper()
+	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ob, err := db.Outbox(name, storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, ob
+}
+
 type fixture struct {
 	s    *Server
 	base string
-	log  *syncBuf
+	log  *testutil.LockedBuffer
 	reg  *prometheus.Registry
 }
 
 func start(t *testing.T, o Options) *fixture {
 	t.Helper()
-	f := &fixture{log: &syncBuf{}, reg: prometheus.NewRegistry()}
+	f := &fixture{log: &testutil.LockedBuffer{}, reg: prometheus.NewRegistry()}
 	if o.Address == "" {
 		o.Address = "127.0.0.1:0"
 	}
@@ -182,15 +188,7 @@ func TestNoTokenRefusesForeignHost(t *testing.T) {
 // Actions are POSTs that need the action header and pass the cross-origin check; each one
 // is logged with who did it.
 func TestActionsCSRFAndAudit(t *testing.T) {
-	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	ob, err := db.Outbox("cloud", storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, _ := openOutbox(t, "cloud")
 	f := start(t, Options{TokenFile: writeToken(t, testToken), Outboxes: db})
 	auth := "Bearer " + testToken
 	for name, h := range map[string]map[string]string{
@@ -219,7 +217,6 @@ func TestActionsCSRFAndAudit(t *testing.T) {
 	if code, body := f.do(t, "POST", "/api/v1/outboxes/cloud/dead-letters/requeue", `{"seqs":[7]}`, ok); code != 200 || !strings.Contains(body, "not found") {
 		t.Fatalf("requeue of a missing seq: %d %s", code, body)
 	}
-	_ = ob
 	logs := f.log.String()
 	if !regexp.MustCompile(`msg="admin action" .*action=purge_dead_letters outbox=cloud purged=0 .*remote=127\.0\.0\.1:\d+ auth=token`).MatchString(logs) {
 		t.Fatalf("purge not audited:\n%s", logs)

@@ -13,12 +13,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/creack/pty"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edged-dev/edged/internal/admin"
@@ -60,7 +58,9 @@ func TestDashboardInChromium(t *testing.T) {
 	go func() { _ = cloud.Serve(cln) }()
 	t.Cleanup(func() { _ = cloud.Close() })
 
-	master, slave := openPTY(t)
+	// The master side plays the meter; what edged writes to it is drained so the pty never blocks.
+	master, slave := testutil.OpenPTY(t)
+	go func() { _, _ = io.Copy(io.Discard, master) }()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "admin.token")
 	if err := os.WriteFile(tokenFile, []byte(dashToken+"\n"), 0o600); err != nil {
@@ -98,7 +98,7 @@ hardware:
       reopen: {min: 100ms, max: 500ms}
       units:
         - {name: u1, id: 1, points: [{name: level, type: holding, address: 0}]}
-`, tokenFile, mqttAddr, cln.Addr(), deadAddr, slave, testutil.FreeAddr(t))
+`, tokenFile, mqttAddr, cln.Addr(), deadAddr, slave.Name(), testutil.FreeAddr(t))
 	e := testutil.StartEdged(t, testutil.EdgedOptions{ConfigYAML: cfg})
 	base := "http://" + e.Admin
 
@@ -117,7 +117,14 @@ hardware:
 			t.Fatal(err)
 		}
 	}
-	status := func() map[string]any { return getStatus(t, base) }
+	status := func() map[string]any {
+		t.Helper()
+		b, err := admin.Get(base+"/api/v1/status", dashToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return testutil.ParseJSON(t, b)
+	}
 	testutil.WaitFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		s := status()
 		c := find(s["connectors"], "name", "im")
@@ -218,13 +225,13 @@ hardware:
 	}
 
 	// Requeue the dead letter through the UI; the cloud takes it this time.
-	run(t, ctx, chromedp.Navigate(base+"/#outboxes"), chromedp.Click(`[data-act="dlq:im"]`, chromedp.ByQuery),
+	run(t, ctx, chromedp.Navigate(base+"/#outboxes"), clickRedrawn(`[data-act="dlq:im"]`),
 		chromedp.WaitVisible(`#dlq tr[data-seq]`, chromedp.ByQuery))
 	shot(t, ctx, shots, "dead-letters")
 	var seq string
 	var ok bool
 	run(t, ctx, chromedp.AttributeValue(`#dlq tr[data-seq]`, "data-seq", &seq, &ok, chromedp.ByQuery))
-	run(t, ctx, chromedp.Click(`[data-act="requeue:im:`+seq+`"]`, chromedp.ByQuery))
+	run(t, ctx, clickRedrawn(`[data-act="requeue:im:`+seq+`"]`))
 	testutil.WaitFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		c := find(status()["connectors"], "name", "im")
 		mu.Lock()
@@ -246,8 +253,8 @@ hardware:
 	}
 
 	// Disconnect a client through the UI (with its confirmation step).
-	run(t, ctx, chromedp.Navigate(base+"/#clients"), chromedp.Click(`[data-act="disconnect:doomed"]`, chromedp.ByQuery),
-		chromedp.Click(`[data-act="disconnect:doomed:yes"]`, chromedp.ByQuery))
+	run(t, ctx, chromedp.Navigate(base+"/#clients"), clickRedrawn(`[data-act="disconnect:doomed"]`),
+		clickRedrawn(`[data-act="disconnect:doomed:yes"]`))
 	select {
 	case <-lost:
 	case <-time.After(20 * time.Second):
@@ -394,6 +401,25 @@ func run(t *testing.T, ctx context.Context, actions ...chromedp.Action) {
 	}
 }
 
+// clickRedrawn clicks sel in a table the dashboard redraws on every poll. A redraw between
+// finding the node and clicking it fails the click with "Could not find node with given id"
+// before any mouse event is sent, so that error only means: find it again.
+func clickRedrawn(sel string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		for {
+			err := chromedp.Click(sel, chromedp.ByQuery).Do(ctx)
+			if err == nil || !strings.Contains(err.Error(), "Could not find node with given id") {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // shownValues reads every [data-k] figure of a page: text and data-v.
 func shownValues(t *testing.T, ctx context.Context, scope string) map[string][2]string {
 	t.Helper()
@@ -424,19 +450,6 @@ func shot(t *testing.T, ctx context.Context, dir, name string) {
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func getStatus(t *testing.T, base string) map[string]any {
-	t.Helper()
-	b, err := admin.Get(base+"/api/v1/status", dashToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 func list(v any) []any { l, _ := v.([]any); return l }
@@ -476,29 +489,4 @@ func wait(t *testing.T, tok mqtt.Token) {
 	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 		t.Fatalf("mqtt: %v", tok.Error())
 	}
-}
-
-// openPTY gives a pseudo-terminal: the master side plays the meter, edged opens the slave path.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	master, slave, err := pty.Open()
-	if err != nil {
-		if testutil.InCI() {
-			t.Fatalf("pty: %v", err)
-		}
-		t.Skipf("no pty: %v", err)
-	}
-	t.Cleanup(func() { master.Close(); slave.Close() })
-	// Drain what edged writes so the pty never blocks (non-blocking dup: Close ends the read).
-	fd, err := syscall.Dup(int(master.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	dev := os.NewFile(uintptr(fd), "ptmx")
-	t.Cleanup(func() { dev.Close() })
-	go func() { _, _ = io.Copy(io.Discard, dev) }()
-	return master, slave.Name()
 }

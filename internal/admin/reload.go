@@ -25,8 +25,7 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	res, err := s.reload(r.Context(), "api "+c.remote)
-	s.log.Info("admin action", "action", "reload", "err", err, "remote", c.remote, "auth", c.auth)
-	s.actions.WithLabelValues("reload").Inc()
+	s.audit(c, "reload", "reload", err)
 	if err != nil {
 		writeJSONStatus(w, http.StatusUnprocessableEntity, res)
 		return
@@ -37,17 +36,19 @@ func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, c who) {
 // purgeOrphaned: POST /api/v1/outboxes/{name}/purge deletes the backlog and dead letters of
 // an outbox whose connector a reload removed (409 for a configured connector's outbox).
 func (s *Server) purgeOrphaned(w http.ResponseWriter, r *http.Request, c who) {
-	ob, err := s.outbox(r.PathValue("name"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+	ob, ok := s.pathOutbox(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	q, d, err := ob.PurgeOrphaned(ctx)
-	s.log.Info("admin action", "action", "purge_outbox", "outbox", ob.Name(), "purged_queued", q, "purged_dead_letters", d,
-		"err", err, "remote", c.remote, "auth", c.auth)
-	s.actions.WithLabelValues("purge_outbox").Inc()
+	var (
+		q int64
+		d int
+	)
+	err := s.outboxAction(r, c, ob, "purge_outbox", "purge_outbox", func(ctx context.Context) ([]any, error) {
+		var err error
+		q, d, err = ob.PurgeOrphaned(ctx)
+		return []any{"purged_queued", q, "purged_dead_letters", d}, err
+	})
 	switch {
 	case errors.Is(err, storage.ErrConfigured):
 		http.Error(w, err.Error(), http.StatusConflict)

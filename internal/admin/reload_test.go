@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/edged-dev/edged/internal/testutil"
-	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
 )
 
@@ -75,15 +74,7 @@ func TestSetTokenRotates(t *testing.T) {
 // POST /api/v1/outboxes/NAME/purge empties a removed connector's outbox, and refuses a
 // configured one.
 func TestPurgeOrphanedOutbox(t *testing.T) {
-	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	ob, err := db.Outbox("gone", storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, ob := openOutbox(t, "gone")
 	for i := 0; i < 3; i++ {
 		if err := ob.Append(context.Background(), &wire.Envelope{Version: wire.Version, ID: wire.NewID(), Topic: "t", Payload: []byte("x"), QoS: 1}); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edged-dev/edged/internal/testutil"
 )
 
 // A network-reachable admin API is accepted with a token file; loopback needs none.
@@ -116,22 +118,7 @@ func FuzzParse(f *testing.F) {
 
 // The README's configuration reference must stay a valid config showing real keys.
 func TestREADMEReference(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	i := strings.Index(s, "<!-- config:reference -->")
-	if i < 0 {
-		t.Fatal("README lacks <!-- config:reference -->")
-	}
-	s = s[i:]
-	start := strings.Index(s, "```yaml\n")
-	end := strings.Index(s[start+8:], "```")
-	if start < 0 || end < 0 {
-		t.Fatal("no yaml block after the marker")
-	}
-	doc := s[start+8 : start+8+end]
+	doc := testutil.READMEYAML(t, "config:reference")
 	cfg, err := Parse("README.md", []byte(doc))
 	if err != nil {
 		t.Fatalf("README reference config:\n%v", err)

@@ -123,11 +123,7 @@ func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, k
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			if n.Tag == "!!null" {
-				return
-			}
-			add(n.Line, path, fmt.Sprintf("want a mapping, got %s", describe(n)))
+		if !isKind(n, yaml.MappingNode, path, add) {
 			return
 		}
 		fields := map[string]reflect.Type{}
@@ -151,28 +147,32 @@ func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, k
 		if t.Elem().Kind() == reflect.Uint8 {
 			return
 		}
-		if n.Kind != yaml.SequenceNode {
-			if n.Tag == "!!null" {
-				return
-			}
-			add(n.Line, path, fmt.Sprintf("want a list, got %s", describe(n)))
+		if !isKind(n, yaml.SequenceNode, path, add) {
 			return
 		}
 		for i, c := range n.Content {
 			strictCheck(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), add)
 		}
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			if n.Tag == "!!null" {
-				return
-			}
-			add(n.Line, path, fmt.Sprintf("want a mapping, got %s", describe(n)))
+		if !isKind(n, yaml.MappingNode, path, add) {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			strictCheck(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), add)
 		}
 	}
+}
+
+// isKind reports whether n is a node of kind (a mapping or a list). A null node (a key with no
+// value) is not, silently: the field keeps its zero value; anything else is reported.
+func isKind(n *yaml.Node, kind yaml.Kind, path string, add func(line int, key, msg string)) bool {
+	if n.Kind == kind {
+		return true
+	}
+	if n.Tag != "!!null" {
+		add(n.Line, path, fmt.Sprintf("want %s, got %s", describe(&yaml.Node{Kind: kind}), describe(n)))
+	}
+	return false
 }
 
 func describe(n *yaml.Node) string {

@@ -87,12 +87,9 @@ type Duration time.Duration
 // UnmarshalYAML accepts a duration string; a YAML type error keeps the decoder collecting
 // every bad value of the file.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a duration such as 30s or 7d", n.Line)}}
-	}
-	v, err := ParseDuration(n.Value)
+	v, err := parseScalar(n, "a duration such as 30s or 7d", ParseDuration)
 	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+		return err
 	}
 	*d = Duration(v)
 	return nil

@@ -2,6 +2,7 @@ package faultfs
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -282,6 +283,44 @@ func TestUnlinkIsDurableOnlyAfterDirFsync(t *testing.T) {
 	r.syncDir(".")
 	r.cut()
 	r.wantGone("a")
+}
+
+// unlink removes files only and rmdir empty directories only, each with the errno of a real
+// file system for the other kind.
+func TestUnlinkAndRmdirErrors(t *testing.T) {
+	r := newRig(t, Options{})
+	if err := os.Mkdir(r.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.write("d/f", []byte("F"), false)
+	r.write("g", []byte("G"), false)
+	for _, c := range []struct {
+		op   string
+		name string
+		want error
+	}{
+		{"unlink", "d", unix.EISDIR},
+		{"rmdir", "g", unix.ENOTDIR},
+		{"rmdir", "d", unix.ENOTEMPTY},
+		{"unlink", "nope", unix.ENOENT},
+		{"rmdir", "nope", unix.ENOENT},
+		{"unlink", "d/f", nil},
+		{"rmdir", "d", nil},
+		{"unlink", "g", nil},
+	} {
+		rm := unix.Unlink
+		if c.op == "rmdir" {
+			rm = unix.Rmdir
+		}
+		if err := rm(r.path(c.name)); !errors.Is(err, c.want) {
+			t.Errorf("%s %s: %v, want %v", c.op, c.name, err, c.want)
+		}
+	}
+	for _, name := range []string{"d", "g"} {
+		if _, err := os.Lstat(r.path(name)); !os.IsNotExist(err) {
+			t.Errorf("%s after removal: %v, want gone", name, err)
+		}
+	}
 }
 
 func TestTruncateIsPending(t *testing.T) {

@@ -204,36 +204,26 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	return n.child(ctx, c, out), 0
 }
 
-func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if e := n.lock(); e != 0 {
-		return e
-	}
-	defer n.unlock()
-	c := n.in.live[name]
-	if c == nil {
-		return syscall.ENOENT
-	}
-	if c.isDir {
-		return syscall.EISDIR
-	}
-	delete(n.in.live, name)
-	n.in.mtime = time.Now()
-	return 0
-}
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return n.remove(name, false) }
 
-func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno { return n.remove(name, true) }
+
+// remove takes name out of the directory's live entries: a file for unlink, an empty
+// directory for rmdir (dir), with the errno each gives for the other kind.
+func (n *node) remove(name string, dir bool) syscall.Errno {
 	if e := n.lock(); e != 0 {
 		return e
 	}
 	defer n.unlock()
 	c := n.in.live[name]
-	if c == nil {
+	switch {
+	case c == nil:
 		return syscall.ENOENT
-	}
-	if !c.isDir {
+	case c.isDir && !dir:
+		return syscall.EISDIR
+	case !c.isDir && dir:
 		return syscall.ENOTDIR
-	}
-	if len(c.live) > 0 {
+	case dir && len(c.live) > 0:
 		return syscall.ENOTEMPTY
 	}
 	delete(n.in.live, name)

@@ -3,26 +3,23 @@ package testutil
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
 
 // NATSNode is one nats-server process of a test cluster, on loopback ports.
 type NATSNode struct {
-	t       testing.TB
+	peer
 	Name    string
 	URL     string // nats://127.0.0.1:PORT
 	Port    int
-	conf    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	Out     *LockedBuffer
 	monPort int
 }
+
+// natsStartTimeout bounds one node's start-up (JetStream recovers its store first).
+const natsStartTimeout = 20 * time.Second
 
 // NATSCluster is a JetStream cluster of real nats-server processes (the Debian binary).
 type NATSCluster struct {
@@ -72,8 +69,9 @@ jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		node := &NATSNode{t: t, Name: name, Port: ports[i], URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[i]), conf: conf, monPort: mports[i]}
-		node.start(bin)
+		node := &NATSNode{peer: peer{t: t, name: "nats-server " + name, addr: fmt.Sprintf("127.0.0.1:%d", ports[i]), conf: conf},
+			Name: name, Port: ports[i], URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[i]), monPort: mports[i]}
+		node.start(bin, natsStartTimeout)
 		t.Cleanup(node.Stop)
 		c.Nodes = append(c.Nodes, node)
 	}
@@ -94,36 +92,8 @@ jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }
 	return c
 }
 
-func (n *NATSNode) start(bin string) {
-	n.t.Helper()
-	n.Out = &LockedBuffer{}
-	n.cmd = exec.Command(bin, "-c", n.conf)
-	n.cmd.Stdout, n.cmd.Stderr = n.Out, n.Out
-	n.done = make(chan struct{})
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatalf("start nats-server %s: %v", n.Name, err)
-	}
-	done, cmd := n.done, n.cmd
-	go func() { _ = cmd.Wait(); close(done) }()
-	WaitFor(n.t, 20*time.Second, 20*time.Millisecond, func() error {
-		select {
-		case <-done:
-			n.t.Fatalf("nats-server %s exited: %s", n.Name, n.Out.String())
-		default:
-		}
-		return dialOK(fmt.Sprintf("127.0.0.1:%d", n.Port))
-	})
-}
-
 // Kill sends SIGKILL (a crash, not a clean shutdown) and waits for the process to exit.
-func (n *NATSNode) Kill() {
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.done
-	n.cmd = nil
-}
+func (n *NATSNode) Kill() { n.kill() }
 
 // Stop is Kill; idempotent, used in cleanup.
 func (n *NATSNode) Stop() { n.Kill() }
@@ -132,7 +102,7 @@ func (n *NATSNode) Stop() { n.Kill() }
 func (n *NATSNode) Restart() {
 	n.t.Helper()
 	n.Kill()
-	n.start(RequireCommand(n.t, "nats-server"))
+	n.start(RequireCommand(n.t, "nats-server"), natsStartTimeout)
 }
 
 // RaceEnabled reports whether the test binary was built with -race (tests scale their load

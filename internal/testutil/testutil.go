@@ -167,6 +167,9 @@ type EdgedOptions struct {
 	DataDir    string // default t.TempDir()
 	Admin      string // default a free loopback address
 	Env        []string
+	// Argv, when set, is the command run with "run -c CONFIG" appended instead of the binary
+	// EdgedBinary builds: another build, or an emulator and an ARM binary.
+	Argv []string
 	// NoWait skips waiting for /healthz.
 	NoWait bool
 }
@@ -174,7 +177,10 @@ type EdgedOptions struct {
 // StartEdged writes the config, starts the binary and waits until /healthz answers.
 func StartEdged(t testing.TB, o EdgedOptions) *Edged {
 	t.Helper()
-	bin := EdgedBinary(t)
+	argv := o.Argv
+	if len(argv) == 0 {
+		argv = []string{EdgedBinary(t)}
+	}
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
 	}
@@ -187,7 +193,7 @@ func StartEdged(t testing.TB, o EdgedOptions) *Edged {
 		t.Fatal(err)
 	}
 	e := &Edged{t: t, Config: cfgPath, DataDir: o.DataDir, Admin: o.Admin, Out: &LockedBuffer{}, done: make(chan struct{})}
-	e.Cmd = exec.Command(bin, "run", "-c", cfgPath)
+	e.Cmd = exec.Command(argv[0], append(argv[1:len(argv):len(argv)], "run", "-c", cfgPath)...)
 	e.Cmd.Stdout = e.Out
 	e.Cmd.Stderr = e.Out
 	e.Cmd.Env = append(os.Environ(), o.Env...)

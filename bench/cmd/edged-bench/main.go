@@ -166,6 +166,20 @@ func header(s settings, edged, mosq string) string {
 	return w.String()
 }
 
+// figureHeader writes the head of a results table: a "figure" column, then one right-aligned
+// column for each name.
+func figureHeader(w *bytes.Buffer, cols []string) {
+	fmt.Fprintf(w, "| figure |")
+	for _, c := range cols {
+		fmt.Fprintf(w, " %s |", c)
+	}
+	fmt.Fprintf(w, "\n| --- |")
+	for range cols {
+		fmt.Fprintf(w, " ---: |")
+	}
+	fmt.Fprintf(w, "\n")
+}
+
 func cpuModel() string {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	for _, l := range strings.Split(string(b), "\n") {

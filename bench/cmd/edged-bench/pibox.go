@@ -231,15 +231,7 @@ func (b *bench) piSection() string {
 			b.fail("pi box on edged: %v", r.err)
 		}
 	}
-	fmt.Fprintf(&w, "| figure |")
-	for _, nm := range names {
-		fmt.Fprintf(&w, " %s |", nm)
-	}
-	fmt.Fprintf(&w, "\n| --- |")
-	for range names {
-		fmt.Fprintf(&w, " ---: |")
-	}
-	fmt.Fprintf(&w, "\n")
+	figureHeader(&w, names)
 	// A broker that died in the box gets one row saying so (OOM kills counted), not its
 	// error repeated in every cell.
 	first := true

@@ -146,14 +146,7 @@ func (b *bench) fanInSection() string {
 
 // The edge broker with its uplink down: edged's forward rule into an mqtt connector, or a
 // mosquitto bridge, both pointing at {uplink} where nothing listens until the gate opens.
-const edgedWithUplink = `data_dir: {data_dir}
-gateway_id: bench
-log: {level: warn}
-admin: {address: {admin}}
-broker:
-  listeners:
-    - {type: tcp, address: {listen}}
-storage:
+const edgedWithUplink = edgedBrokerOnly + `storage:
   max_messages: 5000000
   max_bytes: 4GiB
 bridge:
@@ -315,15 +308,7 @@ func (b *bench) backlogSection() string {
 	}
 	var w bytes.Buffer
 	fmt.Fprintf(&w, "### Uplink down, then back: %d publishers, QoS 1, %d B payloads (median of %d)\n\n", s.ingestPubs, s.bsize, s.bruns)
-	fmt.Fprintf(&w, "| figure |")
-	for _, n := range names {
-		fmt.Fprintf(&w, " %s |", n)
-	}
-	fmt.Fprintf(&w, " edged / mosquitto |\n| --- |")
-	for range names {
-		fmt.Fprintf(&w, " ---: |")
-	}
-	fmt.Fprintf(&w, " ---: |\n")
+	figureHeader(&w, append(names[:len(names):len(names)], "edged / mosquitto"))
 	row := func(label, format string, get func(a agg) []float64) {
 		fmt.Fprintf(&w, "| %s |", label)
 		var vals []float64
