@@ -47,15 +47,11 @@ func (b *bench) fanInSection() string {
 	var w bytes.Buffer
 	ts := b.fanInTargets()
 	fmt.Fprintf(&w, "### Local fan-in: %d publishers -> 1 subscriber, %d B payloads (median of %d)\n\n", s.pubs, s.size, s.runs)
-	fmt.Fprintf(&w, "| figure |")
+	var cols []string
 	for _, t := range ts {
-		fmt.Fprintf(&w, " %s |", t.name)
+		cols = append(cols, t.name)
 	}
-	fmt.Fprintf(&w, " edged / mosquitto nodelay |\n| --- |")
-	for range ts {
-		fmt.Fprintf(&w, " ---: |")
-	}
-	fmt.Fprintf(&w, " ---: |\n")
+	figureHeader(&w, append(cols, "edged / mosquitto nodelay"))
 	for _, qos := range []byte{0, 1} {
 		per := s.perPub0
 		if qos == 1 {
