@@ -38,29 +38,20 @@ type corpusSizes struct {
 }
 
 func measureCorpus(tb testing.TB, envs []*Envelope) corpusSizes {
+	size := func(b []byte, err error) int {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return len(b)
+	}
 	var s corpusSizes
 	for _, e := range envs {
-		c, err := MarshalEnvelope(e)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		j, err := MarshalEnvelopeJSON(e)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s.cbor += len(c)
-		s.json += len(j)
+		s.cbor += size(MarshalEnvelope(e))
+		s.json += size(MarshalEnvelopeJSON(e))
 	}
 	b := &Batch{Gateway: "gw-plant-01", Envelopes: envs}
-	cb, err := MarshalBatch(b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	jb, err := MarshalBatchJSON(b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.cborBatch, s.jsonBatch = len(cb), len(jb)
+	s.cborBatch, s.jsonBatch = size(MarshalBatch(b)), size(MarshalBatchJSON(b))
 	return s
 }
 
