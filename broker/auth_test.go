@@ -64,13 +64,9 @@ func TestACLv5(t *testing.T) {
 	must(t, err)
 	_, err = ops.Publish(ctx10(t), &paho.Publish{Topic: "cmd/d1/reboot", QoS: 1, Payload: []byte("now")})
 	must(t, err)
-	select {
-	case m := <-dev.msgs:
-		if m.Topic != "cmd/d1/reboot" {
-			t.Fatalf("got %s", m.Topic)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("command not delivered")
+	m := recv(t, dev.msgs, 10*time.Second, "command not delivered")
+	if m.Topic != "cmd/d1/reboot" {
+		t.Fatalf("got %s", m.Topic)
 	}
 	// the connection survived the denials
 	if _, err := dev.Publish(ctx10(t), &paho.Publish{Topic: "sensors/d1/x", QoS: 1}); err != nil {
@@ -91,11 +87,7 @@ func TestACLv3(t *testing.T) {
 	must(t, waitTok(t, dev.Publish("sensors/d1/t", 1, false, "ok")))
 	// a denied QoS 1 publish disconnects a 3.1.1 client (no negative PUBACK in 3.1.1)
 	dev.Publish("sensors/d2/t", 1, false, "no")
-	select {
-	case <-lost:
-	case <-time.After(10 * time.Second):
-		t.Fatal("v3 client not disconnected after denied publish")
-	}
+	recv(t, lost, 10*time.Second, "v3 client not disconnected after denied publish")
 }
 
 func TestBadPassword(t *testing.T) {
@@ -121,11 +113,7 @@ func TestBadPassword(t *testing.T) {
 	must(t, waitTok(t, anon.Publish("cmd/x", 1, false, "y")))
 	must(t, waitTok(t, good.Publish("cmd/x", 1, false, "y")))
 	for range 2 {
-		select {
-		case <-got:
-		case <-time.After(10 * time.Second):
-			t.Fatal("authenticated client stopped working")
-		}
+		recv(t, got, 10*time.Second, "authenticated client stopped working")
 	}
 }
 
@@ -224,25 +212,17 @@ func TestWebsocketListener(t *testing.T) {
 	must(t, waitTok(t, c.Subscribe("ws/#", 2, func(_ pahov3.Client, m pahov3.Message) { got <- string(m.Payload()) })))
 	for qos := byte(0); qos <= 2; qos++ {
 		must(t, waitTok(t, c.Publish("ws/x", qos, false, "over websocket")))
-		select {
-		case p := <-got:
-			if p != "over websocket" {
-				t.Fatalf("got %q", p)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("websocket round trip failed")
+		p := recv(t, got, 10*time.Second, "websocket round trip failed")
+		if p != "over websocket" {
+			t.Fatalf("got %q", p)
 		}
 	}
 	// A packet larger than the websocket library's default 32KiB message limit: only the
 	// broker's own packet limit applies to websocket clients, as to TCP ones.
 	big := strings.Repeat("x", 100<<10)
 	must(t, waitTok(t, c.Publish("ws/big", 1, false, big)))
-	select {
-	case p := <-got:
-		if p != big {
-			t.Fatalf("got %d bytes, want %d", len(p), len(big))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("100KiB websocket message not delivered")
+	p := recv(t, got, 10*time.Second, "100KiB websocket message not delivered")
+	if p != big {
+		t.Fatalf("got %d bytes, want %d", len(p), len(big))
 	}
 }

@@ -164,6 +164,14 @@ func (h *backpressureHook) OnACLCheck(cl *mqtt.Client, topic string, write bool)
 	return false
 }
 
+// releaseLocked wakes everybody waiting for s (s.mu held).
+func (s *subState) releaseLocked() {
+	if s.wake != nil {
+		close(s.wake)
+		s.wake = nil
+	}
+}
+
 func (s *subState) hasWaiters() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -215,8 +223,7 @@ func (h *backpressureHook) throttle(cl *mqtt.Client, s *subState) {
 			s.slow, s.slowSince, s.slowSent = true, time.Now(), s.sent.Load()
 		}
 		if s.wake == wake { // release everybody else waiting for cl
-			close(s.wake)
-			s.wake = nil
+			s.releaseLocked()
 		}
 		s.mu.Unlock()
 		if ok, n := h.warn.Allow(cl.ID); ok && first {
@@ -258,10 +265,7 @@ func (h *backpressureHook) progress(s *subState, cl *mqtt.Client) {
 	}
 	s.mu.Lock()
 	s.slow = false
-	if s.wake != nil {
-		close(s.wake)
-		s.wake = nil
-	}
+	s.releaseLocked()
 	s.mu.Unlock()
 }
 
@@ -277,10 +281,7 @@ func (h *backpressureHook) forget(cl *mqtt.Client) {
 	s := v.(*subState)
 	s.mu.Lock()
 	s.dead = true
-	if s.wake != nil {
-		close(s.wake)
-		s.wake = nil
-	}
+	s.releaseLocked()
 	s.mu.Unlock()
 }
 

@@ -20,16 +20,13 @@ import (
 )
 
 // The hook reads mochi's unexported write queue; a mochi upgrade that renames it must fail
-// here rather than silently turn backpressure off.
+// here (and in TestMochiOutboundQueue) rather than silently turn backpressure off.
 func TestBackpressureQueueLen(t *testing.T) {
-	if outboundField == nil {
-		t.Fatal("mochi Client.State.outbound not found: backpressure would be disabled")
-	}
 	cfg := localConfig()
 	cfg.MaxQueued = 64
 	b := startBroker(t, Options{Config: cfg}, nil)
 	if b.bp == nil {
-		t.Fatal("backpressure hook not installed")
+		t.Fatal("backpressure hook not installed (mochi Client.State.outbound not found?)")
 	}
 	mustV3(t, addr(b, 0), "ql", v3opts{clean: true})
 	var cl *mqtt.Client
@@ -142,14 +139,11 @@ func TestBackpressureNoDrops(t *testing.T) {
 	const pubs, per, size = 4, 2500, 1000
 	for _, mode := range []string{"capture", "no-capturer"} {
 		t.Run(mode, func(t *testing.T) {
-			cfg := localConfig()
-			cfg.MaxQueued = 64
-			cfg.BackpressureWait = 5 * time.Second
 			var c Capturer
 			if mode == "capture" {
 				c = &countCapturer{}
 			}
-			b := startBroker(t, Options{Config: cfg}, c)
+			b := startBackpressure(t, 5*time.Second, c, func(cfg *Config) { cfg.MaxQueued = 64 })
 			sub := newSlowSubscriber(t, addr(b, 0), "bp/"+mode, true, 0)
 			start := time.Now()
 			publishAll(t, addr(b, 0), "bp/"+mode, pubs, per, size, 0)
@@ -177,12 +171,9 @@ func TestBackpressureNoDrops(t *testing.T) {
 // subscriber already has max_inflight unacknowledged messages; the publishers wait instead.
 func TestBackpressureInflightNoDrops(t *testing.T) {
 	const pubs, per, size = 4, 1500, 200
-	cfg := localConfig()
 	// 64: the marks (48 / 16) leave more headroom above high water than the four
 	// publishers can add between their checks.
-	cfg.MaxInflight = 64
-	cfg.BackpressureWait = 5 * time.Second
-	b := startBroker(t, Options{Config: cfg}, &countCapturer{})
+	b := startBackpressure(t, 5*time.Second, &countCapturer{}, func(cfg *Config) { cfg.MaxInflight = 64 })
 	sub := newSlowSubscriber(t, addr(b, 0), "bpq1/x", true, 1)
 	publishAll(t, addr(b, 0), "bpq1/x", pubs, per, size, 1)
 	eventually(t, 60*time.Second, "all messages delivered", func() bool {
@@ -204,6 +195,16 @@ func TestBackpressureInflightNoDrops(t *testing.T) {
 	}
 }
 
+// startBackpressure starts a broker with backpressure_wait wait and the limits set sets,
+// capturing into c.
+func startBackpressure(t *testing.T, wait time.Duration, c Capturer, set func(*Config)) *Broker {
+	t.Helper()
+	cfg := localConfig()
+	cfg.BackpressureWait = wait
+	set(&cfg)
+	return startBroker(t, Options{Config: cfg}, c)
+}
+
 // countCapturer accepts everything (recCapturer would keep 10 MB of messages).
 type countCapturer struct{ n atomic.Int64 }
 
@@ -219,22 +220,14 @@ func stalledSubscriber(t *testing.T, address, topic string) {
 		Connect:     packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "stalled", Keepalive: 60, Clean: true},
 	})
 	rc.expect(packets.Connack)
-	rc.send(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
-		PacketID:    1,
-		Filters:     packets.Subscriptions{{Filter: topic}},
-	})
-	rc.expect(packets.Suback)
+	rc.subscribe(1, packets.Subscription{Filter: topic})
 }
 
 // A subscriber that stops reading costs the publishers one timeout episode: after it, a
 // second, fast subscriber receives everything, and the stalled one's messages are dropped.
 func TestBackpressureStalledSubscriber(t *testing.T) {
 	const pubs, per, size = 4, 2500, 1000
-	cfg := localConfig()
-	cfg.MaxQueued = 64
-	cfg.BackpressureWait = 300 * time.Millisecond
-	b := startBroker(t, Options{Config: cfg}, &countCapturer{})
+	b := startBackpressure(t, 300*time.Millisecond, &countCapturer{}, func(cfg *Config) { cfg.MaxQueued = 64 })
 	stalledSubscriber(t, addr(b, 0), "st/x")
 	fast := newSlowSubscriber(t, addr(b, 0), "st/x", false, 0)
 
@@ -298,17 +291,8 @@ func TestBackpressureCloseWhileWaiting(t *testing.T) {
 	eventually(t, 20*time.Second, "a publisher waiting", func() bool { return b.Status().BackpressureWaits > 0 })
 	closed := make(chan error, 1)
 	go func() { closed <- b.Close() }()
-	select {
-	case err := <-closed:
-		must(t, err)
-	case <-time.After(3 * time.Second):
-		t.Fatal("Close hangs while publishers wait")
-	}
-	select {
-	case <-inlineDone:
-	case <-time.After(3 * time.Second):
-		t.Fatal("Broker.Publish still blocked after Close")
-	}
+	must(t, recv(t, closed, 3*time.Second, "Close hangs while publishers wait"))
+	recv(t, inlineDone, 3*time.Second, "Broker.Publish still blocked after Close")
 	if n := b.Status().BackpressureTimeouts; n != 0 {
 		t.Errorf("%d timeouts: Close should have released the waiters", n)
 	}

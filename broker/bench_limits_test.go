@@ -51,9 +51,7 @@ func BenchmarkTopicLimits(b *testing.B) {
 		b.ReportMetric(float64(processCPU()-c0)/float64(b.N)/1e6, "cpu-ms/op")
 	}
 	subscribe := func(rc *rawClient, id uint16, filter string) byte {
-		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id,
-			Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}})
-		return rc.expect(packets.Suback).ReasonCodes[0]
+		return rc.subscribe(id, packets.Subscription{Filter: filter, Qos: 1}).ReasonCodes[0]
 	}
 
 	b.Run("subscribe_max_allowed", func(b *testing.B) {

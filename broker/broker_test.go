@@ -26,13 +26,9 @@ func TestRoundTripV3(t *testing.T) {
 	for qos := byte(0); qos <= 2; qos++ {
 		payload := fmt.Sprintf("qos%d", qos)
 		must(t, waitTok(t, pub.Publish("t/x", qos, false, payload)))
-		select {
-		case m := <-got:
-			if string(m.Payload()) != payload || m.Qos() != qos || m.Topic() != "t/x" {
-				t.Fatalf("got %q qos %d topic %s", m.Payload(), m.Qos(), m.Topic())
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("qos %d not delivered", qos)
+		m := recv(t, got, 10*time.Second, fmt.Sprintf("qos %d not delivered", qos))
+		if string(m.Payload()) != payload || m.Qos() != qos || m.Topic() != "t/x" {
+			t.Fatalf("got %q qos %d topic %s", m.Payload(), m.Qos(), m.Topic())
 		}
 	}
 }
@@ -51,13 +47,9 @@ func TestRoundTripV5(t *testing.T) {
 		_, err := pub.Publish(ctx10(t), &paho.Publish{Topic: "t/y", QoS: qos, Payload: []byte(payload),
 			Properties: &paho.PublishProperties{ContentType: "text/plain", User: paho.UserProperties{{Key: "k", Value: "v"}}}})
 		must(t, err)
-		select {
-		case m := <-sub.msgs:
-			if string(m.Payload) != payload || m.QoS != qos || m.Properties.ContentType != "text/plain" || m.Properties.User.Get("k") != "v" {
-				t.Fatalf("got %+v", m)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("qos %d not delivered", qos)
+		m := recv(t, sub.msgs, 10*time.Second, fmt.Sprintf("qos %d not delivered", qos))
+		if string(m.Payload) != payload || m.QoS != qos || m.Properties.ContentType != "text/plain" || m.Properties.User.Get("k") != "v" {
+			t.Fatalf("got %+v", m)
 		}
 	}
 }
@@ -69,13 +61,9 @@ func TestRetained(t *testing.T) {
 	sub := mustV5(t, addr(b, 0), "late")
 	_, err := sub.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "r/#", QoS: 1}}})
 	must(t, err)
-	select {
-	case m := <-sub.msgs:
-		if string(m.Payload) != "kept" || !m.Retain {
-			t.Fatalf("got %q retain=%v", m.Payload, m.Retain)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("retained message not delivered")
+	m := recv(t, sub.msgs, 10*time.Second, "retained message not delivered")
+	if string(m.Payload) != "kept" || !m.Retain {
+		t.Fatalf("got %q retain=%v", m.Payload, m.Retain)
 	}
 	// empty retained payload clears it
 	must(t, waitTok(t, pub.Publish("r/a", 1, true, "")))
@@ -90,13 +78,9 @@ func TestWill(t *testing.T) {
 	// a raw connection with a will, dropped without DISCONNECT
 	rc := dialRawWill(t, addr(b, 0), "dev1", "status/dev1", "offline")
 	_ = rc.Close()
-	select {
-	case p := <-got:
-		if p != "offline" {
-			t.Fatalf("will payload %q", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("will not delivered")
+	p := recv(t, got, 10*time.Second, "will not delivered")
+	if p != "offline" {
+		t.Fatalf("will payload %q", p)
 	}
 }
 
@@ -168,19 +152,11 @@ func TestTakeover(t *testing.T) {
 	first := mustV3(t, addr(b, 0), "same", v3opts{clean: true, onLost: func(err error) { lost <- err }})
 	_ = first
 	second := mustV3(t, addr(b, 0), "same", v3opts{clean: true})
-	select {
-	case <-lost:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first connection not taken over")
-	}
+	recv(t, lost, 10*time.Second, "first connection not taken over")
 	got := make(chan string, 1)
 	must(t, waitTok(t, second.Subscribe("to/#", 1, func(_ pahov3.Client, m pahov3.Message) { got <- string(m.Payload()) })))
 	must(t, waitTok(t, second.Publish("to/me", 1, false, "hi")))
-	select {
-	case <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("second connection does not work")
-	}
+	recv(t, got, 10*time.Second, "second connection does not work")
 	if n := b.Status().ClientsConnected; n != 1 {
 		t.Fatalf("clients connected %d", n)
 	}
@@ -227,13 +203,9 @@ func TestInlinePublishSubscribe(t *testing.T) {
 	must(t, err)
 	must(t, b.Publish(&Message{Topic: "sensors/meter1", Payload: []byte("42"), QoS: 1,
 		UserProps: []wire.UserProp{{Key: "unit", Value: "W"}, {Key: TimeProp, Value: "1700000000123"}}}))
-	select {
-	case p := <-sub.msgs:
-		if string(p.Payload) != "42" || p.Properties.User.Get("unit") != "W" || p.Properties.User.Get(TimeProp) != "" {
-			t.Fatalf("network subscriber got %+v props %+v", p, p.Properties.User)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("inline publish not delivered")
+	p := recv(t, sub.msgs, 10*time.Second, "inline publish not delivered")
+	if string(p.Payload) != "42" || p.Properties.User.Get("unit") != "W" || p.Properties.User.Get(TimeProp) != "" {
+		t.Fatalf("network subscriber got %+v props %+v", p, p.Properties.User)
 	}
 	cm := cap.find("sensors/meter1")
 	if cm == nil || !cm.Inline || cm.Time.UnixMilli() != 1700000000123 || len(cm.UserProps) != 1 || cm.UserProps[0].Key != "unit" {
@@ -346,10 +318,6 @@ func TestCloseWhileClientsDisconnect(t *testing.T) {
 			}
 		}()
 		go func() { _ = b.Close(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: Close hung while clients disconnected", round)
-		}
+		recv(t, done, 10*time.Second, fmt.Sprintf("round %d: Close hung while clients disconnected", round))
 	}
 }

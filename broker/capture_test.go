@@ -35,13 +35,7 @@ func (g *gateCapturer) Capture(ctx context.Context, m *Message) error {
 
 func (g *gateCapturer) waitEntered(t *testing.T) *Message {
 	t.Helper()
-	select {
-	case m := <-g.entered:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("Capture not called")
-		return nil
-	}
+	return recv(t, g.entered, 10*time.Second, "Capture not called")
 }
 
 // captureModes runs a test with the pipelined capture and with synchronous capture.
@@ -75,39 +69,28 @@ func TestAckOnlyAfterCapture(t *testing.T) {
 		g := newGate()
 		b := startCapture(t, g, sync)
 		watcher := dialRaw(t, addr(b, 0), 5, "watcher", noProps)
-		watcher.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-			Filters: packets.Subscriptions{{Filter: "d/#", Qos: 1}}})
-		watcher.expect(packets.Suback)
+		watcher.subscribe(1, packets.Subscription{Filter: "d/#", Qos: 1})
 
 		for _, v := range []byte{4, 5} {
 			rc := dialRaw(t, addr(b, 0), v, fmt.Sprintf("pub-v%d", v), noProps)
-			// QoS 1: PUBACK only after Capture returned nil
-			rc.publish("d/1", 1, 7, []byte("x"), noProps)
-			g.waitEntered(t)
-			noPacket(t, rc, "qos1 publisher")
-			g.release <- nil
-			ack := rc.expect(packets.Puback)
-			if ack.PacketID != 7 || ack.ReasonCode != 0 {
-				t.Fatalf("v%d puback %+v", v, ack)
-			}
-			if d := watcher.expect(packets.Publish); d.TopicName != "d/1" {
-				t.Fatalf("delivered %s", d.TopicName)
-			}
-			// QoS 2: PUBREC only after Capture returned nil, then PUBREL/PUBCOMP
-			rc.publish("d/2", 2, 8, []byte("y"), noProps)
-			g.waitEntered(t)
-			noPacket(t, rc, "qos2 publisher")
-			g.release <- nil
-			rec := rc.expect(packets.Pubrec)
-			if rec.PacketID != 8 || rec.ReasonCode != 0 {
-				t.Fatalf("v%d pubrec %+v", v, rec)
-			}
-			rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 8})
-			if comp := rc.expect(packets.Pubcomp); comp.PacketID != 8 || comp.ReasonCode != 0 {
-				t.Fatalf("v%d pubcomp %+v", v, comp)
-			}
-			if d := watcher.expect(packets.Publish); d.TopicName != "d/2" {
-				t.Fatalf("delivered %s", d.TopicName)
+			// QoS 1: PUBACK only after Capture returned nil; QoS 2: PUBREC only after Capture
+			// returned nil, then PUBREL/PUBCOMP
+			for _, p := range []struct {
+				topic string
+				qos   byte
+				id    uint16
+				ack   byte
+			}{{"d/1", 1, 7, packets.Puback}, {"d/2", 2, 8, packets.Pubrec}} {
+				rc.publish(p.topic, p.qos, p.id, []byte(p.topic), noProps)
+				g.waitEntered(t)
+				noPacket(t, rc, fmt.Sprintf("v%d qos%d publisher", v, p.qos))
+				g.release <- nil
+				rc.expectAck(p.ack, p.id)
+				if p.qos == 2 {
+					rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: p.id})
+					rc.expectAck(packets.Pubcomp, p.id)
+				}
+				watcher.expectPublish(p.topic)
 			}
 			// the watcher's delivery must be acked or mochi keeps it inflight; not needed here
 		}
@@ -234,9 +217,7 @@ func TestPipelinedOrder(t *testing.T) {
 	rec := &batchRec{}
 	b := startBroker(t, Options{Config: localConfig()}, rec)
 	watcher := dialRaw(t, addr(b, 0), 4, "w", noProps)
-	watcher.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: "o/#", Qos: 0}}})
-	watcher.expect(packets.Suback)
+	watcher.subscribe(1, packets.Subscription{Filter: "o/#"})
 	rc := dialRaw(t, addr(b, 0), 5, "fast", noProps)
 	const n = 500
 	go func() {
@@ -245,12 +226,8 @@ func TestPipelinedOrder(t *testing.T) {
 		}
 	}()
 	for i := 1; i <= n; i++ {
-		if ack := rc.expect(packets.Puback); int(ack.PacketID) != i || ack.ReasonCode != 0 {
-			t.Fatalf("ack %d: %+v", i, ack)
-		}
-		if d := watcher.expect(packets.Publish); d.TopicName != fmt.Sprintf("o/%d", i) {
-			t.Fatalf("delivery %d: %s", i, d.TopicName)
-		}
+		rc.expectAck(packets.Puback, uint16(i))
+		watcher.expectPublish(fmt.Sprintf("o/%d", i))
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

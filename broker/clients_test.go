@@ -69,11 +69,7 @@ func TestClientTableListAndDisconnect(t *testing.T) {
 	}
 
 	must(t, tbl.Disconnect("dev-v5"))
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("dev-v5 was not disconnected")
-	}
+	recv(t, gone, 10*time.Second, "dev-v5 was not disconnected")
 	mu.Lock()
 	if reason != 0x98 {
 		t.Fatalf("disconnect reason %#x, want 0x98 administrative action", reason)
@@ -110,20 +106,16 @@ func TestTap(t *testing.T) {
 		t.Fatalf("publish: %v", tok.Error())
 	}
 	for live := false; !live; {
-		select {
-		case m := <-got:
-			// The retained publish may still be on its way to subscribers when the tap
-			// starts (mochi stores the retained copy first), so it can come once more.
-			if m.Topic == "s/kept" {
-				continue
-			}
-			if m.Topic != "s/live" || string(m.Payload) != "new" || m.ClientID != "pub1" || m.Replayed {
-				t.Fatalf("live tap message %+v replayed=%v", m.Message, m.Replayed)
-			}
-			live = true
-		case <-time.After(5 * time.Second):
-			t.Fatal("tap saw no live message")
+		m := recv(t, got, 5*time.Second, "tap saw no live message")
+		// The retained publish may still be on its way to subscribers when the tap
+		// starts (mochi stores the retained copy first), so it can come once more.
+		if m.Topic == "s/kept" {
+			continue
 		}
+		if m.Topic != "s/live" || string(m.Payload) != "new" || m.ClientID != "pub1" || m.Replayed {
+			t.Fatalf("live tap message %+v replayed=%v", m.Message, m.Replayed)
+		}
+		live = true
 	}
 	stop()
 	stop()

@@ -185,35 +185,23 @@ func (c *Config) ApplyDefaults() {
 	if len(c.Listeners) == 0 {
 		c.Listeners = []Listener{{Type: ListenerTCP, Address: DefaultAddress}}
 	}
-	if c.MaxPacketSize == 0 {
-		c.MaxPacketSize = DefaultMaxPacketSize
-	}
-	if c.ReceiveMaximum == 0 {
-		c.ReceiveMaximum = DefaultReceiveMaximum
-	}
-	if c.MaxInflight == 0 {
-		c.MaxInflight = DefaultMaxInflight
-	}
-	if c.MaxQueued == 0 {
-		c.MaxQueued = DefaultMaxQueued
-	}
-	if c.SessionExpiry == 0 {
-		c.SessionExpiry = DefaultSessionExpiry
-	}
-	if c.BackpressureWait == 0 {
-		c.BackpressureWait = DefaultBackpressure
-	}
-	if c.MaxTopicLength == 0 {
-		c.MaxTopicLength = DefaultMaxTopicLength
-	}
-	if c.MaxTopicLevels == 0 {
-		c.MaxTopicLevels = DefaultMaxTopicLevels
-	}
-	if c.MaxFiltersPerSubscribe == 0 {
-		c.MaxFiltersPerSubscribe = DefaultMaxFiltersPerSubscribe
-	}
-	if c.MaxSubscriptionsPerClient == 0 {
-		c.MaxSubscriptionsPerClient = DefaultMaxSubscriptionsPerClient
+	setDefault(&c.MaxPacketSize, DefaultMaxPacketSize)
+	setDefault(&c.ReceiveMaximum, DefaultReceiveMaximum)
+	setDefault(&c.MaxInflight, DefaultMaxInflight)
+	setDefault(&c.MaxQueued, DefaultMaxQueued)
+	setDefault(&c.SessionExpiry, DefaultSessionExpiry)
+	setDefault(&c.BackpressureWait, DefaultBackpressure)
+	setDefault(&c.MaxTopicLength, DefaultMaxTopicLength)
+	setDefault(&c.MaxTopicLevels, DefaultMaxTopicLevels)
+	setDefault(&c.MaxFiltersPerSubscribe, DefaultMaxFiltersPerSubscribe)
+	setDefault(&c.MaxSubscriptionsPerClient, DefaultMaxSubscriptionsPerClient)
+}
+
+// setDefault sets *v to d when it is the zero value (the key was not given).
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
 	}
 }
 
@@ -224,6 +212,11 @@ func (c *Config) ApplyDefaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
+	inRange := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			add(key, "%d out of range (%d-%d)", v, lo, hi)
+		}
+	}
 
 	if len(c.Listeners) == 0 {
 		add("listeners", "at least one listener is required")
@@ -288,30 +281,18 @@ func (c *Config) Validate() error {
 	if c.MaxClients < 0 {
 		add("max_clients", "%d must not be negative", c.MaxClients)
 	}
-	if c.ReceiveMaximum < 1 || c.ReceiveMaximum > 65535 {
-		add("receive_maximum", "%d out of range (1-65535)", c.ReceiveMaximum)
-	}
-	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
-		add("max_inflight", "%d out of range (1-65535)", c.MaxInflight)
-	}
+	inRange("receive_maximum", c.ReceiveMaximum, 1, 65535)
+	inRange("max_inflight", c.MaxInflight, 1, 65535)
 	if c.MaxQueued < 1 {
 		add("max_queued", "%d must be at least 1", c.MaxQueued)
 	}
 	if c.BackpressureWait > 10*time.Second {
 		add("backpressure_wait", "%s out of range (at most 10s; negative turns backpressure off)", c.BackpressureWait)
 	}
-	if c.MaxTopicLength < 1 || c.MaxTopicLength > 65535 {
-		add("max_topic_length", "%d out of range (1-65535)", c.MaxTopicLength)
-	}
-	if c.MaxTopicLevels < 1 || c.MaxTopicLevels > 256 {
-		add("max_topic_levels", "%d out of range (1-256)", c.MaxTopicLevels)
-	}
-	if c.MaxFiltersPerSubscribe < 1 || c.MaxFiltersPerSubscribe > 65535 {
-		add("max_filters_per_subscribe", "%d out of range (1-65535)", c.MaxFiltersPerSubscribe)
-	}
-	if c.MaxSubscriptionsPerClient < 1 || c.MaxSubscriptionsPerClient > 1000000 {
-		add("max_subscriptions_per_client", "%d out of range (1-1000000)", c.MaxSubscriptionsPerClient)
-	}
+	inRange("max_topic_length", c.MaxTopicLength, 1, 65535)
+	inRange("max_topic_levels", c.MaxTopicLevels, 1, 256)
+	inRange("max_filters_per_subscribe", c.MaxFiltersPerSubscribe, 1, 65535)
+	inRange("max_subscriptions_per_client", c.MaxSubscriptionsPerClient, 1, 1000000)
 	if c.SessionExpiry < time.Second || c.SessionExpiry > time.Duration(1<<32-1)*time.Second {
 		add("session_expiry", "%s out of range (1s-136y)", c.SessionExpiry)
 	}

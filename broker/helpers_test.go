@@ -215,28 +215,49 @@ func dialRaw(t testing.TB, address string, version byte, id string, props packet
 
 func (rc *rawClient) send(pk packets.Packet) {
 	rc.t.Helper()
-	pk.ProtocolVersion = rc.v
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	default:
-		rc.t.Fatalf("rawClient: cannot send type %d", pk.FixedHeader.Type)
+	_, err := rc.conn.Write(encode(rc.t, pk, rc.v))
+	must(rc.t, err)
+}
+
+// encoders and decoders are mochi's codecs (the same code clients are tested against) by
+// packet type.
+var (
+	encoders = map[byte]func(*packets.Packet, *bytes.Buffer) error{
+		packets.Connect:     (*packets.Packet).ConnectEncode,
+		packets.Publish:     (*packets.Packet).PublishEncode,
+		packets.Puback:      (*packets.Packet).PubackEncode,
+		packets.Pubrec:      (*packets.Packet).PubrecEncode,
+		packets.Pubrel:      (*packets.Packet).PubrelEncode,
+		packets.Pubcomp:     (*packets.Packet).PubcompEncode,
+		packets.Subscribe:   (*packets.Packet).SubscribeEncode,
+		packets.Unsubscribe: (*packets.Packet).UnsubscribeEncode,
+		packets.Pingreq:     (*packets.Packet).PingreqEncode,
+		packets.Disconnect:  (*packets.Packet).DisconnectEncode,
+		packets.Auth:        (*packets.Packet).AuthEncode,
 	}
-	must(rc.t, err)
-	_, err = rc.conn.Write(buf.Bytes())
-	must(rc.t, err)
+	decoders = map[byte]func(*packets.Packet, []byte) error{
+		packets.Connack:    (*packets.Packet).ConnackDecode,
+		packets.Puback:     (*packets.Packet).PubackDecode,
+		packets.Pubrec:     (*packets.Packet).PubrecDecode,
+		packets.Pubcomp:    (*packets.Packet).PubcompDecode,
+		packets.Publish:    (*packets.Packet).PublishDecode,
+		packets.Suback:     (*packets.Packet).SubackDecode,
+		packets.Unsuback:   (*packets.Packet).UnsubackDecode,
+		packets.Disconnect: (*packets.Packet).DisconnectDecode,
+	}
+)
+
+// encode serialises a packet for protocol version v.
+func encode(t testing.TB, pk packets.Packet, v byte) []byte {
+	t.Helper()
+	enc := encoders[pk.FixedHeader.Type]
+	if enc == nil {
+		t.Fatalf("encode: type %d", pk.FixedHeader.Type)
+	}
+	pk.ProtocolVersion = v
+	var buf bytes.Buffer
+	must(t, enc(&pk, &buf))
+	return buf.Bytes()
 }
 
 func (rc *rawClient) publish(topic string, qos byte, id uint16, payload []byte, props packets.Properties) {
@@ -268,23 +289,8 @@ func (rc *rawClient) read(d time.Duration) (packets.Packet, error) {
 	}
 	pk.ProtocolVersion = rc.v
 	pk.FixedHeader.Remaining = n
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Unsuback:
-		err = pk.UnsubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
+	if dec := decoders[pk.FixedHeader.Type]; dec != nil {
+		err = dec(&pk, body)
 	}
 	return pk, err
 }
@@ -297,6 +303,33 @@ func (rc *rawClient) expect(typ byte) packets.Packet {
 		rc.t.Fatalf("got packet type %d, want %d", pk.FixedHeader.Type, typ)
 	}
 	return pk
+}
+
+// subscribe sends one SUBSCRIBE with id and filters and returns its SUBACK.
+func (rc *rawClient) subscribe(id uint16, filters ...packets.Subscription) packets.Packet {
+	rc.t.Helper()
+	rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id, Filters: filters})
+	return rc.expect(packets.Suback)
+}
+
+// expectPublish reads the next packet, which must be a PUBLISH to topic.
+func (rc *rawClient) expectPublish(topic string) packets.Packet {
+	rc.t.Helper()
+	d := rc.expect(packets.Publish)
+	if d.TopicName != topic {
+		rc.t.Fatalf("delivered %s, want %s", d.TopicName, topic)
+	}
+	return d
+}
+
+// expectAck reads the next packet, which must be of type typ for packet id with reason 0.
+func (rc *rawClient) expectAck(typ byte, id uint16) packets.Packet {
+	rc.t.Helper()
+	ack := rc.expect(typ)
+	if ack.PacketID != id || ack.ReasonCode != 0 {
+		rc.t.Fatalf("ack type %d: %+v, want packet id %d reason 0", typ, ack, id)
+	}
+	return ack
 }
 
 var noProps packets.Properties
@@ -322,6 +355,19 @@ func dialIdle(t testing.TB, address string) net.Conn {
 	conn, err := net.Dial("tcp", address)
 	must(t, err)
 	return conn
+}
+
+// recv returns the next value from ch; it fails the test with what when none came within d.
+func recv[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatal(what)
+		var zero T
+		return zero
+	}
 }
 
 func countGoroutines() int { return runtime.NumGoroutine() }

@@ -44,43 +44,6 @@ const (
 	hostileRSS      = 64 << 20
 )
 
-// encode serialises a packet with mochi's encoders (the same code clients are tested
-// against), for protocol version v.
-func encode(t testing.TB, pk packets.Packet, v byte) []byte {
-	t.Helper()
-	pk.ProtocolVersion = v
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeEncode(&buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&buf)
-	case packets.Auth:
-		err = pk.AuthEncode(&buf)
-	default:
-		t.Fatalf("encode: type %d", pk.FixedHeader.Type)
-	}
-	must(t, err)
-	return buf.Bytes()
-}
-
 type corpus struct {
 	connects [][]byte // per version, index by version-3
 	rest     [][]byte // post-CONNECT packets of any version

@@ -92,13 +92,9 @@ func TestWillPublishACL(t *testing.T) {
 		t.Fatalf("allowed will: CONNACK %#x", ack.ReasonCode)
 	}
 	_ = rc.conn.Close()
-	select {
-	case p := <-obs.msgs:
-		if p.Topic != "sensors/d2/status" {
-			t.Fatalf("observer got %q: a denied will was delivered", p.Topic)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("allowed will not delivered")
+	p := recv(t, obs.msgs, 10*time.Second, "allowed will not delivered")
+	if p.Topic != "sensors/d2/status" {
+		t.Fatalf("observer got %q: a denied will was delivered", p.Topic)
 	}
 	eventually(t, 10*time.Second, "allowed will captured", func() bool { return capt.find("sensors/d2/status") != nil })
 	if capt.find("cmd/d1/reboot") != nil || capt.find("sensors/d1/temp") != nil {
@@ -201,13 +197,9 @@ func TestTopicLimitsPublish(t *testing.T) {
 		t.Fatalf("3.1.1 deep QoS 1: %v, want EOF", err)
 	}
 
-	select {
-	case p := <-obs.msgs:
-		if p.Topic != ok {
-			t.Fatalf("observer got a refused topic (%d bytes)", len(p.Topic))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("allowed message not delivered")
+	p := recv(t, obs.msgs, 10*time.Second, "allowed message not delivered")
+	if p.Topic != ok {
+		t.Fatalf("observer got a refused topic (%d bytes)", len(p.Topic))
 	}
 	if capt.count() != 1 {
 		t.Fatalf("captured %d, want only the allowed message", capt.count())
@@ -242,8 +234,7 @@ func TestTopicLimitsSubscribe(t *testing.T) {
 		for _, f := range filters {
 			fs = append(fs, packets.Subscription{Filter: f, Qos: 1})
 		}
-		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id, Filters: fs})
-		return rc.expect(packets.Suback).ReasonCodes
+		return rc.subscribe(id, fs...).ReasonCodes
 	}
 	want := func(got []byte, want ...byte) {
 		t.Helper()
@@ -408,8 +399,7 @@ func TestSubscriptionFloodRSS(t *testing.T) {
 		for i := range fs {
 			fs[i] = packets.Subscription{Filter: "flood/" + strconv.Itoa(p*50+i) + "/#", Qos: 1}
 		}
-		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: uint16(p + 1), Filters: fs})
-		for _, c := range rc.expect(packets.Suback).ReasonCodes {
+		for _, c := range rc.subscribe(uint16(p+1), fs...).ReasonCodes {
 			if c < 0x80 {
 				granted++
 			}
@@ -448,9 +438,7 @@ func TestSubscribeIDOfQueuedMessage(t *testing.T) {
 		} else if ack.ReasonCode != 0 {
 			t.Fatalf("CONNACK %#x", ack.ReasonCode)
 		}
-		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-			Filters: packets.Subscriptions{{Filter: "q/#", Qos: 1}}})
-		rc.expect(packets.Suback)
+		rc.subscribe(1, packets.Subscription{Filter: "q/#", Qos: 1})
 		_ = rc.conn.Close()
 		eventually(t, 10*time.Second, "client offline", func() bool {
 			cl, ok := b.srv.Clients.Get(id)
@@ -472,9 +460,7 @@ func TestSubscribeIDOfQueuedMessage(t *testing.T) {
 		if !ids[1] || !ids[2] {
 			t.Fatalf("queued messages have ids %v; the test needs 1 and 2", ids)
 		}
-		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-			Filters: packets.Subscriptions{{Filter: "z/#", Qos: 1}}})
-		sa := rc.expect(packets.Suback)
+		sa := rc.subscribe(1, packets.Subscription{Filter: "z/#", Qos: 1})
 		if sa.PacketID != 1 || len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0] != 1 {
 			t.Fatalf("v%d SUBSCRIBE id 1: SUBACK id %d codes % x, want id 1 granted", v, sa.PacketID, sa.ReasonCodes)
 		}

@@ -94,11 +94,7 @@ func TestMochiACLCheckPerDelivery(t *testing.T) {
 	}
 	must(t, srv.Publish("tap/x", []byte("x"), false, 1))
 	for _, s := range subs {
-		select {
-		case <-s.msgs:
-		case <-time.After(10 * time.Second):
-			t.Fatal("delivery denied or lost")
-		}
+		recv(t, s.msgs, 10*time.Second, "delivery denied or lost")
 	}
 	if n := tap.n.Load(); n != 3 {
 		t.Fatalf("OnACLCheck called %d times for 3 deliveries", n)
@@ -111,9 +107,7 @@ func TestMochiRejectAndShadowInject(t *testing.T) {
 	capt := &recCapturer{}
 	b := startBroker(t, Options{Config: localConfig()}, capt)
 	rc := dialRaw(t, addr(b, 0), 5, "q2", noProps)
-	rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: "nl/#", Qos: 2, NoLocal: true}}})
-	rc.expect(packets.Suback)
+	rc.subscribe(1, packets.Subscription{Filter: "nl/#", Qos: 2, NoLocal: true})
 	other := mustV5(t, addr(b, 0), "other")
 	_, err := other.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "nl/#", QoS: 2}}})
 	must(t, err)
@@ -127,11 +121,7 @@ func TestMochiRejectAndShadowInject(t *testing.T) {
 		if pk := rc.expect(packets.Pubcomp); pk.PacketID != i {
 			t.Fatalf("PUBCOMP for %d, want %d (NoLocal delivered to the publisher?)", pk.PacketID, i)
 		}
-		select {
-		case <-other.msgs:
-		case <-time.After(10 * time.Second):
-			t.Fatal("not distributed")
-		}
+		recv(t, other.msgs, 10*time.Second, "not distributed")
 	}
 	if d := b.Status().MessagesReceived - received0; d != 3 {
 		t.Fatalf("messages_received grew by %d for 3 messages", d)

@@ -30,28 +30,26 @@ func (s selGate) Capture(ctx context.Context, m *Message) error {
 	return s.gateCapturer.Capture(ctx, m)
 }
 
+// startShortcut starts a pipelined broker capturing into a selGate, with a raw subscriber
+// to everything (watcher) and a raw publisher (rc).
+func startShortcut(t *testing.T) (g selGate, watcher, rc *rawClient) {
+	g = newSelGate()
+	b := startCapture(t, g, false)
+	watcher = dialRaw(t, addr(b, 0), 5, "watcher", noProps)
+	watcher.subscribe(1, packets.Subscription{Filter: "#"})
+	return g, watcher, dialRaw(t, addr(b, 0), 5, "pub", noProps)
+}
+
 // A message no rule captures is acked and delivered without Capture; a captured one still
 // waits for Capture.
 func TestShortcutUncapturedTopic(t *testing.T) {
-	g := newSelGate()
-	b := startCapture(t, g, false)
-	watcher := dialRaw(t, addr(b, 0), 5, "watcher", noProps)
-	watcher.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: "#", Qos: 0}}})
-	watcher.expect(packets.Suback)
-	rc := dialRaw(t, addr(b, 0), 5, "pub", noProps)
+	g, watcher, rc := startShortcut(t)
 
 	rc.publish("local/1", 1, 1, []byte("a"), noProps)
-	if ack := rc.expect(packets.Puback); ack.PacketID != 1 || ack.ReasonCode != 0 {
-		t.Fatalf("puback %+v", ack)
-	}
-	if d := watcher.expect(packets.Publish); d.TopicName != "local/1" {
-		t.Fatalf("delivered %s", d.TopicName)
-	}
+	rc.expectAck(packets.Puback, 1)
+	watcher.expectPublish("local/1")
 	rc.publish("local/2", 0, 0, []byte("b"), noProps)
-	if d := watcher.expect(packets.Publish); d.TopicName != "local/2" {
-		t.Fatalf("delivered %s", d.TopicName)
-	}
+	watcher.expectPublish("local/2")
 	if n := g.passed.Load(); n != 0 {
 		t.Fatalf("Capture called for %d uncaptured messages on an idle pipe", n)
 	}
@@ -62,24 +60,14 @@ func TestShortcutUncapturedTopic(t *testing.T) {
 	}
 	noPacket(t, rc, "captured qos1 publisher")
 	g.release <- nil
-	if ack := rc.expect(packets.Puback); ack.PacketID != 2 {
-		t.Fatalf("puback %+v", ack)
-	}
-	if d := watcher.expect(packets.Publish); d.TopicName != "keep/1" {
-		t.Fatalf("delivered %s", d.TopicName)
-	}
+	rc.expectAck(packets.Puback, 2)
+	watcher.expectPublish("keep/1")
 }
 
 // An uncaptured message behind a captured one still in the pipe waits for it: the client's
 // messages reach subscribers (and acks the client) in the order it sent them.
 func TestShortcutKeepsClientOrder(t *testing.T) {
-	g := newSelGate()
-	b := startCapture(t, g, false)
-	watcher := dialRaw(t, addr(b, 0), 5, "watcher", noProps)
-	watcher.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: "#", Qos: 0}}})
-	watcher.expect(packets.Suback)
-	rc := dialRaw(t, addr(b, 0), 5, "pub", noProps)
+	g, watcher, rc := startShortcut(t)
 
 	rc.publish("keep/1", 1, 1, []byte("a"), noProps)
 	g.waitEntered(t)
@@ -88,22 +76,14 @@ func TestShortcutKeepsClientOrder(t *testing.T) {
 	noPacket(t, watcher, "subscriber while the first message is being captured")
 	noPacket(t, rc, "publisher while the first message is being captured")
 	g.release <- nil
-	for i, want := range []string{"keep/1", "local/2", "local/3"} {
-		if d := watcher.expect(packets.Publish); d.TopicName != want {
-			t.Fatalf("delivery %d: %s, want %s", i, d.TopicName, want)
-		}
+	for _, want := range []string{"keep/1", "local/2", "local/3"} {
+		watcher.expectPublish(want)
 	}
 	for _, id := range []uint16{1, 2} {
-		if ack := rc.expect(packets.Puback); ack.PacketID != id {
-			t.Fatalf("puback %d, want %d", ack.PacketID, id)
-		}
+		rc.expectAck(packets.Puback, id)
 	}
 	// The pipe is idle again: the shortcut applies.
 	rc.publish("local/4", 1, 3, []byte("d"), noProps)
-	if ack := rc.expect(packets.Puback); ack.PacketID != 3 {
-		t.Fatalf("puback %+v", ack)
-	}
-	if d := watcher.expect(packets.Publish); d.TopicName != "local/4" {
-		t.Fatalf("delivered %s", d.TopicName)
-	}
+	rc.expectAck(packets.Puback, 3)
+	watcher.expectPublish("local/4")
 }

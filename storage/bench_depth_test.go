@@ -36,7 +36,7 @@ func BenchmarkIngestByDepth(b *testing.B) {
 		defer func() { tuneHook = old }()
 	}
 	db := openT(b, b.TempDir())
-	ob, _ := db.Outbox("depth", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
+	ob := outboxT(b, db, "depth", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	const slices = 10
 	marks := make([]time.Time, slices+1)
 	var done atomic.Int64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -27,7 +26,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 	for _, producers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
 			db := openT(b, b.TempDir())
-			ob, _ := db.Outbox("bench", Config{})
+			ob := outboxT(b, db, "bench", Config{})
 			c0, w0 := db.Stats().Commits, procWriteBytes()
 			var next atomic.Int64
 			b.ResetTimer()
@@ -57,7 +56,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 // BenchmarkDrain: Read a batch + Ack it, as a forwarder does, over a prefilled backlog.
 func BenchmarkDrain(b *testing.B) {
 	db := openT(b, b.TempDir())
-	ob, _ := db.Outbox("bench", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
+	ob := outboxT(b, db, "bench", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	es := make([]*wire.Envelope, 500)
 	for i := range es {
 		es[i] = benchEnv(200)
@@ -82,8 +81,6 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/time.Since(t0).Seconds(), "msgs/s")
 }
-
-func init() { childModes["backlog"] = backlogChild }
 
 // backlogIdle is how long the backlog child stays idle before its last measurement: long enough
 // for badger to free its pooled table builders (one per 2 s without a build) and for trimLoop to
@@ -201,8 +198,7 @@ func BenchmarkBacklogMemory(b *testing.B) {
 		n, warm int
 	}{{"backlog=0", 0, 0}, {"backlog=0/warmed", 0, 100_000}, {"backlog=100000", 100_000, 0}, {"backlog=1000000", 1_000_000, 0}} {
 		b.Run(c.name, func(b *testing.B) {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), childEnv+"=backlog", "EDGED_BACKLOG="+strconv.Itoa(c.n),
+			cmd := childCommand("backlog", "EDGED_BACKLOG="+strconv.Itoa(c.n),
 				"EDGED_BACKLOG_WARM="+strconv.Itoa(c.warm), "EDGED_BACKLOG_DIR="+b.TempDir(),
 				"GOMEMLIMIT="+strconv.Itoa(MemoryLimit))
 			out, err := cmd.CombinedOutput()

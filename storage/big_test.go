@@ -19,14 +19,14 @@ func TestManyEntriesReopen(t *testing.T) {
 	}
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, _ := db.Outbox("big", Config{})
+	ob := outboxT(t, db, "big", Config{})
 	appendBatch(t, ob, 0, n, 200, 500)
 	must(t, ob.Ack(uint64(n/4)))
 	t.Logf("%d records written, store %d MB, %d commits", n, dirSize(dir)>>20, db.Stats().Commits)
 	must(t, db.Close())
 
 	db = openT(t, dir)
-	ob, _ = db.Outbox("big", Config{})
+	ob = outboxT(t, db, "big", Config{})
 	if s := ob.Stats(); s.Depth != int64(n-n/4) {
 		t.Fatalf("after reopen depth %d, want %d", s.Depth, n-n/4)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -89,14 +90,20 @@ func (g *group) del(k []byte) error {
 	return g.txn.Delete(k)
 }
 
+// locked returns a copy of *v read under mu: a store's committed meta, the base of its
+// working copy in a group.
+func locked[T any](mu *sync.Mutex, v *T) T {
+	mu.Lock()
+	defer mu.Unlock()
+	return *v
+}
+
 // work returns ob's state in this group.
 func (g *group) work(ob *Outbox) *work {
 	if w := g.outs[ob]; w != nil {
 		return w
 	}
-	ob.mu.Lock()
-	m := ob.cm
-	ob.mu.Unlock()
+	m := locked(&ob.mu, &ob.cm)
 	w := &work{m: m, base: m}
 	g.outs[ob] = w
 	g.order = append(g.order, ob)

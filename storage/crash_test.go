@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-func init() { childModes["crash"] = crashChild }
 
 const crashProducers = 4
 
@@ -30,11 +26,7 @@ const crashProducers = 4
 func crashChild() error {
 	dir := os.Getenv("EDGED_CRASH_DIR")
 	base, _ := strconv.Atoi(os.Getenv("EDGED_CRASH_BASE"))
-	db, err := Open(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), MinFreeBytes: -1})
-	if err != nil {
-		return err
-	}
-	ob, err := db.Outbox("crash", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
+	db, ob, err := openChildOutbox(dir, -1, "crash", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	if err != nil {
 		return err
 	}
@@ -115,8 +107,7 @@ func TestCrashKill9(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	totalD := 0
 	for c := range cycles {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), childEnv+"=crash", "EDGED_CRASH_DIR="+dir, fmt.Sprintf("EDGED_CRASH_BASE=%d", (c+1)*1_000_000))
+		cmd := childCommand("crash", "EDGED_CRASH_DIR="+dir, fmt.Sprintf("EDGED_CRASH_BASE=%d", (c+1)*1_000_000))
 		stdout, err := cmd.StdoutPipe()
 		must(t, err)
 		var stderr strings.Builder
@@ -172,8 +163,7 @@ func TestCrashKill9(t *testing.T) {
 		if s := db.Stats(); s.CorruptRecoveries != 0 {
 			t.Fatalf("cycle %d: store was moved aside: %+v", c, s)
 		}
-		ob, err := db.Outbox("crash", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
-		must(t, err)
+		ob := outboxT(t, db, "crash", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 		var after uint64
 		seen := map[int]bool{}
 		lastPer := map[int]int{}

@@ -32,7 +32,7 @@ func TestDiskFull(t *testing.T) {
 	dir := filepath.Join(mnt, "data")
 	const reserve = 24 << 20
 	db := openT(t, dir, func(o *Options) { o.MinFreeBytes = reserve })
-	ob, _ := db.Outbox("full", Config{})
+	ob := outboxT(t, db, "full", Config{})
 	var ok int
 	var err error
 	for i := 0; ; i++ {
@@ -55,7 +55,7 @@ func TestDiskFull(t *testing.T) {
 	must(t, db.Close())
 
 	db = openT(t, dir, func(o *Options) { o.MinFreeBytes = reserve })
-	ob, _ = db.Outbox("full", Config{})
+	ob = outboxT(t, db, "full", Config{})
 	nums, _ := readAll(t, ob)
 	if len(nums) != ok-100 || nums[0] != 100 || nums[len(nums)-1] != ok-1 {
 		t.Fatalf("after reopen: %d records (%v..), want %d", len(nums), nums[:1], ok-100)
@@ -64,7 +64,7 @@ func TestDiskFull(t *testing.T) {
 
 	// An outside filler takes the space: refused, and accepted again once it is gone.
 	db = openT(t, dir, func(o *Options) { o.MinFreeBytes = 8 << 20 })
-	ob, _ = db.Outbox("full", Config{})
+	ob = outboxT(t, db, "full", Config{})
 	appendN(t, ob, ok, 1, 100)
 	free, _ = diskFree(dir)
 	filler := filepath.Join(mnt, "filler")

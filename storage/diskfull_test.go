@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,8 +25,6 @@ import (
 // SIGBUS from a mapped file is a failed test with the child's stack, not a crashed test binary.
 // The data dir is on a small tmpfs and on a small loop-mounted ext4 (the two differ in how
 // they allocate), filled from outside with dd at the moment the scenario names.
-
-func init() { childModes["diskfull"] = diskFullChild }
 
 const (
 	fullMinFree = 24 << 20 // MinFreeBytes of the child: small file systems, same mechanism
@@ -50,12 +47,7 @@ const (
 //	quit       closes the store; the process exits 0
 func diskFullChild() error {
 	dir := os.Getenv("EDGED_FULL_DIR")
-	db, err := Open(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		MinFreeBytes: fullMinFree})
-	if err != nil {
-		return err
-	}
-	ob, err := db.Outbox("full", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
+	db, ob, err := openChildOutbox(dir, fullMinFree, "full", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	if err != nil {
 		return err
 	}
@@ -195,6 +187,7 @@ func diskFullChild() error {
 // fullChild is the parent's handle on one child.
 type fullChild struct {
 	t      *testing.T
+	dir    string
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	stderr *testutil.LockedBuffer
@@ -216,13 +209,12 @@ func newFullLog() *fullLog { return &fullLog{durable: map[int]bool{}, acked: map
 
 func startFullChild(t *testing.T, dir string, log *fullLog) *fullChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=diskfull", "EDGED_FULL_DIR="+dir)
+	cmd := childCommand("diskfull", "EDGED_FULL_DIR="+dir)
 	in, err := cmd.StdinPipe()
 	must(t, err)
 	out, err := cmd.StdoutPipe()
 	must(t, err)
-	c := &fullChild{t: t, cmd: cmd, in: in, stderr: &testutil.LockedBuffer{}, lines: make(chan string, 1<<16), exited: make(chan struct{}), log: log}
+	c := &fullChild{t: t, dir: dir, cmd: cmd, in: in, stderr: &testutil.LockedBuffer{}, lines: make(chan string, 1<<16), exited: make(chan struct{}), log: log}
 	cmd.Stderr = c.stderr
 	must(t, cmd.Start())
 	go func() {
@@ -478,8 +470,7 @@ func verifyFull(t *testing.T, mnt, dir string, lg *fullLog) {
 	if s := db.Stats(); s.CorruptRecoveries != 0 {
 		t.Fatalf("store moved aside: %+v", s)
 	}
-	ob, err := db.Outbox("full", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
-	must(t, err)
+	ob := outboxT(t, db, "full", Config{MaxMessages: 1 << 40, MaxBytes: 1 << 50})
 	nums, _ := readAll(t, ob)
 	queued := map[int]bool{}
 	last := -1
@@ -531,113 +522,112 @@ func diskFullStats(sp SpaceStats, _ int64) bool {
 	return sp.DiskFull && strings.HasPrefix(sp.Health, "degraded")
 }
 
-// TestDiskFullIdle: the disk fills while nothing happens; edged stays up, says so, refuses new
-// messages and drains the whole backlog on the full disk.
-func TestDiskFullIdle(t *testing.T) {
+// diskFullKinds runs scenario on each file-system kind: a fresh small mount (mnt) with a
+// child storing into it. The child the scenario returns (it may have restarted it) then
+// drains everything queued and quits, and verifyFull checks the log of all its children.
+func diskFullKinds(t *testing.T, scenario func(t *testing.T, mnt string, c *fullChild) *fullChild) {
 	for _, kind := range fullKinds {
 		t.Run(kind, func(t *testing.T) {
 			mnt := mountSmall(t, kind)
 			dir := filepath.Join(mnt, "data")
 			lg := newFullLog()
-			c := startFullChild(t, dir, lg)
-			next := 0
-			c.ingest(&next, 20_000)
-			c.settle()
-			fill(t, mnt)
-			c.stats("disk full", diskFullStats)
-			c.send(fmt.Sprintf("ingest %d", next))
-			c.expect("F ", time.Minute)
-			c.stop(&next)
+			c := scenario(t, mnt, startFullChild(t, dir, lg))
 			c.drainAll()
 			c.quit()
 			verifyFull(t, mnt, dir, lg)
 		})
 	}
+}
+
+// backlog makes 20,000 messages durable, waits until badger writes no table and has none
+// due, and returns the number of the next message.
+func (c *fullChild) backlog() int {
+	c.t.Helper()
+	next := 0
+	c.ingest(&next, 20_000)
+	c.settle()
+	return next
+}
+
+// waitDiskFull waits until the child's Stats say the disk is full and health is degraded.
+func (c *fullChild) waitDiskFull() {
+	c.t.Helper()
+	c.stats("disk full", diskFullStats)
+}
+
+// refuseNew checks that ingesting from next is refused with ErrDiskFull, then stops.
+func (c *fullChild) refuseNew(next *int) {
+	c.t.Helper()
+	c.send(fmt.Sprintf("ingest %d", *next))
+	c.expect("F ", time.Minute)
+	c.stop(next)
+}
+
+// TestDiskFullIdle: the disk fills while nothing happens; edged stays up, says so, refuses new
+// messages and drains the whole backlog on the full disk.
+func TestDiskFullIdle(t *testing.T) {
+	diskFullKinds(t, func(t *testing.T, mnt string, c *fullChild) *fullChild {
+		next := c.backlog()
+		fill(t, mnt)
+		c.waitDiskFull()
+		c.refuseNew(&next)
+		return c
+	})
 }
 
 // TestDiskFullWhileIngesting: the disk fills under a producer.
 func TestDiskFullWhileIngesting(t *testing.T) {
-	for _, kind := range fullKinds {
-		t.Run(kind, func(t *testing.T) {
-			mnt := mountSmall(t, kind)
-			dir := filepath.Join(mnt, "data")
-			lg := newFullLog()
-			c := startFullChild(t, dir, lg)
-			c.send("ingest 0")
-			c.expect("D 5000", time.Minute)
-			// Just below the threshold under the running producer: refused from here on. The
-			// threshold is the headroom for the flush and compaction that may be under way
-			// (the default 64 MiB is sized for the same), so this leaves most of it.
-			fillLeaving(t, mnt, fullMinFree-(2<<20))
-			c.expect("F ", time.Minute)
-			// Then all of it, with the producer still trying. (Filling to the last block
-			// while badger writes a table is the one case the space guard cannot cover, see
-			// diskfull.go: the refusals above stopped the flushes, settle waits for the last.)
-			c.settle()
-			fill(t, mnt)
-			c.expect("F ", time.Minute)
-			c.stats("disk full", diskFullStats)
-			next := 0
-			c.stop(&next)
-			c.drainAll()
-			c.quit()
-			verifyFull(t, mnt, dir, lg)
-		})
-	}
+	diskFullKinds(t, func(t *testing.T, mnt string, c *fullChild) *fullChild {
+		c.send("ingest 0")
+		c.expect("D 5000", time.Minute)
+		// Just below the threshold under the running producer: refused from here on. The
+		// threshold is the headroom for the flush and compaction that may be under way
+		// (the default 64 MiB is sized for the same), so this leaves most of it.
+		fillLeaving(t, mnt, fullMinFree-(2<<20))
+		c.expect("F ", time.Minute)
+		// Then all of it, with the producer still trying. (Filling to the last block
+		// while badger writes a table is the one case the space guard cannot cover, see
+		// diskfull.go: the refusals above stopped the flushes, settle waits for the last.)
+		c.settle()
+		fill(t, mnt)
+		c.expect("F ", time.Minute)
+		c.waitDiskFull()
+		next := 0
+		c.stop(&next)
+		return c
+	})
 }
 
 // TestDiskFullWhileDraining: the disk fills while the backlog is being acked; acks go on.
 func TestDiskFullWhileDraining(t *testing.T) {
-	for _, kind := range fullKinds {
-		t.Run(kind, func(t *testing.T) {
-			mnt := mountSmall(t, kind)
-			dir := filepath.Join(mnt, "data")
-			lg := newFullLog()
-			c := startFullChild(t, dir, lg)
-			next := 0
-			c.ingest(&next, 20_000)
-			c.settle()
-			// Acks go on while the disk fills; the last 100 are held back so the queue
-			// empties (DropPrefix: table writes) only once the filler is done: a table
-			// written while another process takes the last blocks is the one case the guard
-			// cannot cover (diskfull.go).
-			c.send("drain 100")
-			c.expect("K 3000", time.Minute)
-			fill(t, mnt)
-			c.expect("held", time.Minute)
-			c.send("stopdrain")
-			c.expect("drainstopped", time.Minute)
-			c.stats("disk full", diskFullStats)
-			c.drainAll()
-			c.quit()
-			verifyFull(t, mnt, dir, lg)
-		})
-	}
+	diskFullKinds(t, func(t *testing.T, mnt string, c *fullChild) *fullChild {
+		c.backlog()
+		// Acks go on while the disk fills; the last 100 are held back so the queue
+		// empties (DropPrefix: table writes) only once the filler is done: a table
+		// written while another process takes the last blocks is the one case the guard
+		// cannot cover (diskfull.go).
+		c.send("drain 100")
+		c.expect("K 3000", time.Minute)
+		fill(t, mnt)
+		c.expect("held", time.Minute)
+		c.send("stopdrain")
+		c.expect("drainstopped", time.Minute)
+		c.waitDiskFull()
+		return c
+	})
 }
 
 // TestDiskFullAtStart: edged was killed with a backlog (WALs to replay), the disk filled, and
 // it starts on the full disk: it opens, says so, refuses new messages and drains.
 func TestDiskFullAtStart(t *testing.T) {
-	for _, kind := range fullKinds {
-		t.Run(kind, func(t *testing.T) {
-			mnt := mountSmall(t, kind)
-			dir := filepath.Join(mnt, "data")
-			lg := newFullLog()
-			c := startFullChild(t, dir, lg)
-			next := 0
-			c.ingest(&next, 20_000)
-			c.settle()
-			c.cmd.Process.Signal(syscall.SIGKILL)
-			<-c.exited
-			fill(t, mnt)
-			c = startFullChild(t, dir, lg)
-			c.stats("disk full", diskFullStats)
-			c.send(fmt.Sprintf("ingest %d", next))
-			c.expect("F ", time.Minute)
-			c.stop(&next)
-			c.drainAll()
-			c.quit()
-			verifyFull(t, mnt, dir, lg)
-		})
-	}
+	diskFullKinds(t, func(t *testing.T, mnt string, c *fullChild) *fullChild {
+		next := c.backlog()
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.exited
+		fill(t, mnt)
+		c = startFullChild(t, c.dir, c.log)
+		c.waitDiskFull()
+		c.refuseNew(&next)
+		return c
+	})
 }

@@ -109,15 +109,11 @@ func (o *Outbox) Requeue(ctx context.Context, seqs ...uint64) (int, error) {
 		}
 		for ; idx < len(seqs); idx++ {
 			dk := seqKey(o.dprefix, seqs[idx])
-			item, err := g.txn.Get(dk)
+			dv, err := getValue(g.txn, dk)
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				missing = append(missing, seqs[idx])
 				continue
 			} else if err != nil {
-				return false, err
-			}
-			dv, err := item.ValueCopy(nil)
-			if err != nil {
 				return false, err
 			}
 			if done, err := move(dk, dv); err != nil || !done {

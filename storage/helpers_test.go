@@ -181,3 +181,13 @@ func metricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[st
 }
 
 func fmtErr(f string, a ...any) error { return fmt.Errorf(f, a...) }
+
+// outboxT opens outbox name of db, failing the test when it cannot.
+func outboxT(t testing.TB, db *DB, name string, cfg Config) *Outbox {
+	t.Helper()
+	ob, err := db.Outbox(name, cfg)
+	if err != nil {
+		t.Fatalf("outbox %s: %v", name, err)
+	}
+	return ob
+}

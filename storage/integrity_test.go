@@ -86,8 +86,7 @@ func (c *capture) metricSum(t *testing.T, name string, want map[string]string) f
 func writeBacklog(t *testing.T, dir string, n int) map[int]wire.ID {
 	t.Helper()
 	db := openT(t, dir)
-	ob, err := db.Outbox("rot", Config{})
-	must(t, err)
+	ob := outboxT(t, db, "rot", Config{})
 	ids := map[int]wire.ID{}
 	var es []*wire.Envelope
 	for i := 1; i <= n; i++ {
@@ -141,8 +140,7 @@ func flipIn(t *testing.T, dir string, needle []byte, n int, atStart bool) string
 // agree with the DLQ depth. It returns the delivered and dead-lettered sequence numbers.
 func checkAccounted(t *testing.T, c *capture, n int, ids map[int]wire.ID) (delivered, dead []uint64) {
 	t.Helper()
-	ob, err := c.db.Outbox("rot", Config{})
-	must(t, err)
+	ob := outboxT(t, c.db, "rot", Config{})
 	var after uint64
 	salvaged := false
 	for {
@@ -160,8 +158,7 @@ func checkAccounted(t *testing.T, c *capture, n int, ids map[int]wire.ID) (deliv
 				t.Fatal("salvage was requested but the next Open did not move the store aside")
 			}
 			salvaged = true
-			ob, err = c.db.Outbox("rot", Config{})
-			must(t, err)
+			ob = outboxT(t, c.db, "rot", Config{})
 			continue
 		}
 		must(t, err)
@@ -268,8 +265,7 @@ func TestBitRotInBlockHeaderIsAccounted(t *testing.T) {
 // cannot see, e.g. in a memtable) is moved to the dead letters as it is, never delivered.
 func TestRecordChecksumMismatchGoesToDeadLetters(t *testing.T) {
 	c := openCapture(t, t.TempDir())
-	ob, err := c.db.Outbox("rot", Config{})
-	must(t, err)
+	ob := outboxT(t, c.db, "rot", Config{})
 	ids := map[int]wire.ID{}
 	for i := 1; i <= 10; i++ {
 		e := markedEnv(i)
@@ -278,11 +274,7 @@ func TestRecordChecksumMismatchGoesToDeadLetters(t *testing.T) {
 	}
 	k := seqKey(ob.prefix, 5)
 	must(t, c.db.bdb.Update(func(txn *badger.Txn) error {
-		it, err := txn.Get(k)
-		if err != nil {
-			return err
-		}
-		v, err := it.ValueCopy(nil)
+		v, err := getValue(txn, k)
 		if err != nil {
 			return err
 		}
@@ -306,8 +298,7 @@ func TestRecordChecksumMismatchGoesToDeadLetters(t *testing.T) {
 // Records written before checksums existed (version 1) still read.
 func TestRecordVersion1StillReads(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, err := db.Outbox("old", Config{})
-	must(t, err)
+	ob := outboxT(t, db, "old", Config{})
 	must(t, ob.Append(context.Background(), markedEnv(1)))
 	e := markedEnv(2)
 	b, err := wire.MarshalEnvelope(e)
@@ -372,8 +363,7 @@ func TestScrubFindsLossWithoutReads(t *testing.T) {
 	writeBacklog(t, dir, n)
 	flipIn(t, dir, []byte(fmt.Sprintf("PAYLOAD<%06d>", 2000)), 64, false)
 	c := openCapture(t, dir)
-	ob, err := c.db.Outbox("rot", Config{})
-	must(t, err)
+	ob := outboxT(t, c.db, "rot", Config{})
 	testutil.WaitFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		if ob.Stats().DLQDepth == 0 {
 			return fmt.Errorf("no loss found yet")

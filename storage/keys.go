@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Key layout. Every key starts with a one-byte kind; outbox keys then carry the outbox name
@@ -143,3 +145,12 @@ func decodeMeta(b []byte) (meta, error) {
 }
 
 func nowMs() int64 { return time.Now().UnixMilli() }
+
+// getValue returns a copy of k's value in txn (badger.ErrKeyNotFound when there is none).
+func getValue(txn *badger.Txn, k []byte) ([]byte, error) {
+	item, err := txn.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}

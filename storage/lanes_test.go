@@ -13,12 +13,9 @@ import (
 // alone.
 func TestAppendLanesOneCommit(t *testing.T) {
 	db := openT(t, t.TempDir())
-	hi, err := db.Outbox("c#p8", Config{})
-	must(t, err)
-	lo, err := db.Outbox("c#p2", Config{})
-	must(t, err)
-	full, err := db.Outbox("c#full", Config{MaxMessages: 2, WhenFull: Reject})
-	must(t, err)
+	hi := outboxT(t, db, "c#p8", Config{})
+	lo := outboxT(t, db, "c#p2", Config{})
+	full := outboxT(t, db, "c#full", Config{MaxMessages: 2, WhenFull: Reject})
 	lt, err := db.Latest("c#p5-latest", 0)
 	must(t, err)
 	parts := []*LaneAppend{

@@ -143,9 +143,7 @@ func (g *group) latestWork(l *Latest) *latestWork {
 	if w, ok := g.ext[l].(*latestWork); ok {
 		return w
 	}
-	l.mu.Lock()
-	m := l.cm
-	l.mu.Unlock()
+	m := locked(&l.mu, &l.cm)
 	w := &latestWork{m: m, base: m}
 	g.ext[l] = w
 	g.after = append(g.after, func(committed bool) {
@@ -167,13 +165,7 @@ func (l *Latest) publish(w *latestWork) {
 	l.cm = w.m
 	l.mu.Unlock()
 	mt := l.db.metrics
-	if w.put > 0 {
-		mt.appended.WithLabelValues(l.name).Add(float64(w.put))
-		select {
-		case l.notify <- struct{}{}:
-		default:
-		}
-	}
+	mt.appendedTo(l.name, w.put, l.notify)
 	if w.superseded > 0 {
 		mt.dropped.WithLabelValues(l.name, ReasonSuperseded).Add(float64(w.superseded))
 	}
@@ -405,14 +397,10 @@ func (l *Latest) DeadLetter(rec Record, reason string) error {
 	err := l.db.submit(context.Background(), &op{grows: true, apply: func(g *group) (bool, error) {
 		w := g.latestWork(l)
 		k := append(append([]byte(nil), l.prefix...), rec.Env.Topic...)
-		item, err := g.txn.Get(k)
+		v, err := getValue(g.txn, k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return true, nil
 		} else if err != nil {
-			return false, err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
 			return false, err
 		}
 		if len(v) < 8 || binary.BigEndian.Uint64(v) != rec.Seq {

@@ -2,7 +2,9 @@ package storage
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -10,7 +12,12 @@ import (
 // benchmark): the child runs instead of the tests.
 const childEnv = "EDGED_STORAGE_CHILD"
 
-var childModes = map[string]func() error{}
+var childModes = map[string]func() error{
+	"backlog":  backlogChild,  // BenchmarkBacklogMemory
+	"crash":    crashChild,    // TestCrashKill9
+	"diskfull": diskFullChild, // the full-disk tests
+	"walfill":  walFillChild,  // killedStore
+}
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
@@ -26,4 +33,28 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// childCommand returns the command that re-executes this test binary in child mode, with
+// extra environment (KEY=value).
+func childCommand(mode string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+mode), env...)
+	return cmd
+}
+
+// openChildOutbox opens a child's store at dir and its outbox name. The child logs warnings
+// to stderr, which the parent shows when the child fails.
+func openChildOutbox(dir string, minFree int64, name string, cfg Config) (*DB, *Outbox, error) {
+	db, err := Open(Options{Dir: dir, MinFreeBytes: minFree,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return nil, nil, err
+	}
+	ob, err := db.Outbox(name, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return db, ob, nil
 }

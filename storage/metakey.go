@@ -29,11 +29,7 @@ func migrateMetas(bdb *badger.DB, names []string) error {
 	err := bdb.Update(func(txn *badger.Txn) error {
 		for _, n := range names {
 			old := namePrefix(kindMetaV1, n)
-			item, err := txn.Get(old)
-			if err != nil {
-				return err
-			}
-			v, err := item.ValueCopy(nil)
+			v, err := getValue(txn, old)
 			if err != nil {
 				return err
 			}

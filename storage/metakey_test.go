@@ -23,8 +23,7 @@ func rawBadger(t *testing.T, dir string, f func(txn *badger.Txn) error) {
 func TestFormat1MetasMigrated(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, err := db.Outbox("up", Config{})
-	must(t, err)
+	ob := outboxT(t, db, "up", Config{})
 	appendBatch(t, ob, 0, 100, 50, 10)
 	must(t, ob.Ack(10))
 	want := ob.Stats()
@@ -32,11 +31,7 @@ func TestFormat1MetasMigrated(t *testing.T) {
 
 	// Rewrite it as format 1 wrote it.
 	rawBadger(t, dir, func(txn *badger.Txn) error {
-		item, err := txn.Get(namePrefix(kindMeta, "up"))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+		v, err := getValue(txn, namePrefix(kindMeta, "up"))
 		if err != nil {
 			return err
 		}
@@ -46,8 +41,7 @@ func TestFormat1MetasMigrated(t *testing.T) {
 	})
 
 	db = openT(t, dir)
-	ob, err = db.Outbox("up", Config{})
-	must(t, err)
+	ob = outboxT(t, db, "up", Config{})
 	if got := ob.Stats(); got.Depth != want.Depth || got.Tail != want.Tail || got.Bytes != want.Bytes {
 		t.Fatalf("after migration: %+v, want %+v", got, want)
 	}
@@ -68,11 +62,10 @@ func TestFormat1MetasMigrated(t *testing.T) {
 		if _, err := txn.Get(namePrefix(kindMeta, "up")); err != nil {
 			t.Errorf("format 2 meta: %v", err)
 		}
-		item, err := txn.Get([]byte{kindFormat})
+		v, err := getValue(txn, []byte{kindFormat})
 		if err != nil {
 			return err
 		}
-		v, _ := item.ValueCopy(nil)
 		if len(v) != 1 || v[0] != formatVersion {
 			t.Errorf("format marker %v, want %d", v, formatVersion)
 		}

@@ -17,6 +17,19 @@ type metrics struct {
 	corrupt       prometheus.Counter
 }
 
+// appendedTo counts n messages made durable in store name and wakes its reader without
+// blocking (a wake-up already pending covers these too). Committer goroutine.
+func (m *metrics) appendedTo(name string, n int, notify chan<- struct{}) {
+	if n <= 0 {
+		return
+	}
+	m.appended.WithLabelValues(name).Add(float64(n))
+	select {
+	case notify <- struct{}{}:
+	default:
+	}
+}
+
 func newMetrics(db *DB, reg prometheus.Registerer) *metrics {
 	m := &metrics{reg: reg}
 	m.appended = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_outbox_appended_total",

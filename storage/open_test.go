@@ -16,7 +16,7 @@ import (
 func TestLockedDirIsNotMovedAside(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, _ := db.Outbox("x", Config{})
+	ob := outboxT(t, db, "x", Config{})
 	appendN(t, ob, 0, 3, 10)
 	_, err := Open(Options{Dir: dir})
 	if !errors.Is(err, ErrLocked) {
@@ -34,7 +34,7 @@ func TestLockedDirIsNotMovedAside(t *testing.T) {
 	}
 	must(t, db.Close())
 	db = openT(t, dir)
-	o2, _ := db.Outbox("x", Config{})
+	o2 := outboxT(t, db, "x", Config{})
 	if o2.Stats().Depth != 3 {
 		t.Fatal("data lost")
 	}
@@ -46,7 +46,7 @@ func TestCorruptStoreMovedAside(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "data")
 	db := openT(t, dir)
-	ob, _ := db.Outbox("x", Config{})
+	ob := outboxT(t, db, "x", Config{})
 	appendN(t, ob, 0, 100, 10)
 	must(t, db.Close())
 	must(t, os.WriteFile(filepath.Join(dir, "MANIFEST"), bytes.Repeat([]byte{0xde, 0xad}, 100), 0o644))
@@ -75,7 +75,7 @@ func TestCorruptStoreMovedAside(t *testing.T) {
 	if n := metricValue(t, reg, "edged_storage_corrupt_recoveries_total", nil); n != 1 {
 		t.Fatalf("metric %v", n)
 	}
-	ob, _ = db.Outbox("x", Config{})
+	ob = outboxT(t, db, "x", Config{})
 	appendN(t, ob, 0, 1, 10)
 	if d := ob.Stats().Depth; d != 101 { // the 100 salvaged (salvage_test.go) and the new one
 		t.Fatalf("fresh store not usable: depth %d", d)

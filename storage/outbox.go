@@ -59,13 +59,7 @@ func (o *Outbox) publish(w *work) {
 		o.db.freedSinceGC.Add(w.freed)
 	}
 	mt := o.db.metrics
-	if w.appended > 0 {
-		mt.appended.WithLabelValues(o.name).Add(float64(w.appended))
-		select {
-		case o.notify <- struct{}{}:
-		default:
-		}
-	}
+	mt.appendedTo(o.name, w.appended, o.notify)
 	var dropped uint64
 	for i, n := range w.drops {
 		if n > 0 {
@@ -250,14 +244,10 @@ func (o *Outbox) deadLetter(seq uint64, reason string) error {
 			return true, fmt.Errorf("dead-letter %s/%d: %w", o.name, seq, ErrNotFound)
 		}
 		k := seqKey(o.prefix, seq)
-		item, err := g.txn.Get(k)
+		rec, err := getValue(g.txn, k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return true, fmt.Errorf("dead-letter %s/%d: %w", o.name, seq, ErrNotFound)
 		} else if err != nil {
-			return false, err
-		}
-		rec, err := item.ValueCopy(nil)
-		if err != nil {
 			return false, err
 		}
 		if len(reason) > 1024 {

@@ -13,8 +13,7 @@ import (
 func TestAppendReadAckReopen(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, err := db.Outbox("cloud", Config{})
-	must(t, err)
+	ob := outboxT(t, db, "cloud", Config{})
 	appendN(t, ob, 0, 100, 50)
 	nums, seqs := readAll(t, ob)
 	if len(nums) != 100 || seqs[0] != 1 || seqs[99] != 100 {
@@ -45,8 +44,7 @@ func TestAppendReadAckReopen(t *testing.T) {
 	must(t, db.Close())
 
 	db = openT(t, dir)
-	ob, err = db.Outbox("cloud", Config{})
-	must(t, err)
+	ob = outboxT(t, db, "cloud", Config{})
 	if s := ob.Stats(); s.Depth != 60 || s.Head != 41 || s.Bytes != st.Bytes {
 		t.Fatalf("after reopen %+v, before %+v", s, st)
 	}
@@ -69,8 +67,8 @@ func TestAppendReadAckReopen(t *testing.T) {
 
 func TestOutboxesAreIndependent(t *testing.T) {
 	db := openT(t, t.TempDir())
-	a, _ := db.Outbox("a", Config{})
-	ab, _ := db.Outbox("ab", Config{}) // "a" must not be a prefix of "ab"
+	a := outboxT(t, db, "a", Config{})
+	ab := outboxT(t, db, "ab", Config{}) // "a" must not be a prefix of "ab"
 	appendN(t, a, 0, 3, 10)
 	appendN(t, ab, 100, 5, 10)
 	na, _ := readAll(t, a)
@@ -85,7 +83,7 @@ func TestOutboxesAreIndependent(t *testing.T) {
 
 func TestNotify(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, _ := db.Outbox("n", Config{})
+	ob := outboxT(t, db, "n", Config{})
 	select {
 	case <-ob.Notify():
 		t.Fatal("notified before any append")
@@ -127,7 +125,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestBoundsDropOldest(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, _ := db.Outbox("d", Config{MaxMessages: 10})
+	ob := outboxT(t, db, "d", Config{MaxMessages: 10})
 	appendN(t, ob, 0, 25, 10)
 	nums, _ := readAll(t, ob)
 	if len(nums) != 10 || nums[0] != 15 || nums[9] != 24 {
@@ -145,7 +143,7 @@ func TestBoundsDropOldest(t *testing.T) {
 	}
 
 	// max_bytes
-	ob2, _ := db.Outbox("b", Config{MaxBytes: 8 << 10})
+	ob2 := outboxT(t, db, "b", Config{MaxBytes: 8 << 10})
 	appendN(t, ob2, 0, 100, 500)
 	s2 := ob2.Stats()
 	if s2.Bytes > 8<<10 || s2.Drops[ReasonMaxBytes] == 0 || s2.Depth+int64(s2.Drops[ReasonMaxBytes]) != 100 {
@@ -163,7 +161,7 @@ func TestBoundsDropOldest(t *testing.T) {
 
 func TestBoundsReject(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, _ := db.Outbox("r", Config{MaxMessages: 5, WhenFull: Reject})
+	ob := outboxT(t, db, "r", Config{MaxMessages: 5, WhenFull: Reject})
 	appendN(t, ob, 0, 5, 10)
 	err := ob.Append(context.Background(), env(5, 10))
 	if !errors.Is(err, ErrFull) {
@@ -182,7 +180,7 @@ func TestBoundsReject(t *testing.T) {
 
 func TestBoundsTTL(t *testing.T) {
 	db := openT(t, t.TempDir(), func(o *Options) { o.GCInterval = 50 * time.Millisecond })
-	ob, _ := db.Outbox("t", Config{TTL: time.Second})
+	ob := outboxT(t, db, "t", Config{TTL: time.Second})
 	appendN(t, ob, 0, 20, 10)
 	// Quiet: ~1.1 s (the TTL plus one 50 ms housekeeping tick). The deadline is for a
 	// machine loaded with -race and parallel builds, where a tick can be late by seconds.
@@ -194,7 +192,7 @@ func TestBoundsTTL(t *testing.T) {
 	})
 	// Expiry also happens on append, before the housekeeping tick.
 	db2 := openT(t, t.TempDir(), func(o *Options) { o.GCInterval = time.Hour })
-	ob2, _ := db2.Outbox("t", Config{TTL: time.Second})
+	ob2 := outboxT(t, db2, "t", Config{TTL: time.Second})
 	appendN(t, ob2, 0, 5, 10)
 	time.Sleep(1100 * time.Millisecond)
 	appendN(t, ob2, 5, 1, 10)
@@ -206,7 +204,7 @@ func TestBoundsTTL(t *testing.T) {
 func TestDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, _ := db.Outbox("dl", Config{})
+	ob := outboxT(t, db, "dl", Config{})
 	appendN(t, ob, 0, 10, 20)
 	must(t, ob.DeadLetter(1, "http 400: bad request")) // the head
 	must(t, ob.DeadLetter(5, "http 422"))
@@ -232,7 +230,7 @@ func TestDeadLetters(t *testing.T) {
 	must(t, db.Close())
 
 	db = openT(t, dir)
-	ob, _ = db.Outbox("dl", Config{})
+	ob = outboxT(t, db, "dl", Config{})
 	if s := ob.Stats(); s.DLQDepth != 2 {
 		t.Fatalf("after reopen %+v", s)
 	}
@@ -271,7 +269,7 @@ func TestDeadLetters(t *testing.T) {
 
 func TestGroupCommit(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, _ := db.Outbox("g", Config{})
+	ob := outboxT(t, db, "g", Config{})
 	const producers, per = 16, 100
 	c0 := db.Stats().Commits
 	var wg sync.WaitGroup
@@ -334,7 +332,7 @@ func TestStateStore(t *testing.T) {
 
 func TestClosedAndIdempotentClose(t *testing.T) {
 	db := openT(t, t.TempDir())
-	ob, _ := db.Outbox("c", Config{})
+	ob := outboxT(t, db, "c", Config{})
 	must(t, db.Close())
 	must(t, db.Close())
 	if err := ob.Append(context.Background(), env(1, 1)); !errors.Is(err, ErrClosed) {
@@ -348,8 +346,7 @@ func TestClosedAndIdempotentClose(t *testing.T) {
 func TestLargeMessage(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, err := db.Outbox("cloud", Config{})
-	must(t, err)
+	ob := outboxT(t, db, "cloud", Config{})
 	for _, size := range []int{100 << 10, 1 << 20} {
 		must(t, ob.Append(context.Background(), env(size, size)))
 	}
@@ -360,8 +357,7 @@ func TestLargeMessage(t *testing.T) {
 	}
 	must(t, db.Close())
 	db = openT(t, dir)
-	ob, err = db.Outbox("cloud", Config{})
-	must(t, err)
+	ob = outboxT(t, db, "cloud", Config{})
 	recs, err := ob.Read(0, 10, 8<<20)
 	must(t, err)
 	if len(recs) != 5 || len(recs[1].Env.Payload) != 1<<20 {

@@ -41,13 +41,13 @@ func TestRepairBeforeQuarantine(t *testing.T) {
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "data")
 			db := openT(t, dir)
-			ob, _ := db.Outbox("r", Config{})
+			ob := outboxT(t, db, "r", Config{})
 			appendBatch(t, ob, 0, 3000, 200, 100)
 			must(t, ob.Ack(1000)) // messages 0..999 (seqs 1..1000) acked: 2000 queued, the head moved
 			// A second run, so the store has more than one value log and WAL generation.
 			must(t, db.Close())
 			db = openT(t, dir)
-			ob, _ = db.Outbox("r", Config{})
+			ob = outboxT(t, db, "r", Config{})
 			appendBatch(t, ob, 3000, 1000, 200, 100)
 			must(t, db.Close())
 
@@ -57,7 +57,7 @@ func TestRepairBeforeQuarantine(t *testing.T) {
 			if s := db.Stats(); s.CorruptRecoveries != 0 {
 				t.Fatalf("store moved aside to %s instead of repaired", s.MovedAside)
 			}
-			ob, _ = db.Outbox("r", Config{})
+			ob = outboxT(t, db, "r", Config{})
 			nums, _ := readAll(t, ob)
 			if len(nums) != 3000 || nums[0] != 1000 || nums[len(nums)-1] != 3999 {
 				t.Fatalf("after repair: %d records", len(nums))
@@ -88,7 +88,7 @@ func TestRepairBeforeQuarantine(t *testing.T) {
 func TestPreparedWALIsNotARepair(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir)
-	ob, _ := db.Outbox("p", Config{})
+	ob := outboxT(t, db, "p", Config{})
 	appendN(t, ob, 0, 10, 10)
 	next := filepath.Join(dir, memName(maxFidIn(dir, memExt)))
 	fi, err := os.Stat(next)
@@ -115,7 +115,7 @@ func TestPreparedWALIsNotARepair(t *testing.T) {
 	if r := db.Stats().Space.Repairs; len(r) != 0 {
 		t.Fatalf("a prepared WAL counted as a repair: %v", r)
 	}
-	ob, _ = db.Outbox("p", Config{})
+	ob = outboxT(t, db, "p", Config{})
 	if n, _ := readAll(t, ob); len(n) != 10 {
 		t.Fatalf("%d records", len(n))
 	}

@@ -131,6 +131,12 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		}
 		return string(k[2 : 2+int(k[1])]), true
 	}
+	// nameOf is the store name of a key that carries tail bytes after it (8: a sequence, 0: a
+	// meta key); false for a key of any other length.
+	nameOf := func(k []byte, tail int) (string, bool) {
+		n, ok := name(k)
+		return n, ok && len(k) == 2+len(n)+tail
+	}
 	// Keep-latest stores (latest.go): one record per topic, copied as they are; the meta is
 	// rebuilt from what was readable, and a shortfall against the old meta's count is a loss.
 	type salvageLatest struct {
@@ -143,18 +149,18 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 	for _, kv := range kvs {
 		switch kv.key[0] {
 		case kindMeta, kindMetaV1: // keys are sorted: a format 2 meta ('p') wins over 'h'
-			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n) {
+			if n, ok := nameOf(kv.key, 0); ok {
 				if m, err := decodeMeta(kv.val); err == nil {
 					so := get(n)
 					so.m, so.hasMeta = m, true
 				}
 			}
 		case kindDead:
-			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n)+8 {
+			if n, ok := nameOf(kv.key, 8); ok {
 				get(n).dead[keySeq(kv.key)] = true
 			}
 		case kindLatestMeta:
-			if n, ok := name(kv.key); ok && len(kv.key) == 2+len(n) {
+			if n, ok := nameOf(kv.key, 0); ok {
 				lm := latests[n]
 				if m, err := decodeLatestMeta(kv.val); err == nil {
 					lm.want, lm.m.seq, lm.m.superseded, lm.m.ttl, lm.hasMeta = m.count, m.seq, m.superseded, m.ttl, true
@@ -189,6 +195,15 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 	wb := db.bdb.NewWriteBatch()
 	defer wb.Cancel()
 	now := nowMs()
+	// putDead writes a dead letter of so into the fresh store and counts it in so's meta.
+	putDead := func(so *salvageOutbox, k, v []byte) error {
+		if err := wb.Set(k, v); err != nil {
+			return err
+		}
+		so.m.dlqCount++
+		so.m.dlqBytes += int64(len(k) + len(v))
+		return nil
+	}
 	gap := func(so *salvageOutbox, lo, hi uint64) {
 		for s := lo; s <= hi; s++ {
 			if so.dead[s] {
@@ -222,11 +237,9 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 			for s := sp.lo; s <= sp.hi; s++ {
 				dk := seqKey(namePrefix(kindDead, so.name), s)
 				dv := encodeDead(now, ReasonCorrupt+": unreadable in the store moved aside at start-up", nil)
-				if err := wb.Set(dk, dv); err != nil {
+				if err := putDead(so, dk, dv); err != nil {
 					return err
 				}
-				so.m.dlqCount++
-				so.m.dlqBytes += int64(len(dk) + len(dv))
 				db.integ.deadLetters.WithLabelValues(so.name, ReasonCorrupt).Inc()
 			}
 		}
@@ -259,20 +272,17 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 			latests[n] = lm
 			res.copied++
 		case kindDead:
-			n, ok := name(kv.key)
-			if !ok || len(kv.key) != 2+len(n)+8 {
+			n, ok := nameOf(kv.key, 8)
+			if !ok {
 				continue
 			}
-			so := get(n)
-			if err := wb.Set(kv.key, kv.val); err != nil {
+			if err := putDead(get(n), kv.key, kv.val); err != nil {
 				return res, err
 			}
-			so.m.dlqCount++
-			so.m.dlqBytes += int64(len(kv.key) + len(kv.val))
 			res.dead++
 		case kindRecord:
-			n, ok := name(kv.key)
-			if !ok || len(kv.key) != 2+len(n)+8 {
+			n, ok := nameOf(kv.key, 8)
+			if !ok {
 				continue
 			}
 			so := get(n)
@@ -294,11 +304,9 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 				// Kept as it is, never delivered.
 				dk := seqKey(namePrefix(kindDead, n), seq)
 				dv := encodeDead(now, ReasonCorrupt+": "+derr.Error()+" (found while salvaging)", kv.val)
-				if err := wb.Set(dk, dv); err != nil {
+				if err := putDead(so, dk, dv); err != nil {
 					return res, err
 				}
-				so.m.dlqCount++
-				so.m.dlqBytes += int64(len(dk) + len(dv))
 				so.dead[seq] = true
 				res.corrupt++
 				db.integ.deadLetters.WithLabelValues(n, ReasonCorrupt).Inc()

@@ -20,8 +20,7 @@ func salvageFixture(t *testing.T, dir string) map[string]map[uint64]wire.ID {
 	db := openT(t, dir)
 	ids := map[string]map[uint64]wire.ID{"a": {}, "b": {}}
 	for name, n := range map[string]int{"a": 2000, "b": 500} {
-		ob, err := db.Outbox(name, Config{})
-		must(t, err)
+		ob := outboxT(t, db, name, Config{})
 		var es []*wire.Envelope
 		for i := 1; i <= n; i++ {
 			e := markedEnv(i)
@@ -33,7 +32,7 @@ func salvageFixture(t *testing.T, dir string) map[string]map[uint64]wire.ID {
 			}
 		}
 	}
-	a, _ := db.Outbox("a", Config{})
+	a := outboxT(t, db, "a", Config{})
 	must(t, a.DeadLetter(10, "http 400: bad request"))
 	must(t, a.Ack(100))
 	must(t, db.State().Put("sess/client-1", []byte("session bytes")))
@@ -91,8 +90,8 @@ func TestSalvageAfterManifestDamage(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(st.MovedAside, "MANIFEST")); err != nil {
 		t.Fatalf("the quarantined store is not kept: %v", err)
 	}
-	a, _ := c.db.Outbox("a", Config{})
-	b, _ := c.db.Outbox("b", Config{})
+	a := outboxT(t, c.db, "a", Config{})
+	b := outboxT(t, c.db, "b", Config{})
 	if sa := drainIDs(t, a, ids["a"]); len(sa) != 1900 || sa[0] != 101 || sa[len(sa)-1] != 2000 {
 		t.Fatalf("a: %d records salvaged", len(sa))
 	}
@@ -139,7 +138,7 @@ func TestSalvageCountsUnreadableRecords(t *testing.T) {
 	c := openCapture(t, dir)
 	var delivered, lostMarks int
 	for _, name := range []string{"a", "b"} {
-		ob, _ := c.db.Outbox(name, Config{})
+		ob := outboxT(t, c.db, name, Config{})
 		delivered += len(drainIDs(t, ob, ids[name]))
 		dl, err := ob.DeadLetters(0, 0)
 		must(t, err)

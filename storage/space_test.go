@@ -11,8 +11,8 @@ func TestReclaimAfterDrain(t *testing.T) {
 	n := scaled(200_000, 50_000)
 	dir := t.TempDir()
 	db := openT(t, dir, func(o *Options) { o.GCInterval = 200 * time.Millisecond })
-	ob, _ := db.Outbox("r", Config{})
-	keep, _ := db.Outbox("keep", Config{})
+	ob := outboxT(t, db, "r", Config{})
+	keep := outboxT(t, db, "keep", Config{})
 	appendN(t, keep, 0, 10, 100)
 	appendBatch(t, ob, 0, n, 200, 500)
 	full := dirSize(dir)
@@ -51,7 +51,7 @@ func TestReclaimAfterDrain(t *testing.T) {
 func TestIdleWritesNothing(t *testing.T) {
 	dir := t.TempDir()
 	db := openT(t, dir, func(o *Options) { o.GCInterval = 100 * time.Millisecond })
-	ob, _ := db.Outbox("idle", Config{TTL: time.Hour})
+	ob := outboxT(t, db, "idle", Config{TTL: time.Hour})
 	appendBatch(t, ob, 0, 50_000, 200, 500)
 	recs, _ := ob.Read(0, 100, 0)
 	must(t, ob.Ack(recs[len(recs)-1].Seq))
@@ -73,7 +73,7 @@ func errorf(f string, a ...any) error { return fmtErr(f, a...) }
 // housekeeping; the remaining records are untouched.
 func TestReclaimGarbageOfBusyQueue(t *testing.T) {
 	db := openT(t, t.TempDir(), func(o *Options) { o.GCInterval = 100 * time.Millisecond })
-	ob, _ := db.Outbox("busy", Config{})
+	ob := outboxT(t, db, "busy", Config{})
 	appendBatch(t, ob, 0, 200_000, 200, 500)
 	must(t, ob.Ack(190_000))
 	// The tombstoning runs in group commits on the committer (9 s quiet under -race, more on

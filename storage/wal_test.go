@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -19,19 +17,12 @@ import (
 	"github.com/edged-dev/edged/wire"
 )
 
-func init() { childModes["walfill"] = walFillChild }
-
 const walRecords = 5000
 
 // walFillChild appends walRecords marked messages to outbox "wal" in commits of 50, says
 // "done" once every Append returned (all acknowledged), then waits to be killed.
 func walFillChild() error {
-	db, err := Open(Options{Dir: os.Getenv("EDGED_WAL_DIR"), MinFreeBytes: -1,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		return err
-	}
-	ob, err := db.Outbox("wal", Config{})
+	_, ob, err := openChildOutbox(os.Getenv("EDGED_WAL_DIR"), -1, "wal", Config{})
 	if err != nil {
 		return err
 	}
@@ -51,8 +42,7 @@ func walFillChild() error {
 // killedStore runs walFillChild on dir and kills it with SIGKILL once it acknowledged all.
 func killedStore(t *testing.T, dir string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=walfill", "EDGED_WAL_DIR="+dir)
+	cmd := childCommand("walfill", "EDGED_WAL_DIR="+dir)
 	out, err := cmd.StdoutPipe()
 	must(t, err)
 	var stderr strings.Builder
@@ -100,8 +90,7 @@ func newestWAL(t *testing.T, dir string) (string, []byte, int) {
 func checkWALLoss(t *testing.T, dir string) {
 	t.Helper()
 	c := openCapture(t, dir)
-	ob, err := c.db.Outbox("wal", Config{})
-	must(t, err)
+	ob := outboxT(t, c.db, "wal", Config{})
 	s := ob.Stats()
 	lost := int64(c.metric(t, "edged_storage_corrupt_records_total", map[string]string{"outbox": "wal", "cause": causeWAL}))
 	t.Logf("depth %d of %d, lost %d, dlq %d", s.Depth, walRecords, lost, s.DLQDepth)
@@ -169,7 +158,7 @@ func TestSalvageReplaysWriteAheadLog(t *testing.T) {
 	killedStore(t, dir)
 	damageManifest(t, dir)
 	c := openCapture(t, dir)
-	ob, _ := c.db.Outbox("wal", Config{})
+	ob := outboxT(t, c.db, "wal", Config{})
 	nums, _ := readAll(t, ob)
 	if len(nums) != walRecords || nums[0] != 1 || nums[len(nums)-1] != walRecords {
 		t.Fatalf("salvaged %d of %d acknowledged records", len(nums), walRecords)

@@ -15,13 +15,13 @@ func TestWireLimits(t *testing.T) {
 	big := env(1, wire.DefaultMaxPayload+1000)
 
 	def := openT(t, t.TempDir())
-	ob, _ := def.Outbox("x", Config{})
+	ob := outboxT(t, def, "x", Config{})
 	if err := ob.Append(context.Background(), big); !errors.Is(err, wire.ErrLimit) {
 		t.Fatalf("default limits stored %d bytes: %v", len(big.Payload), err)
 	}
 
 	db := openT(t, t.TempDir(), func(o *Options) { o.Wire = wire.Limits{MaxPayload: 2 * wire.DefaultMaxPayload} })
-	ob, _ = db.Outbox("x", Config{})
+	ob = outboxT(t, db, "x", Config{})
 	must(t, ob.Append(context.Background(), big))
 	recs, err := ob.Read(0, 10, 4*wire.DefaultMaxPayload)
 	if err != nil || len(recs) != 1 || len(recs[0].Env.Payload) != len(big.Payload) {

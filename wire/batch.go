@@ -109,11 +109,7 @@ func UnmarshalBatch(p []byte) (*Batch, error) { return Limits{}.UnmarshalBatch(p
 
 // UnmarshalBatch is UnmarshalBatch within l.
 func (l Limits) UnmarshalBatch(p []byte) (*Batch, error) {
-	b, err := unmarshalBatch(p, l.maxPayload())
-	if err != nil {
-		return nil, fmt.Errorf("decode batch: %w", err)
-	}
-	return b, nil
+	return decodeWithin(l, "batch", p, unmarshalBatch)
 }
 
 func unmarshalBatch(p []byte, maxPayload int) (*Batch, error) {

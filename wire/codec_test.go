@@ -13,21 +13,7 @@ import (
 
 func TestEnvelopeTableDecode(t *testing.T) {
 	for _, tt := range envelopeTests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := UnmarshalEnvelope(tt.raw)
-			if tt.err != nil {
-				if !errors.Is(err, tt.err) {
-					t.Fatalf("err = %v, want %v", err, tt.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.env) {
-				t.Fatalf("got  %+v\nwant %+v", got, tt.env)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { envelopeForm.checkDecode(t, tt.raw, tt.err, tt.env) })
 	}
 }
 
@@ -37,17 +23,10 @@ func TestEnvelopeTableEncode(t *testing.T) {
 			continue
 		}
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := MarshalEnvelope(tt.env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, tt.raw) {
-				t.Fatalf("got  % x\nwant % x", got, tt.raw)
-			}
-			// AppendEnvelope agrees and the exact-size estimate held
-			app, _ := AppendEnvelope([]byte{0xee}, tt.env)
-			if !bytes.Equal(app[1:], tt.raw) || cap(got) != len(got) {
-				t.Fatalf("append/size mismatch: cap %d len %d", cap(got), len(got))
+			got := envelopeForm.checkEncode(t, tt.env, tt.raw) // and the exact-size estimate held
+			// AppendEnvelope agrees
+			if app, _ := AppendEnvelope([]byte{0xee}, tt.env); !bytes.Equal(app[1:], tt.raw) {
+				t.Fatalf("append mismatch: % x", app[1:])
 			}
 			// the encoding is Core Deterministic: the cbor library re-encodes it identically
 			var v any
@@ -102,47 +81,33 @@ func TestLimitsAboveDefault(t *testing.T) {
 		t.Fatalf("default limits accepted %d bytes: %v", len(e.Payload), err)
 	}
 	lim := Limits{MaxPayload: 2 * DefaultMaxPayload}
-	c, err := lim.MarshalEnvelope(e)
-	if err != nil {
-		t.Fatal(err)
+	if got := beyondDefault(t, "cbor", e, lim.MarshalEnvelope, UnmarshalEnvelope, lim.UnmarshalEnvelope); len(got.Payload) != len(e.Payload) {
+		t.Fatalf("cbor: payload of %d bytes", len(got.Payload))
 	}
-	if _, err := UnmarshalEnvelope(c); !errors.Is(err, ErrLimit) {
-		t.Fatalf("default decode: %v", err)
-	}
-	if got, err := lim.UnmarshalEnvelope(c); err != nil || len(got.Payload) != len(e.Payload) {
-		t.Fatalf("cbor: %v", err)
-	}
-	j, err := lim.MarshalEnvelopeJSON(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := UnmarshalEnvelopeJSON(j); !errors.Is(err, ErrLimit) {
-		t.Fatalf("default json decode: %v", err)
-	}
-	if got, err := lim.UnmarshalEnvelopeJSON(j); err != nil || len(got.Payload) != len(e.Payload) {
-		t.Fatalf("json: %v", err)
+	if got := beyondDefault(t, "json", e, lim.MarshalEnvelopeJSON, UnmarshalEnvelopeJSON, lim.UnmarshalEnvelopeJSON); len(got.Payload) != len(e.Payload) {
+		t.Fatalf("json: payload of %d bytes", len(got.Payload))
 	}
 	batch := &Batch{Gateway: "g", Envelopes: []*Envelope{e}}
-	bc, err := lim.MarshalBatch(batch)
+	beyondDefault(t, "batch", batch, lim.MarshalBatch, UnmarshalBatch, lim.UnmarshalBatch)
+	beyondDefault(t, "batch json", batch, lim.MarshalBatchJSON, UnmarshalBatchJSON, lim.UnmarshalBatchJSON)
+}
+
+// beyondDefault checks that enc encodes v, that the default limits (def) refuse the result
+// with ErrLimit and that dec decodes it; it returns what dec gave.
+func beyondDefault[T any](t *testing.T, what string, v T, enc func(T) ([]byte, error), def, dec func([]byte) (T, error)) T {
+	t.Helper()
+	raw, err := enc(v)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: encode: %v", what, err)
 	}
-	if _, err := UnmarshalBatch(bc); !errors.Is(err, ErrLimit) {
-		t.Fatalf("default batch decode: %v", err)
+	if _, err := def(raw); !errors.Is(err, ErrLimit) {
+		t.Fatalf("%s: default decode: %v", what, err)
 	}
-	if _, err := lim.UnmarshalBatch(bc); err != nil {
-		t.Fatalf("batch: %v", err)
-	}
-	bj, err := lim.MarshalBatchJSON(batch)
+	got, err := dec(raw)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	if _, err := UnmarshalBatchJSON(bj); !errors.Is(err, ErrLimit) {
-		t.Fatalf("default batch json decode: %v", err)
-	}
-	if _, err := lim.UnmarshalBatchJSON(bj); err != nil {
-		t.Fatalf("batch json: %v", err)
-	}
+	return got
 }
 
 func TestMarshalEnvelopeDoesNotModify(t *testing.T) {
@@ -155,28 +120,8 @@ func TestMarshalEnvelopeDoesNotModify(t *testing.T) {
 func TestBatchTable(t *testing.T) {
 	for _, tt := range batchTests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := UnmarshalBatch(tt.raw)
-			if tt.err != nil {
-				if !errors.Is(err, tt.err) {
-					t.Fatalf("decode err = %v, want %v", err, tt.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.batch) {
-				t.Fatalf("decode got %+v\nwant %+v", got, tt.batch)
-			}
-			if !tt.canonical {
-				return
-			}
-			enc, err := MarshalBatch(tt.batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(enc, tt.raw) || cap(enc) != len(enc) {
-				t.Fatalf("encode got % x\nwant % x (cap %d)", enc, tt.raw, cap(enc))
+			if batchForm.checkDecode(t, tt.raw, tt.err, tt.batch) && tt.canonical {
+				batchForm.checkEncode(t, tt.batch, tt.raw)
 			}
 		})
 	}
@@ -381,19 +326,9 @@ func toRef(e *Envelope) *refEnvelope {
 // Deterministic encoder produces for the same schema.
 func TestEnvelopeProperties(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for i := range 3000 {
+	for range 3000 {
 		e := randEnvelope(r)
-		b, err := MarshalEnvelope(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := UnmarshalEnvelope(b)
-		if err != nil {
-			t.Fatalf("%d: %v", i, err)
-		}
-		if !reflect.DeepEqual(got, e) {
-			t.Fatalf("cbor round trip\n got %+v\nwant %+v", got, e)
-		}
+		b := roundTrip(t, "cbor envelope", e, MarshalEnvelope, UnmarshalEnvelope)
 		ref, err := transEnc.Marshal(toRef(e))
 		if err != nil {
 			t.Fatal(err)
@@ -401,17 +336,7 @@ func TestEnvelopeProperties(t *testing.T) {
 		if !bytes.Equal(ref, b) {
 			t.Fatalf("differs from the reference encoder:\n got % x\nwant % x", b, ref)
 		}
-		j, err := MarshalEnvelopeJSON(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotj, err := UnmarshalEnvelopeJSON(j)
-		if err != nil {
-			t.Fatalf("%s: %v", j, err)
-		}
-		if !reflect.DeepEqual(gotj, e) {
-			t.Fatalf("json round trip %s\n got %+v\nwant %+v", j, gotj, e)
-		}
+		roundTrip(t, "json envelope", e, MarshalEnvelopeJSON, UnmarshalEnvelopeJSON)
 	}
 	for range 200 {
 		bt := &Batch{Gateway: []string{"", "gw1", "a"}[r.IntN(3)]}
@@ -425,23 +350,8 @@ func TestEnvelopeProperties(t *testing.T) {
 		if n := len(bt.Envelopes); n > 0 {
 			bt.First, bt.Last = bt.Envelopes[0].ID, bt.Envelopes[n-1].ID
 		}
-		for _, c := range []struct {
-			name string
-			enc  func(*Batch) ([]byte, error)
-			dec  func([]byte) (*Batch, error)
-		}{{"cbor", MarshalBatch, UnmarshalBatch}, {"json", MarshalBatchJSON, UnmarshalBatchJSON}} {
-			b, err := c.enc(bt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := c.dec(b)
-			if err != nil {
-				t.Fatalf("%s: %v", c.name, err)
-			}
-			if !reflect.DeepEqual(got, bt) {
-				t.Fatalf("%s batch round trip\n got %+v\nwant %+v", c.name, got, bt)
-			}
-		}
+		roundTrip(t, "cbor batch", bt, MarshalBatch, UnmarshalBatch)
+		roundTrip(t, "json batch", bt, MarshalBatchJSON, UnmarshalBatchJSON)
 	}
 }
 

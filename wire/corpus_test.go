@@ -1,80 +1,13 @@
 package wire
 
-import (
-	"bufio"
-	"encoding/hex"
-	"encoding/json"
-	"math/rand/v2"
-	"os"
-	"testing"
-)
+import "testing"
 
-// The telemetry corpus (testdata/corpus/telemetry.jsonl) is one device message per line:
-// topic, qos, retain, client_id, content_type, user_props as in the envelope JSON, and the
-// payload as the device sent it: "payload" is either a JSON string, meaning those text bytes
-// (serial text lines, "online", "TARE"), or any other JSON value, meaning its compact JSON
-// encoding; "payload_hex" is a binary payload (Modbus, wM-Bus, BLE, CAN frames, a JPEG
-// thumbnail, a firmware chunk). Envelopes get UUIDv7 ids 137 ms apart, gateway "gw-plant-01",
-// and a capture time equal to the id time except for serial messages (no client id), whose
-// capture time (edged-time) is 3 ms earlier.
-
-type corpusLine struct {
-	Topic       string          `json:"topic"`
-	QoS         byte            `json:"qos"`
-	Retain      bool            `json:"retain"`
-	ClientID    string          `json:"client_id"`
-	ContentType string          `json:"content_type"`
-	UserProps   [][]string      `json:"user_props"`
-	Payload     json.RawMessage `json:"payload"`
-	PayloadHex  string          `json:"payload_hex"`
-}
-
+// loadCorpus is the telemetry corpus (testdata/corpus, see LoadCorpus).
 func loadCorpus(tb testing.TB) []*Envelope {
 	tb.Helper()
-	f, err := os.Open("testdata/corpus/telemetry.jsonl")
+	envs, err := LoadCorpus("testdata/corpus")
 	if err != nil {
 		tb.Fatal(err)
-	}
-	defer f.Close()
-	r := rand.New(rand.NewPCG(11, 12))
-	var envs []*Envelope
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for i := 0; sc.Scan(); i++ {
-		var l corpusLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			tb.Fatalf("corpus line %d: %v", i+1, err)
-		}
-		e := &Envelope{Version: 1, Topic: l.Topic, QoS: l.QoS, Retain: l.Retain, ClientID: l.ClientID,
-			ContentType: l.ContentType, Gateway: "gw-plant-01"}
-		for _, kv := range l.UserProps {
-			e.UserProps = append(e.UserProps, UserProp{kv[0], kv[1]})
-		}
-		switch {
-		case l.PayloadHex != "":
-			e.Payload, err = hex.DecodeString(l.PayloadHex)
-		case len(l.Payload) > 0 && l.Payload[0] == '"':
-			var s string
-			err = json.Unmarshal(l.Payload, &s)
-			e.Payload = []byte(s)
-		default:
-			e.Payload = []byte(l.Payload)
-		}
-		if err != nil {
-			tb.Fatalf("corpus line %d: %v", i+1, err)
-		}
-		ms := int64(1718000000000) + 137*int64(i)
-		e.ID = ID{byte(ms >> 40), byte(ms >> 32), byte(ms >> 24), byte(ms >> 16), byte(ms >> 8), byte(ms)}
-		for j := 6; j < 16; j++ {
-			e.ID[j] = byte(r.Uint32())
-		}
-		e.ID[6] = 0x70 | e.ID[6]&0x0f
-		e.ID[8] = 0x80 | e.ID[8]&0x3f
-		e.Time = ms
-		if l.ClientID == "" {
-			e.Time = ms - 3
-		}
-		envs = append(envs, e)
 	}
 	if len(envs) < 50 {
 		tb.Fatalf("corpus has %d messages, want >= 50", len(envs))
@@ -105,29 +38,20 @@ type corpusSizes struct {
 }
 
 func measureCorpus(tb testing.TB, envs []*Envelope) corpusSizes {
+	size := func(b []byte, err error) int {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return len(b)
+	}
 	var s corpusSizes
 	for _, e := range envs {
-		c, err := MarshalEnvelope(e)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		j, err := MarshalEnvelopeJSON(e)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s.cbor += len(c)
-		s.json += len(j)
+		s.cbor += size(MarshalEnvelope(e))
+		s.json += size(MarshalEnvelopeJSON(e))
 	}
 	b := &Batch{Gateway: "gw-plant-01", Envelopes: envs}
-	cb, err := MarshalBatch(b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	jb, err := MarshalBatchJSON(b)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.cborBatch, s.jsonBatch = len(cb), len(jb)
+	s.cborBatch, s.jsonBatch = size(MarshalBatch(b)), size(MarshalBatchJSON(b))
 	return s
 }
 

@@ -294,11 +294,7 @@ func UnmarshalBatchJSON(p []byte) (*Batch, error) { return Limits{}.UnmarshalBat
 
 // UnmarshalBatchJSON is UnmarshalBatchJSON within l.
 func (l Limits) UnmarshalBatchJSON(p []byte) (*Batch, error) {
-	b, err := unmarshalBatchJSON(p, l.maxPayload())
-	if err != nil {
-		return nil, fmt.Errorf("decode batch json: %w", err)
-	}
-	return b, nil
+	return decodeWithin(l, "batch json", p, unmarshalBatchJSON)
 }
 
 func unmarshalBatchJSON(p []byte, maxPayload int) (*Batch, error) {

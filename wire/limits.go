@@ -1,5 +1,7 @@
 package wire
 
+import "fmt"
+
 // Limits are the decode limits that follow the configuration: a gateway whose broker accepts
 // larger packets stores and forwards larger payloads. The package functions (UnmarshalEnvelope,
 // MarshalBatchJSON, ...) apply the zero Limits, which means the defaults; a part that needs
@@ -18,6 +20,16 @@ func (l Limits) maxPayload() int {
 		return DefaultMaxPayload
 	}
 	return l.MaxPayload
+}
+
+// decodeWithin runs dec on p within l's payload limit; its error names what was decoded.
+func decodeWithin[T any](l Limits, what string, p []byte, dec func([]byte, int) (T, error)) (T, error) {
+	v, err := dec(p, l.maxPayload())
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return v, nil
 }
 
 // Decode limits applied to outside bytes (envelopes and batches read back from disk or

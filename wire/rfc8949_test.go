@@ -9,9 +9,11 @@ import (
 // rfc8949Vectors are all the examples of RFC 8949 Appendix A: encoded bytes, the RFC's
 // diagnostic notation (Diagnose renders every one of them exactly as the RFC prints it), and
 // what CBORToJSON makes of them following §6.1.
-var rfc8949Vectors = []struct {
+type rfc8949Vector struct {
 	hex, diag, json string
-}{
+}
+
+var rfc8949Vectors = []rfc8949Vector{
 	{"00", "0", "0"},
 	{"01", "1", "1"},
 	{"0a", "10", "10"},
@@ -101,27 +103,15 @@ var rfc8949Vectors = []struct {
 }
 
 func TestRFC8949Diagnose(t *testing.T) {
-	for _, v := range rfc8949Vectors {
-		b, _ := hex.DecodeString(v.hex)
-		got, err := Diagnose(b)
-		if err != nil {
-			t.Errorf("%s: %v", v.hex, err)
-			continue
-		}
+	eachVector(t, Diagnose, func(v rfc8949Vector, got string) {
 		if got != v.diag {
 			t.Errorf("%s: Diagnose = %s, want %s", v.hex, got, v.diag)
 		}
-	}
+	})
 }
 
 func TestRFC8949ToJSON(t *testing.T) {
-	for _, v := range rfc8949Vectors {
-		b, _ := hex.DecodeString(v.hex)
-		got, err := CBORToJSON(b)
-		if err != nil {
-			t.Errorf("%s: %v", v.hex, err)
-			continue
-		}
+	eachVector(t, CBORToJSON, func(v rfc8949Vector, got []byte) {
 		if string(got) != v.json {
 			t.Errorf("%s (%s): CBORToJSON = %s, want %s", v.hex, v.diag, got, v.json)
 		}
@@ -130,6 +120,20 @@ func TestRFC8949ToJSON(t *testing.T) {
 		if _, err := JSONToCBOR(got); err != nil {
 			t.Errorf("%s: JSONToCBOR(%s): %v", v.hex, got, err)
 		}
+	})
+}
+
+// eachVector converts every vector's bytes with conv and hands the result to check; a
+// conversion error is reported for its vector.
+func eachVector[T any](t *testing.T, conv func([]byte) (T, error), check func(v rfc8949Vector, got T)) {
+	t.Helper()
+	for _, v := range rfc8949Vectors {
+		got, err := conv(h(v.hex))
+		if err != nil {
+			t.Errorf("%s: %v", v.hex, err)
+			continue
+		}
+		check(v, got)
 	}
 }
 

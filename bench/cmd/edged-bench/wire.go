@@ -1,92 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
 
 	"github.com/edged-dev/edged/wire"
 )
 
-// corpusLine is one line of wire/testdata/corpus/*.jsonl, the format the wire tests read:
-// "payload" is a JSON string (those text bytes) or any other JSON value (its compact
-// encoding); "payload_hex" is a binary payload.
-type corpusLine struct {
-	Topic       string          `json:"topic"`
-	QoS         byte            `json:"qos"`
-	Retain      bool            `json:"retain"`
-	ClientID    string          `json:"client_id"`
-	ContentType string          `json:"content_type"`
-	UserProps   [][]string      `json:"user_props"`
-	Payload     json.RawMessage `json:"payload"`
-	PayloadHex  string          `json:"payload_hex"`
-}
-
-// loadCorpus builds envelopes from every *.jsonl in dir, as a gateway would capture them:
-// UUIDv7 ids 137 ms apart, gateway "gw-plant-01", capture time = id time.
-func loadCorpus(dir string) ([]*wire.Envelope, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.jsonl in %s", dir)
-	}
-	sort.Strings(files)
-	var envs []*wire.Envelope
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(nil, 1<<20)
-		for n := 1; sc.Scan(); n++ {
-			var l corpusLine
-			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				return nil, fmt.Errorf("%s:%d: %w", f, n, err)
-			}
-			e := &wire.Envelope{Version: wire.Version, Topic: l.Topic, QoS: l.QoS, Retain: l.Retain,
-				ClientID: l.ClientID, ContentType: l.ContentType, Gateway: "gw-plant-01"}
-			for _, kv := range l.UserProps {
-				if len(kv) == 2 {
-					e.UserProps = append(e.UserProps, wire.UserProp{Key: kv[0], Value: kv[1]})
-				}
-			}
-			switch {
-			case l.PayloadHex != "":
-				e.Payload, err = hex.DecodeString(l.PayloadHex)
-			case len(l.Payload) > 0 && l.Payload[0] == '"':
-				var s string
-				err = json.Unmarshal(l.Payload, &s)
-				e.Payload = []byte(s)
-			default:
-				e.Payload = []byte(l.Payload)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%s:%d: %w", f, n, err)
-			}
-			ms := int64(1718000000000) + 137*int64(len(envs))
-			e.ID = wire.NewID()
-			for i := 0; i < 6; i++ {
-				e.ID[i] = byte(ms >> (40 - 8*i))
-			}
-			e.Time = ms
-			envs = append(envs, e)
-		}
-	}
-	return envs, nil
-}
-
 func wireSection(dir string) string {
 	var w bytes.Buffer
 	fmt.Fprintf(&w, "### Bytes on the wire: CBOR vs JSON envelopes (%s)\n\n", dir)
-	envs, err := loadCorpus(dir)
+	envs, err := wire.LoadCorpus(dir)
 	if err != nil || len(envs) == 0 {
 		fmt.Fprintf(&w, "corpus not available (%v): nothing measured.\n", err)
 		return w.String()
