@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
@@ -126,9 +127,9 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 
 	lineDev, cobsDev, cborDev := newDevice(t), newDevice(t), newDevice(t)
 	r := startManager(t, b,
-		SerialConfig{Name: "meter1", Port: lineDev.path(), Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
-		SerialConfig{Name: "cobs1", Port: cobsDev.path(), Framing: "cobs", Topic: "sensors/cobs1"},
-		SerialConfig{Name: "cbor1", Port: cborDev.path(), Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
+		SerialConfig{Name: "meter1", Line: hwkit.Line{Port: lineDev.path()}, Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
+		SerialConfig{Name: "cobs1", Line: hwkit.Line{Port: cobsDev.path()}, Framing: "cobs", Topic: "sensors/cobs1"},
+		SerialConfig{Name: "cbor1", Line: hwkit.Line{Port: cborDev.path()}, Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
 	)
 	for _, n := range []string{"meter1", "cobs1", "cbor1"} {
 		r.waitState(t, n, StateOpen)

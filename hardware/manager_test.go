@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
@@ -17,9 +18,9 @@ func TestPortLinesCOBSAndCBORFramesArePublished(t *testing.T) {
 	lineDev, cobsDev, cborDev := newDevice(t), newDevice(t), newDevice(t)
 	local := newFakeLocal()
 	r := startManager(t, local,
-		SerialConfig{Name: "meter1", Port: lineDev.path(), Topic: "sensors/meter1", QoS: 1},
-		SerialConfig{Name: "cobs1", Port: cobsDev.path(), Framing: "cobs", Topic: "sensors/cobs1"},
-		SerialConfig{Name: "cbor1", Port: cborDev.path(), Framing: "slip", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1"},
+		SerialConfig{Name: "meter1", Line: hwkit.Line{Port: lineDev.path()}, Topic: "sensors/meter1", QoS: 1},
+		SerialConfig{Name: "cobs1", Line: hwkit.Line{Port: cobsDev.path()}, Framing: "cobs", Topic: "sensors/cobs1"},
+		SerialConfig{Name: "cbor1", Line: hwkit.Line{Port: cborDev.path()}, Framing: "slip", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1"},
 	)
 	for _, n := range []string{"meter1", "cobs1", "cbor1"} {
 		r.waitState(t, n, StateOpen)
@@ -70,8 +71,8 @@ func TestPortCommandIsFramedOnTheDevice(t *testing.T) {
 	lineDev, slipDev := newDevice(t), newDevice(t)
 	local := newFakeLocal()
 	r := startManager(t, local,
-		SerialConfig{Name: "a", Port: lineDev.path(), Topic: "s/a", CommandTopic: "cmd/a", Delimiter: "\r"},
-		SerialConfig{Name: "b", Port: slipDev.path(), Framing: "slip", Topic: "s/b", CommandTopic: "cmd/b"},
+		SerialConfig{Name: "a", Line: hwkit.Line{Port: lineDev.path()}, Topic: "s/a", CommandTopic: "cmd/a", Delimiter: "\r"},
+		SerialConfig{Name: "b", Line: hwkit.Line{Port: slipDev.path()}, Framing: "slip", Topic: "s/b", CommandTopic: "cmd/b"},
 	)
 	r.waitState(t, "a", StateOpen)
 	r.waitState(t, "b", StateOpen)
@@ -107,8 +108,8 @@ func TestPortGarbageAndOversizeAreDroppedAndStreamResyncs(t *testing.T) {
 	jsonDev, cobsDev := newDevice(t), newDevice(t)
 	local := newFakeLocal()
 	r := startManager(t, local,
-		SerialConfig{Name: "j", Port: jsonDev.path(), Format: "json", MaxFrame: 16, Topic: "s/j", ErrorTopic: "err/j"},
-		SerialConfig{Name: "c", Port: cobsDev.path(), Framing: "cobs", Format: "cbor", MaxFrame: 16, Topic: "s/c"},
+		SerialConfig{Name: "j", Line: hwkit.Line{Port: jsonDev.path()}, Format: "json", MaxFrame: 16, Topic: "s/j", ErrorTopic: "err/j"},
+		SerialConfig{Name: "c", Line: hwkit.Line{Port: cobsDev.path()}, Framing: "cobs", Format: "cbor", MaxFrame: 16, Topic: "s/c"},
 	)
 	r.waitState(t, "j", StateOpen)
 	r.waitState(t, "c", StateOpen)
@@ -157,7 +158,7 @@ func TestPortReplugIsRecovered(t *testing.T) {
 	dev1 := newDevice(t)
 	link(t, at, dev1.path())
 	local := newFakeLocal()
-	r := startManager(t, local, SerialConfig{Name: "p", Port: at, Topic: "s/p", CommandTopic: "cmd/p"})
+	r := startManager(t, local, SerialConfig{Name: "p", Line: hwkit.Line{Port: at}, Topic: "s/p", CommandTopic: "cmd/p"})
 	r.waitState(t, "p", StateOpen)
 	dev1.write(t, []byte("one\n"))
 	expectPayloads(t, local, "s/p", "one")
@@ -204,8 +205,8 @@ func TestPortReplugIsRecovered(t *testing.T) {
 func TestPortCommandsWhileAwayWithoutQueueAreCounted(t *testing.T) {
 	zero := 0
 	local := newFakeLocal()
-	r := startManager(t, local, SerialConfig{Name: "gone", Port: "/dev/does-not-exist-edged", Topic: "s/g",
-		CommandTopic: "cmd/g", CommandQueue: &zero})
+	r := startManager(t, local, SerialConfig{Name: "gone", Line: hwkit.Line{Port: "/dev/does-not-exist-edged"}, Topic: "s/g",
+		CommandTopic: "cmd/g", Away: hwkit.Away{CommandQueue: &zero}})
 	r.waitState(t, "gone", StateWaiting)
 	waitFor(t, "subscribed", func() error {
 		if !local.subscribed("cmd/g") {
@@ -229,8 +230,8 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	link(t, at, dev.path())
 	local := newFakeLocal()
 	r := startManager(t, local,
-		SerialConfig{Name: "a", Port: at, Topic: "s/a", CommandTopic: "cmd/a"},
-		SerialConfig{Name: "missing", Port: "/dev/does-not-exist-edged", Topic: "s/m"},
+		SerialConfig{Name: "a", Line: hwkit.Line{Port: at}, Topic: "s/a", CommandTopic: "cmd/a"},
+		SerialConfig{Name: "missing", Line: hwkit.Line{Port: "/dev/does-not-exist-edged"}, Topic: "s/m"},
 	)
 	r.waitState(t, "a", StateOpen)
 	dev.write(t, []byte("x\n"))

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/confkit"
 	"gopkg.in/yaml.v3"
 )
@@ -25,10 +26,10 @@ const (
 	DefaultPoll           = time.Second
 	DefaultFormat         = "json"
 	DefaultTopic          = "modbus/{bus}/{unit}/{point}"
-	DefaultCommandQueue   = 16
-	DefaultCommandMaxAge  = 30 * time.Second
-	DefaultReopenMin      = 250 * time.Millisecond
-	DefaultReopenMax      = 30 * time.Second
+	DefaultCommandQueue   = hwkit.DefaultCommandQueue
+	DefaultCommandMaxAge  = hwkit.DefaultCommandMaxAge
+	DefaultReopenMin      = hwkit.DefaultReopenMin
+	DefaultReopenMax      = hwkit.DefaultReopenMax
 	replySuffix           = "/reply"
 	maxReadRegisters      = 125  // protocol limit of function codes 3 and 4
 	maxReadBits           = 2000 // protocol limit of function codes 1 and 2
@@ -38,9 +39,17 @@ const (
 	minPoll               = 10 * time.Millisecond
 	minTimeout            = 10 * time.Millisecond
 	maxRetries            = 10
-	maxCommandQueue       = 10000
 	rtuDefaultStopBitsStr = "1"
 )
+
+// rtuLine is what an RTU bus's line defaults to and accepts.
+var rtuLine = hwkit.LineRules{
+	Baud: DefaultBaud, DataBits: DefaultDataBits, Parity: DefaultParity, StopBits: rtuDefaultStopBitsStr,
+	StopBitsNoParity: "2", // an RTU character is 11 bits: the parity bit's place goes to a stop bit
+	ValidDataBits:    []int{7, 8},
+	ValidParities:    []string{"none", "even", "odd"},
+	ValidStopBits:    []string{"1", "2"},
+}
 
 // Register types (BusConfig.Units[].Points[].Type).
 const (
@@ -83,47 +92,26 @@ type BusConfig struct {
 	QoS byte `yaml:"qos"`
 	// Retain is the default retain flag of the points.
 	Retain bool `yaml:"retain"`
-	// CommandQueue is how many writes are held while the bus is away; the oldest is dropped and
-	// counted when it is full. 0: writes arriving while the bus is away are refused. Default 16.
-	CommandQueue *int `yaml:"command_queue"`
-	// CommandMaxAge: queued writes older than this are not sent when the bus comes back (they
-	// are answered with error "expired" and counted). Default 30s.
-	CommandMaxAge time.Duration `yaml:"command_max_age"`
-	// Reopen is the backoff between attempts to (re)open the serial line or TCP connection.
-	// Default 250ms..30s.
-	Reopen Backoff `yaml:"reopen"`
+	// Away is what the bus does while its device is away: command_queue (writes held; 0:
+	// writes arriving while the bus is away are refused), command_max_age (queued writes older
+	// than this are answered with error "expired" and counted) and the reopen backoff of the
+	// serial line or TCP connection.
+	hwkit.Away `yaml:",inline"`
 	// Units lists the slaves polled on this bus. At least one.
 	Units []UnitConfig `yaml:"units"`
 }
 
-// RTUConfig is the serial line of an RTU bus, with the serial ports' keys.
+// RTUConfig is the serial line of an RTU bus, with the serial ports' keys (see hwkit.Line;
+// defaults 19200 8E1, and 2 stop bits with parity none).
 type RTUConfig struct {
-	// Port is the device path. Exactly one of port and match is required.
-	Port string `yaml:"port"`
-	// Match finds the device by USB identity (re-resolved before every open).
-	Match *USBMatch `yaml:"match"`
-	// Baud is the line speed. Default 19200.
-	Baud int `yaml:"baud"`
-	// DataBits is 7 or 8. Default 8.
-	DataBits int `yaml:"data_bits"`
-	// Parity is none, even or odd. Default even.
-	Parity string `yaml:"parity"`
-	// StopBits is 1 or 2. Default 1 (2 with parity none, as the Modbus serial line spec asks).
-	StopBits string `yaml:"stop_bits"`
+	hwkit.Line `yaml:",inline"`
 }
 
 // USBMatch identifies a USB serial adapter, as in hardware.serial[].match.
-type USBMatch struct {
-	VID          string `yaml:"vid"`
-	PID          string `yaml:"pid"`
-	SerialNumber string `yaml:"serial_number"`
-}
+type USBMatch = hwkit.USBMatch
 
 // Backoff is an exponential backoff between Min and Max.
-type Backoff struct {
-	Min time.Duration `yaml:"min"`
-	Max time.Duration `yaml:"max"`
-}
+type Backoff = hwkit.Backoff
 
 // UnitConfig is one slave on a bus.
 type UnitConfig struct {
@@ -227,22 +215,8 @@ func ApplyDefaults(buses []BusConfig) {
 
 // ApplyDefaults fills zero values with the defaults.
 func (b *BusConfig) ApplyDefaults() {
-	if r := b.RTU; r != nil {
-		if r.Baud == 0 {
-			r.Baud = DefaultBaud
-		}
-		if r.DataBits == 0 {
-			r.DataBits = DefaultDataBits
-		}
-		if r.Parity == "" {
-			r.Parity = DefaultParity
-		}
-		if r.StopBits == "" {
-			r.StopBits = rtuDefaultStopBitsStr
-			if r.Parity == "none" {
-				r.StopBits = "2"
-			}
-		}
+	if b.RTU != nil {
+		b.RTU.ApplyDefaults(&rtuLine)
 	}
 	if b.Timeout == 0 {
 		b.Timeout = DefaultTimeout
@@ -254,12 +228,7 @@ func (b *BusConfig) ApplyDefaults() {
 	if b.OfflineAfter == 0 {
 		b.OfflineAfter = DefaultOfflineAfter
 	}
-	if b.OfflineBackoff.Min == 0 {
-		b.OfflineBackoff.Min = DefaultOfflineMin
-	}
-	if b.OfflineBackoff.Max == 0 {
-		b.OfflineBackoff.Max = max(DefaultOfflineMax, b.OfflineBackoff.Min)
-	}
+	b.OfflineBackoff.ApplyDefaults(DefaultOfflineMin, DefaultOfflineMax)
 	if b.Poll == 0 {
 		b.Poll = DefaultPoll
 	}
@@ -269,19 +238,7 @@ func (b *BusConfig) ApplyDefaults() {
 	if b.Topic == "" {
 		b.Topic = DefaultTopic
 	}
-	if b.CommandQueue == nil {
-		n := DefaultCommandQueue
-		b.CommandQueue = &n
-	}
-	if b.CommandMaxAge == 0 {
-		b.CommandMaxAge = DefaultCommandMaxAge
-	}
-	if b.Reopen.Min == 0 {
-		b.Reopen.Min = DefaultReopenMin
-	}
-	if b.Reopen.Max == 0 {
-		b.Reopen.Max = max(DefaultReopenMax, b.Reopen.Min)
-	}
+	b.Away.ApplyDefaults()
 	for i := range b.Units {
 		u := &b.Units[i]
 		if u.CommandTopic != "" && u.ReplyTopic == "" {
@@ -368,7 +325,7 @@ func (b *BusConfig) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
 
-	if err := checkName(b.Name); err != nil {
+	if err := hwkit.CheckName(b.Name); err != nil {
 		bad("name", "%v", err)
 	}
 	switch {
@@ -386,23 +343,18 @@ func (b *BusConfig) Validate() error {
 		}
 	}
 	if b.RTU != nil {
-		errs = append(errs, confkit.Prefix("rtu", b.RTU.validate()))
+		errs = append(errs, confkit.Prefix("rtu", b.RTU.Validate(&rtuLine)))
 	}
 	if b.Timeout < minTimeout {
 		bad("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
 	}
 	if b.Retries == nil || *b.Retries < 0 || *b.Retries > maxRetries {
-		bad("retries", "%s is not valid (0 to %d)", intOrUnset(b.Retries), maxRetries)
+		bad("retries", "%s is not valid (0 to %d)", hwkit.IntOrUnset(b.Retries), maxRetries)
 	}
 	if b.OfflineAfter < 1 {
 		bad("offline_after", "%d is not valid (at least 1)", b.OfflineAfter)
 	}
-	if b.OfflineBackoff.Min <= 0 {
-		bad("offline_backoff.min", "%v is not valid (must be > 0)", b.OfflineBackoff.Min)
-	}
-	if b.OfflineBackoff.Max < b.OfflineBackoff.Min {
-		bad("offline_backoff.max", "%v is less than offline_backoff.min %v", b.OfflineBackoff.Max, b.OfflineBackoff.Min)
-	}
+	errs = append(errs, b.OfflineBackoff.Validate("offline_backoff"))
 	if b.Poll < minPoll {
 		bad("poll", "%v is too short (at least %v)", b.Poll, minPoll)
 	}
@@ -417,18 +369,7 @@ func (b *BusConfig) Validate() error {
 	if b.QoS > 2 {
 		bad("qos", "%d is not valid (0, 1 or 2)", b.QoS)
 	}
-	if b.CommandQueue == nil || *b.CommandQueue < 0 || *b.CommandQueue > maxCommandQueue {
-		bad("command_queue", "%s is not valid (0 to %d)", intOrUnset(b.CommandQueue), maxCommandQueue)
-	}
-	if b.CommandMaxAge <= 0 {
-		bad("command_max_age", "%v is not valid (must be > 0)", b.CommandMaxAge)
-	}
-	if b.Reopen.Min <= 0 {
-		bad("reopen.min", "%v is not valid (must be > 0)", b.Reopen.Min)
-	}
-	if b.Reopen.Max < b.Reopen.Min {
-		bad("reopen.max", "%v is less than reopen.min %v", b.Reopen.Max, b.Reopen.Min)
-	}
+	errs = append(errs, b.Away.Validate())
 	if len(b.Units) == 0 {
 		bad("units", "at least one unit is required")
 	}
@@ -454,45 +395,10 @@ func (b *BusConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (r *RTUConfig) validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	switch {
-	case r.Port != "" && r.Match != nil:
-		bad("port", "set either port or match, not both")
-	case r.Port == "" && r.Match == nil:
-		bad("port", "required (or match: {vid, pid})")
-	case r.Match != nil:
-		if !isHex4(r.Match.VID) {
-			bad("match.vid", "%q is not a USB vendor id (4 hex digits, e.g. 0403)", r.Match.VID)
-		}
-		if !isHex4(r.Match.PID) {
-			bad("match.pid", "%q is not a USB product id (4 hex digits, e.g. 6001)", r.Match.PID)
-		}
-	}
-	if r.Baud <= 0 || r.Baud > 20_000_000 {
-		bad("baud", "%d is not a valid baud rate", r.Baud)
-	}
-	if r.DataBits != 7 && r.DataBits != 8 {
-		bad("data_bits", "%d is not valid (7 or 8)", r.DataBits)
-	}
-	switch r.Parity {
-	case "none", "even", "odd":
-	default:
-		bad("parity", "%q is not valid (none, even or odd)", r.Parity)
-	}
-	switch r.StopBits {
-	case "1", "2":
-	default:
-		bad("stop_bits", "%q is not valid (1 or 2)", r.StopBits)
-	}
-	return errors.Join(errs...)
-}
-
 func (u *UnitConfig) validate(rtu bool) error {
 	var errs []error
 	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := checkName(u.Name); err != nil {
+	if err := hwkit.CheckName(u.Name); err != nil {
 		bad("name", "%v", err)
 	}
 	switch {
@@ -540,7 +446,7 @@ func (u *UnitConfig) validate(rtu bool) error {
 func (p *PointConfig) validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := checkName(p.Name); err != nil {
+	if err := hwkit.CheckName(p.Name); err != nil {
 		bad("name", "%v", err)
 	}
 	bits := false
@@ -633,37 +539,6 @@ func (p *PointConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func intOrUnset(p *int) string {
-	if p == nil {
-		return "unset"
-	}
-	return strconv.Itoa(*p)
-}
-
-func checkName(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	if strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.')
-	}) >= 0 {
-		return fmt.Errorf("%q: use letters, digits, '_', '-' and '.'", s)
-	}
-	return nil
-}
-
-func isHex4(s string) bool {
-	if len(s) != 4 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 func splitHostPort(s string) (host, port string, err error) {
 	i := strings.LastIndexByte(s, ':')
 	if i < 0 {
@@ -694,23 +569,5 @@ func checkTopicTemplate(t string, filter, withPoint bool) error {
 	if strings.ContainsAny(s, "{}") {
 		return fmt.Errorf("%q: unknown placeholder (known: {bus}, {unit}, {point})", t)
 	}
-	if len(s) > 65535 || strings.ContainsRune(s, 0) {
-		return fmt.Errorf("%q is not a valid MQTT topic", t)
-	}
-	if strings.HasPrefix(s, "$") {
-		return fmt.Errorf("%q: topics starting with $ are reserved", t)
-	}
-	for i, l := range strings.Split(s, "/") {
-		if !strings.ContainsAny(l, "+#") {
-			continue
-		}
-		if !filter {
-			return fmt.Errorf("%q: wildcards are not allowed in a topic name", t)
-		}
-		if (l == "#" && i == len(strings.Split(s, "/"))-1) || l == "+" {
-			continue
-		}
-		return fmt.Errorf("%q is not a valid topic filter", t)
-	}
-	return nil
+	return hwkit.CheckTopic(s, t, filter)
 }
