@@ -2,7 +2,6 @@ package hardware
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/hardware/modbus"
@@ -109,18 +108,12 @@ func (c *Config) ApplyDefaults() {
 // ApplyDefaults fills zero values with the defaults.
 func (s *SerialConfig) ApplyDefaults() {
 	s.Line.ApplyDefaults(&serialLine)
-	if s.Framing == "" {
-		s.Framing = DefaultFraming
+	hwkit.Default(&s.Framing, DefaultFraming)
+	if s.Framing == "line" {
+		hwkit.Default(&s.Delimiter, DefaultDelimiter)
 	}
-	if s.Delimiter == "" && s.Framing == "line" {
-		s.Delimiter = DefaultDelimiter
-	}
-	if s.MaxFrame == 0 {
-		s.MaxFrame = DefaultMaxFrame
-	}
-	if s.Format == "" {
-		s.Format = DefaultFormat
-	}
+	hwkit.Default(&s.MaxFrame, DefaultMaxFrame)
+	hwkit.Default(&s.Format, DefaultFormat)
 	s.Away.ApplyDefaults()
 }
 
@@ -128,80 +121,65 @@ func (s *SerialConfig) ApplyDefaults() {
 // section ("serial[0].baud"), joined with errors.Join. It checks the configuration as given:
 // call ApplyDefaults first (New does), or omitted fields are reported as invalid.
 func (c *Config) Validate() error {
-	var errs []error
-	seen := map[string]int{}
-	for i := range c.Serial {
-		s := &c.Serial[i]
-		key := fmt.Sprintf("serial[%d]", i)
-		if s.Name != "" {
-			if j, dup := seen[s.Name]; dup {
-				errs = append(errs, confkit.Errorf(key+".name", "%q is already used by serial[%d]", s.Name, j))
-			} else {
-				seen[s.Name] = i
-			}
-		}
-		errs = append(errs, confkit.Prefix(key, s.Validate()))
-	}
-	errs = append(errs, modbus.Validate(c.Modbus))
-	return errors.Join(errs...)
+	return errors.Join(
+		hwkit.ValidateList("serial", c.Serial,
+			func(s *SerialConfig) string { return s.Name },
+			func(_ int, s *SerialConfig) error { return s.Validate() }),
+		modbus.Validate(c.Modbus))
 }
 
 // Validate checks one port; keys are relative to the port ("baud").
 func (s *SerialConfig) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-
-	if err := hwkit.CheckName(s.Name); err != nil {
-		bad("name", "%v", err)
-	}
-	errs = append(errs, s.Line.Validate(&serialLine))
+	var probs hwkit.Problems
+	probs.Name(s.Name)
+	probs.Join(s.Line.Validate(&serialLine))
 	switch s.Framing {
 	case "line":
 		if len(s.Delimiter) != 1 {
-			bad("delimiter", "%q: must be exactly one byte", s.Delimiter)
+			probs.Add("delimiter", "%q: must be exactly one byte", s.Delimiter)
 		}
 	case "cobs", "slip":
 		if s.Delimiter != "" {
-			bad("delimiter", "only used with framing line, not %s", s.Framing)
+			probs.Add("delimiter", "only used with framing line, not %s", s.Framing)
 		}
 	default:
-		bad("framing", "%q is not valid (line, cobs or slip)", s.Framing)
+		probs.Add("framing", "%q is not valid (line, cobs or slip)", s.Framing)
 	}
 	if s.MaxFrame <= 0 || s.MaxFrame > maxMaxFrame {
-		bad("max_frame", "%d is not valid (1 to 1MiB)", int64(s.MaxFrame))
+		probs.Add("max_frame", "%d is not valid (1 to 1MiB)", int64(s.MaxFrame))
 	}
 	switch s.Format {
 	case "raw", "json", "cbor":
 	default:
-		bad("format", "%q is not valid (raw, json or cbor)", s.Format)
+		probs.Add("format", "%q is not valid (raw, json or cbor)", s.Format)
 	}
 	switch s.PublishAs {
 	case "":
 	case "json":
 		if s.Format != "cbor" {
-			bad("publish_as", "json needs format cbor (got %q)", s.Format)
+			probs.Add("publish_as", "json needs format cbor (got %q)", s.Format)
 		}
 	default:
-		bad("publish_as", "%q is not valid (json, or empty for as received)", s.PublishAs)
+		probs.Add("publish_as", "%q is not valid (json, or empty for as received)", s.PublishAs)
 	}
 	if err := checkTopic(s.Topic, false); err != nil {
-		bad("topic", "%v", err)
+		probs.Add("topic", "%v", err)
 	}
 	if s.QoS > 2 {
-		bad("qos", "%d is not valid (0, 1 or 2)", s.QoS)
+		probs.Add("qos", "%d is not valid (0, 1 or 2)", s.QoS)
 	}
 	if s.ErrorTopic != "" {
 		if err := checkTopic(s.ErrorTopic, false); err != nil {
-			bad("error_topic", "%v", err)
+			probs.Add("error_topic", "%v", err)
 		}
 	}
 	if s.CommandTopic != "" {
 		if err := checkTopic(s.CommandTopic, true); err != nil {
-			bad("command_topic", "%v", err)
+			probs.Add("command_topic", "%v", err)
 		}
 	}
-	errs = append(errs, s.Away.Validate())
-	return errors.Join(errs...)
+	probs.Join(s.Away.Validate())
+	return probs.Err()
 }
 
 var parities = map[string]serial.Parity{

@@ -303,240 +303,207 @@ func width(dataType string) int {
 // section ("modbus[0].units[1].points[2].address"), joined with errors.Join. Call
 // ApplyDefaults first.
 func Validate(buses []BusConfig) error {
-	var errs []error
-	seen := map[string]int{}
-	for i := range buses {
-		b := &buses[i]
-		key := fmt.Sprintf("modbus[%d]", i)
-		if b.Name != "" {
-			if j, dup := seen[b.Name]; dup {
-				errs = append(errs, confkit.Errorf(key+".name", "%q is already used by modbus[%d]", b.Name, j))
-			} else {
-				seen[b.Name] = i
-			}
-		}
-		errs = append(errs, confkit.Prefix(key, b.Validate()))
-	}
-	return errors.Join(errs...)
+	return hwkit.ValidateList("modbus", buses,
+		func(b *BusConfig) string { return b.Name },
+		func(_ int, b *BusConfig) error { return b.Validate() })
 }
 
 // Validate checks one bus; keys are relative to it ("units[0].id").
 func (b *BusConfig) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-
-	if err := hwkit.CheckName(b.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(b.Name)
 	switch {
 	case b.RTU != nil && b.TCP != "":
-		bad("tcp", "set either rtu or tcp, not both")
+		probs.Add("tcp", "set either rtu or tcp, not both")
 	case b.RTU == nil && b.TCP == "":
-		bad("rtu", "required (or tcp: host:port)")
+		probs.Add("rtu", "required (or tcp: host:port)")
 	case b.RTU != nil:
 	default:
 		host, port, err := splitHostPort(b.TCP)
 		if err != nil || host == "" || port == "" {
-			bad("tcp", "%q is not host:port", b.TCP)
+			probs.Add("tcp", "%q is not host:port", b.TCP)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			bad("tcp", "%q: port must be 1..65535", b.TCP)
+			probs.Add("tcp", "%q: port must be 1..65535", b.TCP)
 		}
 	}
 	if b.RTU != nil {
-		errs = append(errs, confkit.Prefix("rtu", b.RTU.Validate(&rtuLine)))
+		probs.Join(confkit.Prefix("rtu", b.RTU.Validate(&rtuLine)))
 	}
 	if b.Timeout < minTimeout {
-		bad("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
+		probs.Add("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
 	}
 	if b.Retries == nil || *b.Retries < 0 || *b.Retries > maxRetries {
-		bad("retries", "%s is not valid (0 to %d)", hwkit.IntOrUnset(b.Retries), maxRetries)
+		probs.Add("retries", "%s is not valid (0 to %d)", hwkit.IntOrUnset(b.Retries), maxRetries)
 	}
 	if b.OfflineAfter < 1 {
-		bad("offline_after", "%d is not valid (at least 1)", b.OfflineAfter)
+		probs.Add("offline_after", "%d is not valid (at least 1)", b.OfflineAfter)
 	}
-	errs = append(errs, b.OfflineBackoff.Validate("offline_backoff"))
+	probs.Join(b.OfflineBackoff.Validate("offline_backoff"))
 	if b.Poll < minPoll {
-		bad("poll", "%v is too short (at least %v)", b.Poll, minPoll)
+		probs.Add("poll", "%v is too short (at least %v)", b.Poll, minPoll)
 	}
 	switch b.Format {
 	case "json", "cbor":
 	default:
-		bad("format", "%q is not valid (json or cbor)", b.Format)
+		probs.Add("format", "%q is not valid (json or cbor)", b.Format)
 	}
 	if err := checkTopicTemplate(b.Topic, false, true); err != nil {
-		bad("topic", "%v", err)
+		probs.Add("topic", "%v", err)
 	}
 	if b.QoS > 2 {
-		bad("qos", "%d is not valid (0, 1 or 2)", b.QoS)
+		probs.Add("qos", "%d is not valid (0, 1 or 2)", b.QoS)
 	}
-	errs = append(errs, b.Away.Validate())
+	probs.Join(b.Away.Validate())
 	if len(b.Units) == 0 {
-		bad("units", "at least one unit is required")
+		probs.Add("units", "at least one unit is required")
 	}
-	names := map[string]int{}
 	ids := map[int]int{}
-	for i := range b.Units {
-		u := &b.Units[i]
-		key := fmt.Sprintf("units[%d]", i)
-		if j, dup := names[u.Name]; dup && u.Name != "" {
-			bad(key+".name", "%q is already used by units[%d]", u.Name, j)
-		} else {
-			names[u.Name] = i
-		}
-		if u.ID != nil {
-			if j, dup := ids[*u.ID]; dup {
-				bad(key+".id", "%d is already used by units[%d]", *u.ID, j)
-			} else {
-				ids[*u.ID] = i
+	probs.Join(hwkit.ValidateList("units", b.Units,
+		func(u *UnitConfig) string { return u.Name },
+		func(i int, u *UnitConfig) error {
+			var dup error
+			if u.ID != nil {
+				if j, seen := ids[*u.ID]; seen {
+					dup = confkit.Errorf("id", "%d is already used by units[%d]", *u.ID, j)
+				} else {
+					ids[*u.ID] = i
+				}
 			}
-		}
-		errs = append(errs, confkit.Prefix(key, u.validate(b.RTU != nil)))
-	}
-	return errors.Join(errs...)
+			return errors.Join(dup, u.validate(b.RTU != nil))
+		}))
+	return probs.Err()
 }
 
 func (u *UnitConfig) validate(rtu bool) error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := hwkit.CheckName(u.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(u.Name)
 	switch {
 	case u.ID == nil:
-		bad("id", "required (the slave id)")
+		probs.Add("id", "required (the slave id)")
 	case rtu && (*u.ID < 1 || *u.ID > 247):
-		bad("id", "%d is not valid on RTU (1 to 247; 0 is broadcast)", *u.ID)
+		probs.Add("id", "%d is not valid on RTU (1 to 247; 0 is broadcast)", *u.ID)
 	case *u.ID < 0 || *u.ID > 255:
-		bad("id", "%d is not valid (0 to 255)", *u.ID)
+		probs.Add("id", "%d is not valid (0 to 255)", *u.ID)
 	}
 	if u.CommandTopic != "" {
 		if err := checkTopicTemplate(u.CommandTopic, true, false); err != nil {
-			bad("command_topic", "%v", err)
+			probs.Add("command_topic", "%v", err)
 		} else if err := checkTopicTemplate(u.ReplyTopic, false, false); err != nil {
-			bad("reply_topic", "%v", err)
+			probs.Add("reply_topic", "%v", err)
 		}
 	} else if u.ReplyTopic != "" {
-		bad("reply_topic", "needs command_topic")
+		probs.Add("reply_topic", "needs command_topic")
 	}
 	if len(u.Points) == 0 {
-		bad("points", "at least one point is required")
+		probs.Add("points", "at least one point is required")
 	}
 	if len(u.Points) > maxPointsPerUnit {
-		bad("points", "%d points; at most %d per unit", len(u.Points), maxPointsPerUnit)
+		probs.Add("points", "%d points; at most %d per unit", len(u.Points), maxPointsPerUnit)
 	}
-	names := map[string]int{}
 	anyWritable := false
-	for i := range u.Points {
-		p := &u.Points[i]
-		key := fmt.Sprintf("points[%d]", i)
-		if j, dup := names[p.Name]; dup && p.Name != "" {
-			bad(key+".name", "%q is already used by points[%d]", p.Name, j)
-		} else {
-			names[p.Name] = i
-		}
-		anyWritable = anyWritable || p.Writable
-		errs = append(errs, confkit.Prefix(key, p.validate()))
-	}
+	probs.Join(hwkit.ValidateList("points", u.Points,
+		func(p *PointConfig) string { return p.Name },
+		func(_ int, p *PointConfig) error {
+			anyWritable = anyWritable || p.Writable
+			return p.validate()
+		}))
 	if u.CommandTopic != "" && !anyWritable {
-		bad("command_topic", "no point of the unit is writable (set writable: true on a coil or holding point)")
+		probs.Add("command_topic", "no point of the unit is writable (set writable: true on a coil or holding point)")
 	}
-	return errors.Join(errs...)
+	return probs.Err()
 }
 
 func (p *PointConfig) validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := hwkit.CheckName(p.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(p.Name)
 	bits := false
 	switch p.Type {
 	case Coil, DiscreteInput:
 		bits = true
 	case Holding, Input:
 	case "":
-		bad("type", "required (coil, discrete_input, holding or input)")
+		probs.Add("type", "required (coil, discrete_input, holding or input)")
 	default:
-		bad("type", "%q is not valid (coil, discrete_input, holding or input)", p.Type)
+		probs.Add("type", "%q is not valid (coil, discrete_input, holding or input)", p.Type)
 	}
 	w := width(p.DataType)
 	switch {
 	case p.DataType == "string":
 		if bits {
-			bad("data_type", "string needs registers (holding or input), not %s", p.Type)
+			probs.Add("data_type", "string needs registers (holding or input), not %s", p.Type)
 		}
 		if p.Count < 1 || p.Count > maxStringRegisters {
-			bad("count", "%d is not valid for a string (1 to %d registers)", p.Count, maxStringRegisters)
+			probs.Add("count", "%d is not valid for a string (1 to %d registers)", p.Count, maxStringRegisters)
 		}
 	case w == 0:
-		bad("data_type", "%q is not valid (bool, int16, uint16, int32, uint32, float32, int64, uint64, float64 or string)", p.DataType)
+		probs.Add("data_type", "%q is not valid (bool, int16, uint16, int32, uint32, float32, int64, uint64, float64 or string)", p.DataType)
 	case bits && p.DataType != "bool":
-		bad("data_type", "%s points are bool, not %s", p.Type, p.DataType)
+		probs.Add("data_type", "%s points are bool, not %s", p.Type, p.DataType)
 	case p.Count != w:
-		bad("count", "%d does not match data_type %s (%d)", p.Count, p.DataType, w)
+		probs.Add("count", "%d does not match data_type %s (%d)", p.Count, p.DataType, w)
 	}
 	switch p.WordOrder {
 	case "high_first", "low_first":
 	default:
-		bad("word_order", "%q is not valid (high_first or low_first)", p.WordOrder)
+		probs.Add("word_order", "%q is not valid (high_first or low_first)", p.WordOrder)
 	}
 	if p.Address == nil {
-		bad("address", "required (0-based protocol address)")
+		probs.Add("address", "required (0-based protocol address)")
 	} else if *p.Address < 0 || *p.Address+max(p.Count, 1) > 65536 {
-		bad("address", "%d is not valid (0 to 65535, and the point must end by 65535)", *p.Address)
+		probs.Add("address", "%d is not valid (0 to 65535, and the point must end by 65535)", *p.Address)
 	}
 	if p.Scale == nil || *p.Scale == 0 || math.IsNaN(*p.Scale) || math.IsInf(*p.Scale, 0) {
-		bad("scale", "must be a finite number other than 0")
+		probs.Add("scale", "must be a finite number other than 0")
 	}
 	if math.IsNaN(p.Offset) || math.IsInf(p.Offset, 0) {
-		bad("offset", "must be a finite number")
+		probs.Add("offset", "must be a finite number")
 	}
 	if (p.DataType == "bool" || p.DataType == "string") && (p.Scale != nil && *p.Scale != 1 || p.Offset != 0) {
-		bad("scale", "scale and offset apply to numbers, not %s", p.DataType)
+		probs.Add("scale", "scale and offset apply to numbers, not %s", p.DataType)
 	}
 	if p.Poll < minPoll {
-		bad("poll", "%v is too short (at least %v)", p.Poll, minPoll)
+		probs.Add("poll", "%v is too short (at least %v)", p.Poll, minPoll)
 	}
 	if err := checkTopicTemplate(p.Topic, false, true); err != nil {
-		bad("topic", "%v", err)
+		probs.Add("topic", "%v", err)
 	}
 	if p.QoS == nil || *p.QoS > 2 {
-		bad("qos", "is not valid (0, 1 or 2)")
+		probs.Add("qos", "is not valid (0, 1 or 2)")
 	}
 	if d := p.Deadband; d != nil {
 		switch {
 		case math.IsNaN(d.Value) || math.IsInf(d.Value, 0) || d.Value < 0:
-			bad("deadband", "must be a finite number >= 0")
+			probs.Add("deadband", "must be a finite number >= 0")
 		case p.DataType == "bool" || p.DataType == "string":
-			bad("deadband", "applies to numbers; use on_change for %s", p.DataType)
+			probs.Add("deadband", "applies to numbers; use on_change for %s", p.DataType)
 		}
 	}
 	if p.MaxInterval < 0 {
-		bad("max_interval", "%v is not valid (must be >= 0)", p.MaxInterval)
+		probs.Add("max_interval", "%v is not valid (must be >= 0)", p.MaxInterval)
 	}
 	if p.MaxInterval > 0 && p.Deadband == nil && !p.OnChange {
-		bad("max_interval", "only means something with deadband or on_change (without them every read is published)")
+		probs.Add("max_interval", "only means something with deadband or on_change (without them every read is published)")
 	}
 	if p.Writable && p.Type != Coil && p.Type != Holding {
-		bad("writable", "only coil and holding points can be written, not %s", p.Type)
+		probs.Add("writable", "only coil and holding points can be written, not %s", p.Type)
 	}
 	if p.Writable && p.DataType == "string" {
 		// Strings are read-only: padding and encoding rules differ too much between devices.
-		bad("writable", "string points are read-only")
+		probs.Add("writable", "string points are read-only")
 	}
 	if p.Writable && p.Type == Holding && p.Count > maxWriteRegisters {
-		bad("count", "%d registers cannot be written in one request (at most %d)", p.Count, maxWriteRegisters)
+		probs.Add("count", "%d registers cannot be written in one request (at most %d)", p.Count, maxWriteRegisters)
 	}
 	if p.CommandTopic != "" {
 		if err := checkTopicTemplate(p.CommandTopic, true, true); err != nil {
-			bad("command_topic", "%v", err)
+			probs.Add("command_topic", "%v", err)
 		} else if err := checkTopicTemplate(p.ReplyTopic, false, true); err != nil {
-			bad("reply_topic", "%v", err)
+			probs.Add("reply_topic", "%v", err)
 		}
 	} else if p.ReplyTopic != "" {
-		bad("reply_topic", "needs command_topic")
+		probs.Add("reply_topic", "needs command_topic")
 	}
-	return errors.Join(errs...)
+	return probs.Err()
 }
 
 func splitHostPort(s string) (host, port string, err error) {
