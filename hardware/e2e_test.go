@@ -18,31 +18,6 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// recorder is a broker.Capturer that keeps what it was given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-}
-
-func (r *recorder) Capture(_ context.Context, m *broker.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	return nil
-}
-
-func (r *recorder) onTopic(topic string) []*broker.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range r.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 type got struct {
 	mu    sync.Mutex
 	byTop map[string][]string
@@ -72,7 +47,7 @@ func (g *got) expect(t *testing.T, topic string, want ...string) {
 // (inline publish, no TCP hop for the frames), and a command a client publishes reaches the
 // device framed.
 func TestEndToEndSerialToMQTTClients(t *testing.T) {
-	rec := &recorder{}
+	rec := &testutil.Recorder[*broker.Message]{}
 	b, err := broker.New(broker.Options{
 		Config: broker.Config{Listeners: []broker.Listener{{Type: broker.ListenerTCP, Address: "127.0.0.1:0"}}},
 		State:  testutil.NewMemState(),
@@ -156,7 +131,7 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 		t.Errorf("content type = %q", ctype)
 	}
 	// The capturer (the bridge in edged) got the frame's capture time.
-	caps := rec.onTopic("sensors/meter1")
+	caps := rec.Where(onTopic("sensors/meter1"))
 	if len(caps) != 2 || caps[0].Time.Before(before) || caps[0].Time.After(time.Now()) || !caps[0].Inline {
 		t.Errorf("captured = %+v", caps)
 	}

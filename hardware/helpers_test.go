@@ -20,63 +20,28 @@ import (
 
 // fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
 type fakeLocal struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-	subs map[string]func(*broker.Message)
-	fail error
+	testutil.FakeLocal[*broker.Message]
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*broker.Message){}} }
-
-func (f *fakeLocal) Publish(m *broker.Message) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
-	f.msgs = append(f.msgs, m)
-	return nil
-}
-
-func (f *fakeLocal) Subscribe(filter string, fn func(*broker.Message)) (func(), error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subs[filter] = fn
-	return func() {
-		f.mu.Lock()
-		delete(f.subs, filter)
-		f.mu.Unlock()
-	}, nil
-}
+func newFakeLocal() *fakeLocal { return &fakeLocal{} }
 
 // command delivers a message to the subscriber of topic (exact filter), as the broker would.
 func (f *fakeLocal) command(t *testing.T, topic string, payload []byte) {
 	t.Helper()
-	f.mu.Lock()
-	fn := f.subs[topic]
-	f.mu.Unlock()
+	fn := f.Subscriber(topic)
 	if fn == nil {
 		t.Fatalf("nobody subscribed to %s", topic)
 	}
 	fn(&broker.Message{Topic: topic, Payload: payload})
 }
 
-func (f *fakeLocal) subscribed(topic string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.subs[topic] != nil
-}
+func (f *fakeLocal) subscribed(topic string) bool { return f.Subscriber(topic) != nil }
 
-func (f *fakeLocal) onTopic(topic string) []*broker.Message {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range f.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+func (f *fakeLocal) onTopic(topic string) []*broker.Message { return f.Where(onTopic(topic)) }
+
+// onTopic selects the messages published on topic.
+func onTopic(topic string) func(*broker.Message) bool {
+	return func(m *broker.Message) bool { return m.Topic == topic }
 }
 
 func payloads(ms []*broker.Message) []string {

@@ -385,15 +385,7 @@ func (u *UnitConfig) validate(rtu bool) error {
 	case *u.ID < 0 || *u.ID > 255:
 		probs.Add("id", "%d is not valid (0 to 255)", *u.ID)
 	}
-	if u.CommandTopic != "" {
-		if err := checkTopicTemplate(u.CommandTopic, true, false); err != nil {
-			probs.Add("command_topic", "%v", err)
-		} else if err := checkTopicTemplate(u.ReplyTopic, false, false); err != nil {
-			probs.Add("reply_topic", "%v", err)
-		}
-	} else if u.ReplyTopic != "" {
-		probs.Add("reply_topic", "needs command_topic")
-	}
+	checkCommandTopics(&probs, u.CommandTopic, u.ReplyTopic, false)
 	if len(u.Points) == 0 {
 		probs.Add("points", "at least one point is required")
 	}
@@ -494,15 +486,7 @@ func (p *PointConfig) validate() error {
 	if p.Writable && p.Type == Holding && p.Count > maxWriteRegisters {
 		probs.Add("count", "%d registers cannot be written in one request (at most %d)", p.Count, maxWriteRegisters)
 	}
-	if p.CommandTopic != "" {
-		if err := checkTopicTemplate(p.CommandTopic, true, true); err != nil {
-			probs.Add("command_topic", "%v", err)
-		} else if err := checkTopicTemplate(p.ReplyTopic, false, true); err != nil {
-			probs.Add("reply_topic", "%v", err)
-		}
-	} else if p.ReplyTopic != "" {
-		probs.Add("reply_topic", "needs command_topic")
-	}
+	checkCommandTopics(&probs, p.CommandTopic, p.ReplyTopic, true)
 	return probs.Err()
 }
 
@@ -516,6 +500,22 @@ func splitHostPort(s string) (host, port string, err error) {
 		host = host[1 : len(host)-1]
 	}
 	return host, port, nil
+}
+
+// checkCommandTopics checks the command_topic (a filter) and reply_topic of a unit, or of a
+// point (withPoint: {point} is known there).
+func checkCommandTopics(probs *hwkit.Problems, command, reply string, withPoint bool) {
+	if command == "" {
+		if reply != "" {
+			probs.Add("reply_topic", "needs command_topic")
+		}
+		return
+	}
+	if err := checkTopicTemplate(command, true, withPoint); err != nil {
+		probs.Add("command_topic", "%v", err)
+	} else if err := checkTopicTemplate(reply, false, withPoint); err != nil {
+		probs.Add("reply_topic", "%v", err)
+	}
 }
 
 // expand replaces the placeholders of a topic template.

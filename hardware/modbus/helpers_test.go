@@ -25,40 +25,18 @@ import (
 
 // fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
 type fakeLocal struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-	subs map[string]func(*broker.Message)
+	testutil.FakeLocal[*broker.Message]
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*broker.Message){}} }
+func newFakeLocal() *fakeLocal { return &fakeLocal{} }
 
-func (f *fakeLocal) Publish(m *broker.Message) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.msgs = append(f.msgs, m)
-	return nil
-}
-
-func (f *fakeLocal) Subscribe(filter string, fn func(*broker.Message)) (func(), error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subs[filter] = fn
-	return func() {
-		f.mu.Lock()
-		delete(f.subs, filter)
-		f.mu.Unlock()
-	}, nil
-}
-
-// command delivers a message to the subscriber of topic (exact filter), as the broker would.
+// command delivers a message to the subscriber of topic (exact filter), as the broker would,
+// once there is one.
 func (f *fakeLocal) command(t testing.TB, topic string, payload string) {
 	t.Helper()
 	var fn func(*broker.Message)
 	testutil.WaitFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		f.mu.Lock()
-		fn = f.subs[topic]
-		f.mu.Unlock()
-		if fn == nil {
+		if fn = f.Subscriber(topic); fn == nil {
 			return fmt.Errorf("nobody subscribed to %s", topic)
 		}
 		return nil
@@ -66,16 +44,11 @@ func (f *fakeLocal) command(t testing.TB, topic string, payload string) {
 	fn(&broker.Message{Topic: topic, Payload: []byte(payload)})
 }
 
-func (f *fakeLocal) onTopic(topic string) []*broker.Message {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range f.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+func (f *fakeLocal) onTopic(topic string) []*broker.Message { return f.Where(onTopic(topic)) }
+
+// onTopic selects the messages published on topic.
+func onTopic(topic string) func(*broker.Message) bool {
+	return func(m *broker.Message) bool { return m.Topic == topic }
 }
 
 type testSample struct {
