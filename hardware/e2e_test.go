@@ -12,7 +12,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/edged-dev/edged/broker"
-	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
@@ -100,15 +99,12 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	lineDev, cobsDev, cborDev := newDevice(t), newDevice(t), newDevice(t)
-	r := startManager(t, b,
-		SerialConfig{Name: "meter1", Line: hwkit.Line{Port: lineDev.path()}, Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
-		SerialConfig{Name: "cobs1", Line: hwkit.Line{Port: cobsDev.path()}, Framing: "cobs", Topic: "sensors/cobs1"},
-		SerialConfig{Name: "cbor1", Line: hwkit.Line{Port: cborDev.path()}, Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
+	r, devs := startOpen(t, b,
+		SerialConfig{Name: "meter1", Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
+		SerialConfig{Name: "cobs1", Framing: "cobs", Topic: "sensors/cobs1"},
+		SerialConfig{Name: "cbor1", Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
 	)
-	for _, n := range []string{"meter1", "cobs1", "cbor1"} {
-		r.waitState(t, n, StateOpen)
-	}
+	lineDev, cobsDev, cborDev := devs[0], devs[1], devs[2]
 
 	before := time.Now().Add(-time.Millisecond)
 	lineDev.write(t, []byte("temp=21.5\r\nnot json is fine here\n"))
@@ -135,9 +131,7 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 	if len(caps) != 2 || caps[0].Time.Before(before) || caps[0].Time.After(time.Now()) || !caps[0].Inline {
 		t.Errorf("captured = %+v", caps)
 	}
-	if got := r.metric(t, "edged_serial_invalid_total", "port", "cbor1", "reason", ReasonInvalidCBOR); got != 1 {
-		t.Errorf("invalid cbor = %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_invalid_total", "port", "cbor1", "reason", ReasonInvalidCBOR)
 
 	// Command: an MQTT client publishes, the device gets a framed line.
 	if tok := c3.Publish("cmd/meter1", 1, false, "relay=on"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

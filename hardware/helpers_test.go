@@ -184,6 +184,26 @@ func startManager(t *testing.T, local Local, ports ...SerialConfig) *running {
 	return &running{m: m, reg: reg, stop: stop}
 }
 
+// startOpen gives every port without a device (no port, no match) a pty device of its own,
+// starts a Manager with the ports and waits until all of them are open. The devices are
+// returned in the order of the ports that got one.
+func startOpen(t *testing.T, local Local, ports ...SerialConfig) (*running, []*device) {
+	t.Helper()
+	var devs []*device
+	names := make([]string, len(ports))
+	for i := range ports {
+		if ports[i].Port == "" && ports[i].Match == nil {
+			d := newDevice(t)
+			ports[i].Port = d.path()
+			devs = append(devs, d)
+		}
+		names[i] = ports[i].Name
+	}
+	r := startManager(t, local, ports...)
+	r.waitOpen(t, names...)
+	return r, devs
+}
+
 func (r *running) status(name string) PortStatus {
 	for _, s := range r.m.Status() {
 		if s.Name == name {
@@ -203,6 +223,14 @@ func (r *running) waitState(t *testing.T, name, state string) {
 	})
 }
 
+// waitOpen waits until every named port is open.
+func (r *running) waitOpen(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		r.waitState(t, n, StateOpen)
+	}
+}
+
 // metric returns the value of one series from the registry, 0 if absent.
 func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
@@ -212,6 +240,14 @@ func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
 	}
 	v, _ := testutil.MetricValue(t, r.reg, name, want)
 	return v
+}
+
+// wantMetric reports an error when one series of the registry is not at want.
+func (r *running) wantMetric(t *testing.T, want float64, name string, labels ...string) {
+	t.Helper()
+	if got := r.metric(t, name, labels...); got != want {
+		t.Errorf("%s %q = %v, want %v", name, labels, got, want)
+	}
 }
 
 func expectPayloads(t *testing.T, local *fakeLocal, topic string, want ...string) {

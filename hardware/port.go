@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/backoff"
 	"github.com/edged-dev/edged/internal/ratelog"
 	"github.com/edged-dev/edged/wire"
@@ -89,7 +90,7 @@ type port struct {
 
 	mu      sync.Mutex
 	st      PortStatus
-	queue   []queuedCmd
+	queue   hwkit.Queue[queuedCmd]
 	isOpen  bool
 	errLog  ratelog.Limit
 	dropLog ratelog.Limit
@@ -115,7 +116,7 @@ func (p *port) status() PortStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.st
-	s.Queued = len(p.queue)
+	s.Queued = p.queue.Len()
 	return s
 }
 
@@ -139,8 +140,7 @@ func (p *port) run(ctx context.Context) {
 	defer func() {
 		p.setState(StateStopped, "", nil)
 		p.mu.Lock()
-		n := len(p.queue)
-		p.queue = nil
+		n := p.queue.Clear()
 		p.mu.Unlock()
 		p.drop(DropShutdown, n, nil)
 		openMu.Lock()
@@ -380,28 +380,15 @@ func (p *port) logErr(msg string, err error, args ...any) {
 // session; never block the broker on a slow port.
 func (p *port) onCommand(m *broker.Message) {
 	c := queuedCmd{payload: bytes.Clone(m.Payload), at: time.Now()}
-	limit := *p.cfg.CommandQueue
 	p.mu.Lock()
-	if p.isOpen {
-		limit = max(limit, 1)
-	}
-	var reason string
-	switch {
-	case limit == 0:
-		reason = DropPortAway
-	case len(p.queue) >= limit:
-		reason = DropQueueFull
-		p.queue = append(p.queue[:0], p.queue[1:]...)
-		p.queue = append(p.queue, c)
-	default:
-		p.queue = append(p.queue, c)
-	}
+	_, why := p.queue.Push(c, *p.cfg.CommandQueue, p.isOpen)
+	waiting := p.queue.Len()
 	p.mu.Unlock()
-	switch reason {
-	case DropPortAway:
-		p.drop(reason, 1, errors.New("command not written: the port is away and command_queue is 0"))
-	case DropQueueFull:
-		p.drop(reason, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", limit))
+	switch why {
+	case hwkit.RefusedAway:
+		p.drop(DropPortAway, 1, errors.New("command not written: the port is away and command_queue is 0"))
+	case hwkit.DroppedOldest:
+		p.drop(DropQueueFull, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", waiting))
 	}
 	select {
 	case p.cmdSignal <- struct{}{}:
@@ -412,25 +399,13 @@ func (p *port) onCommand(m *broker.Message) {
 func (p *port) pop() (queuedCmd, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.queue) == 0 {
-		return queuedCmd{}, false
-	}
-	c := p.queue[0]
-	p.queue = p.queue[1:]
-	return c, true
+	return p.queue.Pop()
 }
 
 // expireQueue drops commands that waited longer than command_max_age for the port.
 func (p *port) expireQueue(now time.Time) {
 	p.mu.Lock()
-	keep := p.queue[:0]
-	for _, c := range p.queue {
-		if now.Sub(c.at) <= p.cfg.CommandMaxAge {
-			keep = append(keep, c)
-		}
-	}
-	n := len(p.queue) - len(keep)
-	p.queue = keep
+	n := len(p.queue.Expire(func(c queuedCmd) bool { return now.Sub(c.at) <= p.cfg.CommandMaxAge }))
 	p.mu.Unlock()
 	p.drop(DropExpired, n, fmt.Errorf("%d queued commands older than %v", n, p.cfg.CommandMaxAge))
 }

@@ -17,8 +17,7 @@ func TestReloadPorts(t *testing.T) {
 	pa := SerialConfig{Name: "a", Line: hwkit.Line{Port: a.path()}, Topic: "s/a", Away: hwkit.Away{Reopen: fast}}
 	pb := SerialConfig{Name: "b", Line: hwkit.Line{Port: b.path()}, Topic: "s/b", Away: hwkit.Away{Reopen: fast}}
 	r := startManager(t, local, pa, pb)
-	r.waitState(t, "a", StateOpen)
-	r.waitState(t, "b", StateOpen)
+	r.waitOpen(t, "a", "b")
 	a.write(t, []byte("one\n"))
 	expectPayloads(t, local, "s/a", "one")
 	sinceA := r.status("a").Since
@@ -30,8 +29,7 @@ func TestReloadPorts(t *testing.T) {
 	if err != nil || !slices.Equal(res.Changed, []string{"b"}) || !slices.Equal(res.Added, []string{"c"}) || len(res.Removed) != 0 {
 		t.Fatalf("reload: %+v, %v", res, err)
 	}
-	r.waitState(t, "b", StateOpen)
-	r.waitState(t, "c", StateOpen)
+	r.waitOpen(t, "b", "c")
 	if st := r.status("a"); st.State != StateOpen || !st.Since.Equal(sinceA) || st.Reopens != 0 {
 		t.Fatalf("unchanged port disturbed: %+v", st)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/backoff"
 	"github.com/edged-dev/edged/internal/ratelog"
 	mb "github.com/simonvetter/modbus"
@@ -157,7 +158,7 @@ type Bus struct {
 	mu      sync.Mutex
 	st      BusStatus
 	unitSt  []UnitStatus
-	queue   []writeCmd
+	queue   hwkit.Queue[writeCmd]
 	isOpen  bool
 	errLog  ratelog.Limit
 	dropLog ratelog.Limit
@@ -250,7 +251,7 @@ func (b *Bus) status() BusStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.st
-	s.Queued = len(b.queue)
+	s.Queued = b.queue.Len()
 	s.Units = make([]UnitStatus, len(b.unitSt))
 	for i, u := range b.unitSt {
 		u.Exceptions = maps(u.Exceptions)
@@ -313,8 +314,7 @@ func (b *Bus) run(ctx context.Context) {
 		}
 		b.setState(StateStopped, "", nil)
 		b.mu.Lock()
-		n := len(b.queue)
-		b.queue = nil
+		n := b.queue.Clear()
 		b.mu.Unlock()
 		b.drop(DropShutdown, n, nil)
 		stopReplies()
@@ -945,30 +945,17 @@ func (b *Bus) onUnitCommand(u *unit) func(*broker.Message) {
 
 // enqueue queues a write and wakes the bus; it never blocks the broker.
 func (b *Bus) enqueue(w writeCmd) {
-	limit := *b.cfg.CommandQueue
 	b.mu.Lock()
-	if b.isOpen {
-		limit = max(limit, 1)
-	}
-	var dropped *writeCmd
-	var reason string
-	switch {
-	case limit == 0:
-		reason, dropped = DropBusAway, &w
-	case len(b.queue) >= limit:
-		reason = DropQueueFull
-		old := b.queue[0]
-		dropped = &old
-		b.queue = append(b.queue[:0], b.queue[1:]...)
-		b.queue = append(b.queue, w)
-	default:
-		b.queue = append(b.queue, w)
-	}
+	dropped, why := b.queue.Push(w, *b.cfg.CommandQueue, b.isOpen)
 	b.mu.Unlock()
-	if dropped != nil {
+	if why != hwkit.Kept {
+		reason := DropQueueFull
+		if why == hwkit.RefusedAway {
+			reason = DropBusAway
+		}
 		err := fmt.Errorf("write not sent: %s", reason)
 		b.drop(reason, 1, err)
-		b.replyErr(*dropped, "dropped", err)
+		b.replyErr(dropped, "dropped", err)
 	}
 	select {
 	case b.cmdSignal <- struct{}{}:
@@ -979,26 +966,12 @@ func (b *Bus) enqueue(w writeCmd) {
 func (b *Bus) pop() (writeCmd, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.queue) == 0 {
-		return writeCmd{}, false
-	}
-	w := b.queue[0]
-	b.queue = b.queue[1:]
-	return w, true
+	return b.queue.Pop()
 }
 
 func (b *Bus) expireQueue(now time.Time) {
 	b.mu.Lock()
-	var expired []writeCmd
-	keep := b.queue[:0]
-	for _, w := range b.queue {
-		if now.Sub(w.at) <= b.cfg.CommandMaxAge {
-			keep = append(keep, w)
-		} else {
-			expired = append(expired, w)
-		}
-	}
-	b.queue = keep
+	expired := b.queue.Expire(func(w writeCmd) bool { return now.Sub(w.at) <= b.cfg.CommandMaxAge })
 	b.mu.Unlock()
 	for _, w := range expired {
 		err := fmt.Errorf("write older than command_max_age %v", b.cfg.CommandMaxAge)

@@ -151,7 +151,6 @@ type memSlave struct {
 	units  map[uint8]*memUnit
 	failAt map[uint16]error // holding/input register address -> exception
 	srv    *mb.ModbusServer
-	reads  map[uint8]int
 }
 
 type memUnit struct {
@@ -165,7 +164,7 @@ func newMemUnit() *memUnit {
 
 func startMemSlave(t testing.TB, addr string, ids ...uint8) *memSlave {
 	t.Helper()
-	s := &memSlave{units: map[uint8]*memUnit{}, failAt: map[uint16]error{}, reads: map[uint8]int{}}
+	s := &memSlave{units: map[uint8]*memUnit{}, failAt: map[uint16]error{}}
 	for _, id := range ids {
 		s.units[id] = newMemUnit()
 	}
@@ -212,70 +211,47 @@ func (s *memSlave) set(id uint8, fn func(u *memUnit)) {
 	fn(s.units[id])
 }
 
-func (s *memSlave) HandleCoils(r *mb.CoilsRequest) ([]bool, error) {
-	u, err := s.unit(r.UnitId)
+// serve reads or writes qty values at addr of the table pick selects in unit id; register
+// tables answer with the exception failAt holds for an address in the range.
+func serve[T any](s *memSlave, id uint8, pick func(*memUnit) []T, addr, qty uint16, write bool, args []T) ([]T, error) {
+	u, err := s.unit(id)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reads[r.UnitId]++
-	if int(r.Addr)+int(r.Quantity) > len(u.coils) {
-		return nil, mb.ErrIllegalDataAddress
-	}
-	if r.IsWrite {
-		copy(u.coils[r.Addr:], r.Args)
-		return nil, nil
-	}
-	return append([]bool(nil), u.coils[r.Addr:r.Addr+r.Quantity]...), nil
-}
-
-func (s *memSlave) HandleDiscreteInputs(r *mb.DiscreteInputsRequest) ([]bool, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if int(r.Addr)+int(r.Quantity) > len(u.discrete) {
-		return nil, mb.ErrIllegalDataAddress
-	}
-	return append([]bool(nil), u.discrete[r.Addr:r.Addr+r.Quantity]...), nil
-}
-
-func (s *memSlave) regs(id uint8, table []uint16, addr, qty uint16, write bool, args []uint16) ([]uint16, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reads[id]++
+	table := pick(u)
 	if int(addr)+int(qty) > len(table) {
 		return nil, mb.ErrIllegalDataAddress
 	}
-	for a := addr; a < addr+qty; a++ {
-		if e := s.failAt[a]; e != nil {
-			return nil, e
+	if _, regs := any(table).([]uint16); regs {
+		for a := addr; a < addr+qty; a++ {
+			if e := s.failAt[a]; e != nil {
+				return nil, e
+			}
 		}
 	}
 	if write {
 		copy(table[addr:], args)
 		return nil, nil
 	}
-	return append([]uint16(nil), table[addr:addr+qty]...), nil
+	return append([]T(nil), table[addr:addr+qty]...), nil
+}
+
+func (s *memSlave) HandleCoils(r *mb.CoilsRequest) ([]bool, error) {
+	return serve(s, r.UnitId, func(u *memUnit) []bool { return u.coils }, r.Addr, r.Quantity, r.IsWrite, r.Args)
+}
+
+func (s *memSlave) HandleDiscreteInputs(r *mb.DiscreteInputsRequest) ([]bool, error) {
+	return serve(s, r.UnitId, func(u *memUnit) []bool { return u.discrete }, r.Addr, r.Quantity, false, nil)
 }
 
 func (s *memSlave) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]uint16, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	return s.regs(r.UnitId, u.holding, r.Addr, r.Quantity, r.IsWrite, r.Args)
+	return serve(s, r.UnitId, func(u *memUnit) []uint16 { return u.holding }, r.Addr, r.Quantity, r.IsWrite, r.Args)
 }
 
 func (s *memSlave) HandleInputRegisters(r *mb.InputRegistersRequest) ([]uint16, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	return s.regs(r.UnitId, u.input, r.Addr, r.Quantity, false, nil)
+	return serve(s, r.UnitId, func(u *memUnit) []uint16 { return u.input }, r.Addr, r.Quantity, false, nil)
 }
 
 // --- pymodbus and socat: a Modbus implementation nobody here wrote -------------------------------
