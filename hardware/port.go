@@ -83,8 +83,6 @@ type port struct {
 
 	reserved []int // low fds held for the next open (see package doc)
 
-	cmdSignal chan struct{} // cap 1: the queue changed
-
 	link hwkit.Link[queuedCmd] // state, queue and reopen loop; its lock guards st too
 	st   PortStatus            // the counters of status; the link's fields are copied in
 }
@@ -93,11 +91,10 @@ func newPort(cfg SerialConfig, local Local, log *slog.Logger, met *metrics, op o
 	p := &port{
 		cfg: cfg, local: local, log: log, met: met, opener: op,
 		codec: newCodec(&cfg), framer: newFramer(&cfg),
-		cmdSignal: make(chan struct{}, 1),
-		reserved:  reserveFDs(fdsPerPort),
+		reserved: reserveFDs(fdsPerPort),
 	}
 	p.st = PortStatus{Name: cfg.Name}
-	p.link.Init(cfg.Name, "serial", "port", cfg.Port, log, hwkit.LinkMetrics{Up: met.up, Reopens: met.reopens, Dropped: met.dropped})
+	p.link.Init(cfg.Name, "serial", "port", cfg.Port, log, met.LinkMetrics)
 	// Materialise the series so dashboards see 0 rather than nothing.
 	met.framesIn.WithLabelValues(cfg.Name)
 	met.framesOut.WithLabelValues(cfg.Name)
@@ -206,7 +203,7 @@ func (p *port) session(ctx context.Context, sp serial.Port, path string) (got bo
 	p.expireQueue(time.Now())
 	for {
 		for {
-			cmd, ok := p.pop()
+			cmd, ok := p.link.Pop()
 			if !ok {
 				break
 			}
@@ -219,7 +216,7 @@ func (p *port) session(ctx context.Context, sp serial.Port, path string) (got bo
 			return false, nil
 		case err := <-readErr:
 			return false, err
-		case <-p.cmdSignal:
+		case <-p.link.Woken():
 		}
 	}
 }
@@ -296,33 +293,18 @@ func (p *port) invalid(reason string, n uint64) {
 // session; never block the broker on a slow port.
 func (p *port) onCommand(m *broker.Message) {
 	c := queuedCmd{payload: bytes.Clone(m.Payload), at: time.Now()}
-	p.link.Lock()
-	_, why := p.link.Queue.Push(c, *p.cfg.CommandQueue, p.link.Open)
-	waiting := p.link.Queue.Len()
-	p.link.Unlock()
+	_, why, waiting := p.link.Push(c, *p.cfg.CommandQueue)
 	switch why {
 	case hwkit.RefusedAway:
 		p.link.Drop(DropPortAway, 1, errors.New("command not written: the port is away and command_queue is 0"))
 	case hwkit.DroppedOldest:
 		p.link.Drop(DropQueueFull, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", waiting))
 	}
-	select {
-	case p.cmdSignal <- struct{}{}:
-	default:
-	}
-}
-
-func (p *port) pop() (queuedCmd, bool) {
-	p.link.Lock()
-	defer p.link.Unlock()
-	return p.link.Queue.Pop()
 }
 
 // expireQueue drops commands that waited longer than command_max_age for the port.
 func (p *port) expireQueue(now time.Time) {
-	p.link.Lock()
-	n := len(p.link.Queue.Expire(func(c queuedCmd) bool { return now.Sub(c.at) <= p.cfg.CommandMaxAge }))
-	p.link.Unlock()
+	n := len(p.link.Expire(func(c queuedCmd) bool { return now.Sub(c.at) <= p.cfg.CommandMaxAge }))
 	p.link.Drop(DropExpired, n, fmt.Errorf("%d queued commands older than %v", n, p.cfg.CommandMaxAge))
 }
 

@@ -48,6 +48,7 @@ type Link[C any] struct {
 	Open      bool     // State is StateOpen: Queue.Push keeps one command at least
 	Queue     Queue[C] // commands waiting for the device
 
+	wake    chan struct{} // cap 1: a command was pushed
 	name    string
 	kind    string // "serial port", "modbus bus": begins the log messages
 	msgs    string // "serial", "modbus": begins the drop warning
@@ -63,6 +64,7 @@ type Link[C any] struct {
 func (l *Link[C]) Init(name, what, noun, path string, log *slog.Logger, met LinkMetrics) {
 	l.name, l.kind, l.msgs, l.log, l.met = name, what+" "+noun, what, log, met
 	l.State, l.Path, l.Since = StateStopped, path, time.Now()
+	l.wake = make(chan struct{}, 1)
 	met.Up.WithLabelValues(name).Set(0)
 	met.Reopens.WithLabelValues(name)
 }
@@ -107,6 +109,38 @@ func (l *Link[C]) Warn(msg string, err error, args ...any) {
 	if ok, suppressed := l.errLog.Allow(LogInterval, 1); ok {
 		l.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
 	}
+}
+
+// Push queues a command for the device (see Queue.Push; limit is command_queue) and wakes its
+// session. It returns what it dropped, why, and how many commands wait now; the caller counts
+// the drop (its reasons and texts are its own).
+func (l *Link[C]) Push(v C, limit int) (dropped C, why Drop, waiting int) {
+	l.Lock()
+	dropped, why = l.Queue.Push(v, limit, l.Open)
+	waiting = l.Queue.Len()
+	l.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return dropped, why, waiting
+}
+
+// Woken is signalled when a command was pushed, for a session waiting on other things too.
+func (l *Link[C]) Woken() <-chan struct{} { return l.wake }
+
+// Pop takes the oldest waiting command.
+func (l *Link[C]) Pop() (C, bool) {
+	l.Lock()
+	defer l.Unlock()
+	return l.Queue.Pop()
+}
+
+// Expire removes and returns the waiting commands fresh rejects.
+func (l *Link[C]) Expire(fresh func(C) bool) []C {
+	l.Lock()
+	defer l.Unlock()
+	return l.Queue.Expire(fresh)
 }
 
 // Stop marks the link stopped and drops (as reason) the commands still waiting.

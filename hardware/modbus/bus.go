@@ -151,8 +151,7 @@ type Bus struct {
 	units  []*unit
 	reqs   []*request
 
-	cmdSignal chan struct{} // cap 1: the write queue changed
-	replies   chan reply
+	replies chan reply
 
 	link   hwkit.Link[writeCmd] // state, write queue and reopen loop; its lock guards st and unitSt too
 	st     BusStatus            // the counters of status; the link's fields are copied in
@@ -161,13 +160,13 @@ type Bus struct {
 
 func newBus(cfg BusConfig, local Local, log *slog.Logger, met *metrics, sl SerialLayer) *Bus {
 	b := &Bus{cfg: cfg, local: local, log: log, met: met, serial: sl,
-		cmdSignal: make(chan struct{}, 1), replies: make(chan reply, 64)}
+		replies: make(chan reply, 64)}
 	kind, path := "tcp", cfg.TCP
 	if cfg.RTU != nil {
 		kind, path = "rtu", cfg.RTU.Port
 	}
 	b.st = BusStatus{Name: cfg.Name, Kind: kind}
-	b.link.Init(cfg.Name, "modbus", "bus", path, log, hwkit.LinkMetrics{Up: met.up, Reopens: met.reopens, Dropped: met.dropped})
+	b.link.Init(cfg.Name, "modbus", "bus", path, log, met.LinkMetrics)
 	for i := range cfg.Units {
 		uc := &cfg.Units[i]
 		u := &unit{name: uc.Name, id: uint8(*uc.ID), byName: map[string]*point{}}
@@ -436,7 +435,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 	defer timer.Stop()
 	for ctx.Err() == nil {
 		b.expireQueue(time.Now())
-		if cmd, ok := b.pop(); ok {
+		if cmd, ok := b.link.Pop(); ok {
 			if err := b.write(ctx, c, cmd); err != nil {
 				return err
 			}
@@ -446,7 +445,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 		if r == nil {
 			select {
 			case <-ctx.Done():
-			case <-b.cmdSignal:
+			case <-b.link.Woken():
 			}
 			continue
 		}
@@ -454,7 +453,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
-			case <-b.cmdSignal:
+			case <-b.link.Woken():
 			case <-timer.C:
 			}
 			if !timer.Stop() {
@@ -888,9 +887,7 @@ func (b *Bus) onUnitCommand(u *unit) func(*broker.Message) {
 
 // enqueue queues a write and wakes the bus; it never blocks the broker.
 func (b *Bus) enqueue(w writeCmd) {
-	b.link.Lock()
-	dropped, why := b.link.Queue.Push(w, *b.cfg.CommandQueue, b.link.Open)
-	b.link.Unlock()
+	dropped, why, _ := b.link.Push(w, *b.cfg.CommandQueue)
 	if why != hwkit.Kept {
 		reason := DropQueueFull
 		if why == hwkit.RefusedAway {
@@ -900,22 +897,10 @@ func (b *Bus) enqueue(w writeCmd) {
 		b.link.Drop(reason, 1, err)
 		b.replyErr(dropped, "dropped", err)
 	}
-	select {
-	case b.cmdSignal <- struct{}{}:
-	default:
-	}
-}
-
-func (b *Bus) pop() (writeCmd, bool) {
-	b.link.Lock()
-	defer b.link.Unlock()
-	return b.link.Queue.Pop()
 }
 
 func (b *Bus) expireQueue(now time.Time) {
-	b.link.Lock()
-	expired := b.link.Queue.Expire(func(w writeCmd) bool { return now.Sub(w.at) <= b.cfg.CommandMaxAge })
-	b.link.Unlock()
+	expired := b.link.Expire(func(w writeCmd) bool { return now.Sub(w.at) <= b.cfg.CommandMaxAge })
 	for _, w := range expired {
 		err := fmt.Errorf("write older than command_max_age %v", b.cfg.CommandMaxAge)
 		b.link.Drop(DropExpired, 1, err)
