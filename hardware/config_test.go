@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/confkit"
 	"go.bug.st/serial/enumerator"
 	"gopkg.in/yaml.v3"
 )
 
 func validPort() SerialConfig {
-	s := SerialConfig{Name: "meter1", Port: "/dev/ttyUSB0", Topic: "sensors/meter1"}
+	s := SerialConfig{Name: "meter1", Line: hwkit.Line{Port: "/dev/ttyUSB0"}, Topic: "sensors/meter1"}
 	s.ApplyDefaults()
 	return s
 }
@@ -181,7 +182,7 @@ func TestMatchFollowsDeviceToNewPath(t *testing.T) {
 	setCurrent := func(p string) { mu.Lock(); current = p; mu.Unlock() }
 
 	local := newFakeLocal()
-	r := startManager(t, local, SerialConfig{Name: "u", Match: &USBMatch{VID: "0403", PID: "6001"}, Topic: "s/u"})
+	r := startManager(t, local, SerialConfig{Name: "u", Line: hwkit.Line{Match: &USBMatch{VID: "0403", PID: "6001"}}, Topic: "s/u"})
 	r.waitState(t, "u", StateOpen)
 	dev.write(t, []byte("1\n"))
 	expectPayloads(t, local, "s/u", "1")

@@ -17,31 +17,6 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// recorder is a broker.Capturer that keeps what it was given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-}
-
-func (r *recorder) Capture(_ context.Context, m *broker.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	return nil
-}
-
-func (r *recorder) onTopic(topic string) []*broker.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range r.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 type got struct {
 	mu    sync.Mutex
 	byTop map[string][]string
@@ -71,7 +46,7 @@ func (g *got) expect(t *testing.T, topic string, want ...string) {
 // (inline publish, no TCP hop for the frames), and a command a client publishes reaches the
 // device framed.
 func TestEndToEndSerialToMQTTClients(t *testing.T) {
-	rec := &recorder{}
+	rec := &testutil.Recorder[*broker.Message]{}
 	b, err := broker.New(broker.Options{
 		Config: broker.Config{Listeners: []broker.Listener{{Type: broker.ListenerTCP, Address: "127.0.0.1:0"}}},
 		State:  testutil.NewMemState(),
@@ -124,15 +99,12 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	lineDev, cobsDev, cborDev := newDevice(t), newDevice(t), newDevice(t)
-	r := startManager(t, b,
-		SerialConfig{Name: "meter1", Port: lineDev.path(), Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
-		SerialConfig{Name: "cobs1", Port: cobsDev.path(), Framing: "cobs", Topic: "sensors/cobs1"},
-		SerialConfig{Name: "cbor1", Port: cborDev.path(), Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
+	r, devs := startOpen(t, b,
+		SerialConfig{Name: "meter1", Topic: "sensors/meter1", QoS: 1, CommandTopic: "cmd/meter1"},
+		SerialConfig{Name: "cobs1", Framing: "cobs", Topic: "sensors/cobs1"},
+		SerialConfig{Name: "cbor1", Framing: "cobs", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1", QoS: 1},
 	)
-	for _, n := range []string{"meter1", "cobs1", "cbor1"} {
-		r.waitState(t, n, StateOpen)
-	}
+	lineDev, cobsDev, cborDev := devs[0], devs[1], devs[2]
 
 	before := time.Now().Add(-time.Millisecond)
 	lineDev.write(t, []byte("temp=21.5\r\nnot json is fine here\n"))
@@ -155,13 +127,11 @@ func TestEndToEndSerialToMQTTClients(t *testing.T) {
 		t.Errorf("content type = %q", ctype)
 	}
 	// The capturer (the bridge in edged) got the frame's capture time.
-	caps := rec.onTopic("sensors/meter1")
+	caps := rec.Where(onTopic("sensors/meter1"))
 	if len(caps) != 2 || caps[0].Time.Before(before) || caps[0].Time.After(time.Now()) || !caps[0].Inline {
 		t.Errorf("captured = %+v", caps)
 	}
-	if got := r.metric(t, "edged_serial_invalid_total", "port", "cbor1", "reason", ReasonInvalidCBOR); got != 1 {
-		t.Errorf("invalid cbor = %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_invalid_total", "port", "cbor1", "reason", ReasonInvalidCBOR)
 
 	// Command: an MQTT client publishes, the device gets a framed line.
 	if tok := c3.Publish("cmd/meter1", 1, false, "relay=on"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

@@ -5,6 +5,7 @@ package hardware
 import (
 	"context"
 	"errors"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/testutil"
 	"strings"
 	"sync"
@@ -35,8 +36,8 @@ func TestOpenRefusesPortAboveFDSetSize(t *testing.T) {
 func TestReservedLowFDsKeepPortUsable(t *testing.T) {
 	dev := newDevice(t)
 	local := newFakeLocal()
-	m, err := New(Config{Serial: []SerialConfig{{Name: "p", Port: dev.path(), Topic: "s/p",
-		Reopen: Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}}}}, local, nil, nil)
+	m, err := New(Config{Serial: []SerialConfig{{Name: "p", Line: hwkit.Line{Port: dev.path()}, Topic: "s/p",
+		Away: hwkit.Away{Reopen: Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}}}}}, local, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,8 +51,8 @@ func TestReservedLowFDsKeepPortUsable(t *testing.T) {
 // A panic inside the serial library's Read becomes a port error and a reopen, not a crash.
 func TestReadPanicIsRecovered(t *testing.T) {
 	local := newFakeLocal()
-	m, err := New(Config{Serial: []SerialConfig{{Name: "p", Port: "/dev/fake", Topic: "s/p",
-		Reopen: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}}}}, local, nil, nil)
+	m, err := New(Config{Serial: []SerialConfig{{Name: "p", Line: hwkit.Line{Port: "/dev/fake"}, Topic: "s/p",
+		Away: hwkit.Away{Reopen: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}}}}}, local, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,63 +20,28 @@ import (
 
 // fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
 type fakeLocal struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-	subs map[string]func(*broker.Message)
-	fail error
+	testutil.FakeLocal[*broker.Message]
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*broker.Message){}} }
-
-func (f *fakeLocal) Publish(m *broker.Message) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
-	f.msgs = append(f.msgs, m)
-	return nil
-}
-
-func (f *fakeLocal) Subscribe(filter string, fn func(*broker.Message)) (func(), error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subs[filter] = fn
-	return func() {
-		f.mu.Lock()
-		delete(f.subs, filter)
-		f.mu.Unlock()
-	}, nil
-}
+func newFakeLocal() *fakeLocal { return &fakeLocal{} }
 
 // command delivers a message to the subscriber of topic (exact filter), as the broker would.
 func (f *fakeLocal) command(t *testing.T, topic string, payload []byte) {
 	t.Helper()
-	f.mu.Lock()
-	fn := f.subs[topic]
-	f.mu.Unlock()
+	fn := f.Subscriber(topic)
 	if fn == nil {
 		t.Fatalf("nobody subscribed to %s", topic)
 	}
 	fn(&broker.Message{Topic: topic, Payload: payload})
 }
 
-func (f *fakeLocal) subscribed(topic string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.subs[topic] != nil
-}
+func (f *fakeLocal) subscribed(topic string) bool { return f.Subscriber(topic) != nil }
 
-func (f *fakeLocal) onTopic(topic string) []*broker.Message {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range f.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+func (f *fakeLocal) onTopic(topic string) []*broker.Message { return f.Where(onTopic(topic)) }
+
+// onTopic selects the messages published on topic.
+func onTopic(topic string) func(*broker.Message) bool {
+	return func(m *broker.Message) bool { return m.Topic == topic }
 }
 
 func payloads(ms []*broker.Message) []string {
@@ -219,6 +184,26 @@ func startManager(t *testing.T, local Local, ports ...SerialConfig) *running {
 	return &running{m: m, reg: reg, stop: stop}
 }
 
+// startOpen gives every port without a device (no port, no match) a pty device of its own,
+// starts a Manager with the ports and waits until all of them are open. The devices are
+// returned in the order of the ports that got one.
+func startOpen(t *testing.T, local Local, ports ...SerialConfig) (*running, []*device) {
+	t.Helper()
+	var devs []*device
+	names := make([]string, len(ports))
+	for i := range ports {
+		if ports[i].Port == "" && ports[i].Match == nil {
+			d := newDevice(t)
+			ports[i].Port = d.path()
+			devs = append(devs, d)
+		}
+		names[i] = ports[i].Name
+	}
+	r := startManager(t, local, ports...)
+	r.waitOpen(t, names...)
+	return r, devs
+}
+
 func (r *running) status(name string) PortStatus {
 	for _, s := range r.m.Status() {
 		if s.Name == name {
@@ -238,6 +223,14 @@ func (r *running) waitState(t *testing.T, name, state string) {
 	})
 }
 
+// waitOpen waits until every named port is open.
+func (r *running) waitOpen(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		r.waitState(t, n, StateOpen)
+	}
+}
+
 // metric returns the value of one series from the registry, 0 if absent.
 func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
@@ -247,6 +240,14 @@ func (r *running) metric(t *testing.T, name string, labels ...string) float64 {
 	}
 	v, _ := testutil.MetricValue(t, r.reg, name, want)
 	return v
+}
+
+// wantMetric reports an error when one series of the registry is not at want.
+func (r *running) wantMetric(t *testing.T, want float64, name string, labels ...string) {
+	t.Helper()
+	if got := r.metric(t, name, labels...); got != want {
+		t.Errorf("%s %q = %v, want %v", name, labels, got, want)
+	}
 }
 
 func expectPayloads(t *testing.T, local *fakeLocal, topic string, want ...string) {

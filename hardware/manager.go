@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/hardware/modbus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.bug.st/serial"
@@ -16,10 +17,7 @@ import (
 
 // Local is the in-process broker client the ports publish frames into and take commands from
 // (broker.Broker implements it: inline publish, no TCP).
-type Local interface {
-	Publish(*broker.Message) error
-	Subscribe(filter string, fn func(*broker.Message)) (unsubscribe func(), err error)
-}
+type Local = hwkit.Local
 
 // Manager runs the configured serial ports.
 type Manager struct {

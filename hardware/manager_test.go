@@ -9,21 +9,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/wire"
 	"github.com/fxamacker/cbor/v2"
 )
 
 func TestPortLinesCOBSAndCBORFramesArePublished(t *testing.T) {
-	lineDev, cobsDev, cborDev := newDevice(t), newDevice(t), newDevice(t)
 	local := newFakeLocal()
-	r := startManager(t, local,
-		SerialConfig{Name: "meter1", Port: lineDev.path(), Topic: "sensors/meter1", QoS: 1},
-		SerialConfig{Name: "cobs1", Port: cobsDev.path(), Framing: "cobs", Topic: "sensors/cobs1"},
-		SerialConfig{Name: "cbor1", Port: cborDev.path(), Framing: "slip", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1"},
+	r, devs := startOpen(t, local,
+		SerialConfig{Name: "meter1", Topic: "sensors/meter1", QoS: 1},
+		SerialConfig{Name: "cobs1", Framing: "cobs", Topic: "sensors/cobs1"},
+		SerialConfig{Name: "cbor1", Framing: "slip", Format: "cbor", PublishAs: "json", Topic: "sensors/cbor1"},
 	)
-	for _, n := range []string{"meter1", "cobs1", "cbor1"} {
-		r.waitState(t, n, StateOpen)
-	}
+	lineDev, cobsDev, cborDev := devs[0], devs[1], devs[2]
 
 	before := time.Now()
 	// A line split across writes, CRLF, and two lines in one write.
@@ -55,26 +53,20 @@ func TestPortLinesCOBSAndCBORFramesArePublished(t *testing.T) {
 	if c := local.onTopic("sensors/cbor1")[0].ContentType; c != "application/json" {
 		t.Errorf("content type %q", c)
 	}
-	if got := r.metric(t, "edged_serial_frames_in_total", "port", "meter1"); got != 3 {
-		t.Errorf("frames_in metric = %v", got)
-	}
+	r.wantMetric(t, 3, "edged_serial_frames_in_total", "port", "meter1")
 	if s := r.status("meter1"); s.FramesIn != 3 || s.BytesIn != 27 || s.Path != lineDev.path() {
 		t.Errorf("status = %+v", s)
 	}
-	if got := r.metric(t, "edged_serial_port_up", "port", "cobs1"); got != 1 {
-		t.Errorf("port_up = %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_port_up", "port", "cobs1")
 }
 
 func TestPortCommandIsFramedOnTheDevice(t *testing.T) {
-	lineDev, slipDev := newDevice(t), newDevice(t)
 	local := newFakeLocal()
-	r := startManager(t, local,
-		SerialConfig{Name: "a", Port: lineDev.path(), Topic: "s/a", CommandTopic: "cmd/a", Delimiter: "\r"},
-		SerialConfig{Name: "b", Port: slipDev.path(), Framing: "slip", Topic: "s/b", CommandTopic: "cmd/b"},
+	r, devs := startOpen(t, local,
+		SerialConfig{Name: "a", Topic: "s/a", CommandTopic: "cmd/a", Delimiter: "\r"},
+		SerialConfig{Name: "b", Framing: "slip", Topic: "s/b", CommandTopic: "cmd/b"},
 	)
-	r.waitState(t, "a", StateOpen)
-	r.waitState(t, "b", StateOpen)
+	lineDev, slipDev := devs[0], devs[1]
 
 	local.command(t, "cmd/a", []byte("reboot"))
 	local.command(t, "cmd/a", []byte("bad\rcommand")) // cannot be line-framed: dropped, counted
@@ -95,23 +87,17 @@ func TestPortCommandIsFramedOnTheDevice(t *testing.T) {
 	if s := r.status("a"); s.FramesOut != 2 || s.Dropped != 1 || s.LastError == "" {
 		t.Errorf("status = %+v", s)
 	}
-	if got := r.metric(t, "edged_serial_dropped_total", "port", "a", "reason", DropUnframeable); got != 1 {
-		t.Errorf("unframeable = %v", got)
-	}
-	if got := r.metric(t, "edged_serial_frames_out_total", "port", "b"); got != 1 {
-		t.Errorf("frames_out = %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_dropped_total", "port", "a", "reason", DropUnframeable)
+	r.wantMetric(t, 1, "edged_serial_frames_out_total", "port", "b")
 }
 
 func TestPortGarbageAndOversizeAreDroppedAndStreamResyncs(t *testing.T) {
-	jsonDev, cobsDev := newDevice(t), newDevice(t)
 	local := newFakeLocal()
-	r := startManager(t, local,
-		SerialConfig{Name: "j", Port: jsonDev.path(), Format: "json", MaxFrame: 16, Topic: "s/j", ErrorTopic: "err/j"},
-		SerialConfig{Name: "c", Port: cobsDev.path(), Framing: "cobs", Format: "cbor", MaxFrame: 16, Topic: "s/c"},
+	r, devs := startOpen(t, local,
+		SerialConfig{Name: "j", Format: "json", MaxFrame: 16, Topic: "s/j", ErrorTopic: "err/j"},
+		SerialConfig{Name: "c", Framing: "cobs", Format: "cbor", MaxFrame: 16, Topic: "s/c"},
 	)
-	r.waitState(t, "j", StateOpen)
-	r.waitState(t, "c", StateOpen)
+	jsonDev, cobsDev := devs[0], devs[1]
 
 	jsonDev.write(t, []byte("{\"a\":1}\n{not json\n"+string(bytes.Repeat([]byte("9"), 40))+"\n[1,2]\n"))
 	expectPayloads(t, local, "s/j", `{"a":1}`, `[1,2]`)
@@ -157,7 +143,7 @@ func TestPortReplugIsRecovered(t *testing.T) {
 	dev1 := newDevice(t)
 	link(t, at, dev1.path())
 	local := newFakeLocal()
-	r := startManager(t, local, SerialConfig{Name: "p", Port: at, Topic: "s/p", CommandTopic: "cmd/p"})
+	r := startManager(t, local, SerialConfig{Name: "p", Line: hwkit.Line{Port: at}, Topic: "s/p", CommandTopic: "cmd/p"})
 	r.waitState(t, "p", StateOpen)
 	dev1.write(t, []byte("one\n"))
 	expectPayloads(t, local, "s/p", "one")
@@ -196,16 +182,14 @@ func TestPortReplugIsRecovered(t *testing.T) {
 	if s := r.status("p"); s.Reopens != 1 || s.Path != at {
 		t.Errorf("status %+v", s)
 	}
-	if got := r.metric(t, "edged_serial_reopens_total", "port", "p"); got != 1 {
-		t.Errorf("reopens metric %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_reopens_total", "port", "p")
 }
 
 func TestPortCommandsWhileAwayWithoutQueueAreCounted(t *testing.T) {
 	zero := 0
 	local := newFakeLocal()
-	r := startManager(t, local, SerialConfig{Name: "gone", Port: "/dev/does-not-exist-edged", Topic: "s/g",
-		CommandTopic: "cmd/g", CommandQueue: &zero})
+	r := startManager(t, local, SerialConfig{Name: "gone", Line: hwkit.Line{Port: "/dev/does-not-exist-edged"}, Topic: "s/g",
+		CommandTopic: "cmd/g", Away: hwkit.Away{CommandQueue: &zero}})
 	r.waitState(t, "gone", StateWaiting)
 	waitFor(t, "subscribed", func() error {
 		if !local.subscribed("cmd/g") {
@@ -214,9 +198,7 @@ func TestPortCommandsWhileAwayWithoutQueueAreCounted(t *testing.T) {
 		return nil
 	})
 	local.command(t, "cmd/g", []byte("x"))
-	if got := r.metric(t, "edged_serial_dropped_total", "port", "gone", "reason", DropPortAway); got != 1 {
-		t.Errorf("port_away = %v", got)
-	}
+	r.wantMetric(t, 1, "edged_serial_dropped_total", "port", "gone", "reason", DropPortAway)
 	if s := r.status("gone"); s.Dropped != 1 {
 		t.Errorf("status %+v", s)
 	}
@@ -229,8 +211,8 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	link(t, at, dev.path())
 	local := newFakeLocal()
 	r := startManager(t, local,
-		SerialConfig{Name: "a", Port: at, Topic: "s/a", CommandTopic: "cmd/a"},
-		SerialConfig{Name: "missing", Port: "/dev/does-not-exist-edged", Topic: "s/m"},
+		SerialConfig{Name: "a", Line: hwkit.Line{Port: at}, Topic: "s/a", CommandTopic: "cmd/a"},
+		SerialConfig{Name: "missing", Line: hwkit.Line{Port: "/dev/does-not-exist-edged"}, Topic: "s/m"},
 	)
 	r.waitState(t, "a", StateOpen)
 	dev.write(t, []byte("x\n"))

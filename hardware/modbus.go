@@ -25,7 +25,7 @@ func (s *modbusSerial) Resolve(port string, m *modbus.USBMatch) (string, error) 
 	if m == nil {
 		return port, nil
 	}
-	return resolveMatch(&USBMatch{VID: m.VID, PID: m.PID, SerialNumber: m.SerialNumber})
+	return resolveMatch(m)
 }
 
 // Open runs open under the lock every serial open takes, with the reserve released just before

@@ -7,22 +7,20 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/edged-dev/edged/broker"
-	"github.com/edged-dev/edged/internal/backoff"
-	"github.com/edged-dev/edged/internal/ratelog"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/wire"
 	"go.bug.st/serial"
 )
 
 // Port states in PortStatus.State.
 const (
-	StateOpen    = "open"    // the port is open and being read
-	StateWaiting = "waiting" // the device is absent (path missing, no USB match); retrying with backoff
-	StateError   = "error"   // the last open failed or the open port failed; retrying with backoff
-	StateStopped = "stopped" // Run has not started or has returned
+	StateOpen    = hwkit.StateOpen    // the port is open and being read
+	StateWaiting = hwkit.StateWaiting // the device is absent (path missing, no USB match); retrying with backoff
+	StateError   = hwkit.StateError   // the last open failed or the open port failed; retrying with backoff
+	StateStopped = hwkit.StateStopped // Run has not started or has returned
 )
 
 // PortStatus is one port's state for `edged status` and the admin API.
@@ -85,64 +83,37 @@ type port struct {
 
 	reserved []int // low fds held for the next open (see package doc)
 
-	cmdSignal chan struct{} // cap 1: the queue changed
-
-	mu      sync.Mutex
-	st      PortStatus
-	queue   []queuedCmd
-	isOpen  bool
-	errLog  ratelog.Limit
-	dropLog ratelog.Limit
+	link hwkit.Link[queuedCmd] // state, queue and reopen loop; its lock guards st too
+	st   PortStatus            // the counters of status; the link's fields are copied in
 }
 
 func newPort(cfg SerialConfig, local Local, log *slog.Logger, met *metrics, op opener) *port {
 	p := &port{
 		cfg: cfg, local: local, log: log, met: met, opener: op,
 		codec: newCodec(&cfg), framer: newFramer(&cfg),
-		cmdSignal: make(chan struct{}, 1),
-		reserved:  reserveFDs(fdsPerPort),
+		reserved: reserveFDs(fdsPerPort),
 	}
-	p.st = PortStatus{Name: cfg.Name, Path: cfg.Port, State: StateStopped, Since: time.Now()}
+	p.st = PortStatus{Name: cfg.Name}
+	p.link.Init(cfg.Name, "serial", "port", cfg.Port, log, met.LinkMetrics)
 	// Materialise the series so dashboards see 0 rather than nothing.
-	met.up.WithLabelValues(cfg.Name).Set(0)
 	met.framesIn.WithLabelValues(cfg.Name)
 	met.framesOut.WithLabelValues(cfg.Name)
-	met.reopens.WithLabelValues(cfg.Name)
 	return p
 }
 
 func (p *port) status() PortStatus {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	l := &p.link
+	l.Lock()
+	defer l.Unlock()
 	s := p.st
-	s.Queued = len(p.queue)
+	s.Path, s.State, s.Since, s.LastError, s.Reopens, s.Dropped, s.Queued = l.Path, l.State, l.Since, l.LastError, l.Reopens, l.Dropped, l.Queue.Len()
 	return s
-}
-
-func (p *port) setState(state, path string, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if state != p.st.State {
-		p.st.State, p.st.Since = state, time.Now()
-	}
-	if path != "" {
-		p.st.Path = path
-	}
-	if err != nil {
-		p.st.LastError = err.Error()
-	}
-	p.isOpen = state == StateOpen
 }
 
 // run resolves, opens, serves and reopens the port until ctx is done.
 func (p *port) run(ctx context.Context) {
 	defer func() {
-		p.setState(StateStopped, "", nil)
-		p.mu.Lock()
-		n := len(p.queue)
-		p.queue = nil
-		p.mu.Unlock()
-		p.drop(DropShutdown, n, nil)
+		p.link.Stop(DropShutdown)
 		openMu.Lock()
 		releaseFDs(p.reserved)
 		p.reserved = nil
@@ -154,69 +125,36 @@ func (p *port) run(ctx context.Context) {
 			unsubscribe()
 		}
 	}()
-	subscribe := func() {
-		if p.cfg.CommandTopic == "" || unsubscribe != nil {
-			return
-		}
-		u, err := p.local.Subscribe(p.cfg.CommandTopic, p.onCommand)
-		if err != nil {
-			p.logErr("subscribe to command topic failed; retrying", err, "topic", p.cfg.CommandTopic)
-			return
-		}
-		unsubscribe = u
-	}
-
-	opens, attempt := 0, 0
-	for ctx.Err() == nil {
-		subscribe()
-		path, sp, err := p.open()
-		if err != nil {
-			state := StateError
-			if isAbsent(err) {
-				state = StateWaiting
-			}
-			p.setState(state, path, err)
-			p.logErr("serial port unavailable; retrying", err, "path", path)
-			attempt++
-			if !backoff.Sleep(ctx, backoff.Delay(p.cfg.Reopen.Min, p.cfg.Reopen.Max, attempt)) {
+	var sp serial.Port
+	p.link.Run(ctx, p.cfg.Reopen, hwkit.Device{
+		Subscribe: func() {
+			if p.cfg.CommandTopic == "" || unsubscribe != nil {
 				return
 			}
-			continue
-		}
-		if opens > 0 {
-			p.met.reopens.WithLabelValues(p.cfg.Name).Inc()
-			p.mu.Lock()
-			p.st.Reopens++
-			p.mu.Unlock()
-		}
-		opens++
-		p.setState(StateOpen, path, nil)
-		p.met.up.WithLabelValues(p.cfg.Name).Set(1)
-		p.log.Info("serial port open", "path", path, "baud", p.cfg.Baud)
-		p.errLog.Reset()
-
-		start := time.Now()
-		got, err := p.session(ctx, sp, path)
-		if cerr := p.opener.close(sp, &p.reserved); cerr != nil && err == nil && ctx.Err() == nil {
-			err = fmt.Errorf("close %s: %w", path, cerr)
-		}
-		p.met.up.WithLabelValues(p.cfg.Name).Set(0)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			err = errors.New("port closed")
-		}
-		p.setState(StateError, "", err)
-		p.logErr("serial port lost; reopening", err, "path", path)
-		if got || time.Since(start) >= p.cfg.Reopen.Max {
-			attempt = 0 // it worked for a while: start the backoff over
-		}
-		attempt++
-		if !backoff.Sleep(ctx, backoff.Delay(p.cfg.Reopen.Min, p.cfg.Reopen.Max, attempt)) {
-			return
-		}
-	}
+			u, err := p.local.Subscribe(p.cfg.CommandTopic, p.onCommand)
+			if err != nil {
+				p.link.Warn("subscribe to command topic failed; retrying", err, "topic", p.cfg.CommandTopic)
+				return
+			}
+			unsubscribe = u
+		},
+		Open: func() (path string, err error) {
+			path, sp, err = p.open()
+			return path, err
+		},
+		Absent: isAbsent,
+		Serve: func(ctx context.Context, path string) (bool, error) {
+			got, err := p.session(ctx, sp, path)
+			if cerr := p.opener.close(sp, &p.reserved); cerr != nil && err == nil && ctx.Err() == nil {
+				err = fmt.Errorf("close %s: %w", path, cerr)
+			}
+			if err == nil {
+				err = errors.New("port closed")
+			}
+			return got, err
+		},
+		OpenAttrs: []any{"baud", p.cfg.Baud},
+	})
 }
 
 // open resolves the device (re-running the USB match every time) and opens it.
@@ -265,7 +203,7 @@ func (p *port) session(ctx context.Context, sp serial.Port, path string) (got bo
 	p.expireQueue(time.Now())
 	for {
 		for {
-			cmd, ok := p.pop()
+			cmd, ok := p.link.Pop()
 			if !ok {
 				break
 			}
@@ -278,7 +216,7 @@ func (p *port) session(ctx context.Context, sp serial.Port, path string) (got bo
 			return false, nil
 		case err := <-readErr:
 			return false, err
-		case <-p.cmdSignal:
+		case <-p.link.Woken():
 		}
 	}
 }
@@ -300,9 +238,9 @@ func (p *port) readLoop(sp serial.Port, path string, got *bool) (err error) {
 			*got = true
 			now := time.Now()
 			p.met.bytesIn.WithLabelValues(p.cfg.Name).Add(float64(n))
-			p.mu.Lock()
+			p.link.Lock()
 			p.st.BytesIn += uint64(n)
-			p.mu.Unlock()
+			p.link.Unlock()
 			dec.Feed(buf[:n], func(frame []byte) { p.onFrame(frame, now) })
 			if d := dec.Dropped(); d != seen {
 				p.invalid(ReasonOversize, d.Oversize-seen.Oversize)
@@ -323,21 +261,21 @@ func (p *port) onFrame(frame []byte, now time.Time) {
 		p.invalid(reason, 1)
 		if errMsg != nil {
 			if err := p.local.Publish(errMsg); err != nil {
-				p.drop(DropPublish, 1, err)
+				p.link.Drop(DropPublish, 1, err)
 			}
 		}
 		return
 	}
 	if err := p.local.Publish(msg); err != nil {
-		p.drop(DropPublish, 1, err)
+		p.link.Drop(DropPublish, 1, err)
 		return
 	}
 	p.met.framesIn.WithLabelValues(p.cfg.Name).Inc()
 	preview := framePreview(frame)
-	p.mu.Lock()
+	p.link.Lock()
 	p.st.FramesIn++
 	p.st.LastFrame, p.st.LastFrameAt = preview, now
-	p.mu.Unlock()
+	p.link.Unlock()
 }
 
 func (p *port) invalid(reason string, n uint64) {
@@ -345,122 +283,54 @@ func (p *port) invalid(reason string, n uint64) {
 		return
 	}
 	p.met.invalid.WithLabelValues(p.cfg.Name, reason).Add(float64(n))
-	p.mu.Lock()
+	p.link.Lock()
 	p.st.Invalid += n
-	p.mu.Unlock()
+	p.link.Unlock()
 	p.log.Debug("serial frame rejected", "reason", reason, "count", n)
-}
-
-// drop counts n lost messages and logs at a rate limit.
-func (p *port) drop(reason string, n int, err error) {
-	if n <= 0 {
-		return
-	}
-	p.met.dropped.WithLabelValues(p.cfg.Name, reason).Add(float64(n))
-	if err == nil {
-		err = errors.New(reason)
-	}
-	msg := fmt.Sprintf("%s: %v", reason, err)
-	p.mu.Lock()
-	p.st.Dropped += uint64(n)
-	p.st.LastError = msg
-	p.mu.Unlock()
-	if ok, suppressed := p.dropLog.Allow(logInterval, 1); ok {
-		p.log.Warn("serial messages dropped", "reason", reason, "count", n, "err", err, "suppressed", suppressed)
-	}
-}
-
-func (p *port) logErr(msg string, err error, args ...any) {
-	if ok, suppressed := p.errLog.Allow(logInterval, 1); ok {
-		p.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
-	}
 }
 
 // onCommand is called by the broker for every message on command_topic: queue and wake the
 // session; never block the broker on a slow port.
 func (p *port) onCommand(m *broker.Message) {
 	c := queuedCmd{payload: bytes.Clone(m.Payload), at: time.Now()}
-	limit := *p.cfg.CommandQueue
-	p.mu.Lock()
-	if p.isOpen {
-		limit = max(limit, 1)
+	_, why, waiting := p.link.Push(c, *p.cfg.CommandQueue)
+	switch why {
+	case hwkit.RefusedAway:
+		p.link.Drop(DropPortAway, 1, errors.New("command not written: the port is away and command_queue is 0"))
+	case hwkit.DroppedOldest:
+		p.link.Drop(DropQueueFull, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", waiting))
 	}
-	var reason string
-	switch {
-	case limit == 0:
-		reason = DropPortAway
-	case len(p.queue) >= limit:
-		reason = DropQueueFull
-		p.queue = append(p.queue[:0], p.queue[1:]...)
-		p.queue = append(p.queue, c)
-	default:
-		p.queue = append(p.queue, c)
-	}
-	p.mu.Unlock()
-	switch reason {
-	case DropPortAway:
-		p.drop(reason, 1, errors.New("command not written: the port is away and command_queue is 0"))
-	case DropQueueFull:
-		p.drop(reason, 1, fmt.Errorf("oldest queued command dropped: %d commands waiting for the port", limit))
-	}
-	select {
-	case p.cmdSignal <- struct{}{}:
-	default:
-	}
-}
-
-func (p *port) pop() (queuedCmd, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.queue) == 0 {
-		return queuedCmd{}, false
-	}
-	c := p.queue[0]
-	p.queue = p.queue[1:]
-	return c, true
 }
 
 // expireQueue drops commands that waited longer than command_max_age for the port.
 func (p *port) expireQueue(now time.Time) {
-	p.mu.Lock()
-	keep := p.queue[:0]
-	for _, c := range p.queue {
-		if now.Sub(c.at) <= p.cfg.CommandMaxAge {
-			keep = append(keep, c)
-		}
-	}
-	n := len(p.queue) - len(keep)
-	p.queue = keep
-	p.mu.Unlock()
-	p.drop(DropExpired, n, fmt.Errorf("%d queued commands older than %v", n, p.cfg.CommandMaxAge))
+	n := len(p.link.Expire(func(c queuedCmd) bool { return now.Sub(c.at) <= p.cfg.CommandMaxAge }))
+	p.link.Drop(DropExpired, n, fmt.Errorf("%d queued commands older than %v", n, p.cfg.CommandMaxAge))
 }
 
 func (p *port) write(sp serial.Port, payload []byte) error {
 	frame, err := p.codec.encode(payload)
 	if err != nil {
-		p.drop(DropUnframeable, 1, err)
+		p.link.Drop(DropUnframeable, 1, err)
 		return nil
 	}
 	for off := 0; off < len(frame); {
 		n, err := sp.Write(frame[off:])
 		if err != nil {
-			p.drop(DropWrite, 1, err)
+			p.link.Drop(DropWrite, 1, err)
 			return err
 		}
 		if n == 0 {
-			p.drop(DropWrite, 1, errors.New("short write"))
+			p.link.Drop(DropWrite, 1, errors.New("short write"))
 			return errors.New("short write")
 		}
 		off += n
 	}
 	p.met.framesOut.WithLabelValues(p.cfg.Name).Inc()
 	p.met.bytesOut.WithLabelValues(p.cfg.Name).Add(float64(len(frame)))
-	p.mu.Lock()
+	p.link.Lock()
 	p.st.FramesOut++
 	p.st.BytesOut += uint64(len(frame))
-	p.mu.Unlock()
+	p.link.Unlock()
 	return nil
 }
-
-// logInterval is the rate limit of error and drop log lines.
-const logInterval = 30 * time.Second

@@ -166,7 +166,7 @@ func (m *Manager) Reload(cfg Config) (ReloadResult, error) {
 		}
 		if !seen[p.cfg.Name] {
 			res.Removed = append(res.Removed, p.cfg.Name)
-			m.metrics.up.DeleteLabelValues(p.cfg.Name)
+			m.metrics.Up.DeleteLabelValues(p.cfg.Name)
 		}
 	}
 	k := 0

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edged-dev/edged/hardware/hwkit"
 )
 
 // Reload keeps an unchanged port open (no reopen, frames keep flowing), reopens a changed one
@@ -12,24 +14,22 @@ func TestReloadPorts(t *testing.T) {
 	a, b, c := newDevice(t), newDevice(t), newDevice(t)
 	local := newFakeLocal()
 	fast := Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}
-	pa := SerialConfig{Name: "a", Port: a.path(), Topic: "s/a", Reopen: fast}
-	pb := SerialConfig{Name: "b", Port: b.path(), Topic: "s/b", Reopen: fast}
+	pa := SerialConfig{Name: "a", Line: hwkit.Line{Port: a.path()}, Topic: "s/a", Away: hwkit.Away{Reopen: fast}}
+	pb := SerialConfig{Name: "b", Line: hwkit.Line{Port: b.path()}, Topic: "s/b", Away: hwkit.Away{Reopen: fast}}
 	r := startManager(t, local, pa, pb)
-	r.waitState(t, "a", StateOpen)
-	r.waitState(t, "b", StateOpen)
+	r.waitOpen(t, "a", "b")
 	a.write(t, []byte("one\n"))
 	expectPayloads(t, local, "s/a", "one")
 	sinceA := r.status("a").Since
 
 	pb2 := pb
 	pb2.Topic = "s/b2"
-	pc := SerialConfig{Name: "c", Port: c.path(), Topic: "s/c", Reopen: fast}
+	pc := SerialConfig{Name: "c", Line: hwkit.Line{Port: c.path()}, Topic: "s/c", Away: hwkit.Away{Reopen: fast}}
 	res, err := r.m.Reload(Config{Serial: []SerialConfig{pa, pb2, pc}})
 	if err != nil || !slices.Equal(res.Changed, []string{"b"}) || !slices.Equal(res.Added, []string{"c"}) || len(res.Removed) != 0 {
 		t.Fatalf("reload: %+v, %v", res, err)
 	}
-	r.waitState(t, "b", StateOpen)
-	r.waitState(t, "c", StateOpen)
+	r.waitOpen(t, "b", "c")
 	if st := r.status("a"); st.State != StateOpen || !st.Since.Equal(sinceA) || st.Reopens != 0 {
 		t.Fatalf("unchanged port disturbed: %+v", st)
 	}

@@ -12,30 +12,6 @@ import (
 	"github.com/edged-dev/edged/internal/testutil"
 )
 
-type capture struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-}
-
-func (c *capture) Capture(_ context.Context, m *broker.Message) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.msgs = append(c.msgs, m)
-	return nil
-}
-
-func (c *capture) onTopic(topic string) []*broker.Message {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range c.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // Through the real broker: values are inline publishes whose capture time (user property
 // edged-time) becomes the captured message's time and is stripped for subscribers, QoS and
 // retain are per point, and a command published into the broker is written and answered.
@@ -47,7 +23,7 @@ func TestThroughTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &capture{}
+	rec := &testutil.Recorder[*broker.Message]{}
 	b.SetCapturer(rec)
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -80,12 +56,12 @@ func TestThroughTheBroker(t *testing.T) {
 	startManager(t, buses, b)
 	before := time.Now().Add(-time.Millisecond)
 	testutil.WaitFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if len(rec.onTopic("modbus/b/u/level")) == 0 || len(rec.onTopic("modbus/b/u/other")) == 0 {
+		if len(rec.Where(onTopic("modbus/b/u/level"))) == 0 || len(rec.Where(onTopic("modbus/b/u/other"))) == 0 {
 			return fmt.Errorf("nothing captured yet")
 		}
 		return nil
 	})
-	m := rec.onTopic("modbus/b/u/level")[0]
+	m := rec.Where(onTopic("modbus/b/u/level"))[0]
 	var s sample
 	if err := json.Unmarshal(m.Payload, &s); err != nil {
 		t.Fatal(err)
@@ -93,7 +69,7 @@ func TestThroughTheBroker(t *testing.T) {
 	if m.Time.UnixMilli() != s.T || m.Time.Before(before) || !m.Inline || m.QoS != 1 || !m.Retain {
 		t.Errorf("captured %+v (payload t %d)", m, s.T)
 	}
-	if o := rec.onTopic("modbus/b/u/other")[0]; o.QoS != 0 || o.Retain {
+	if o := rec.Where(onTopic("modbus/b/u/other"))[0]; o.QoS != 0 || o.Retain {
 		t.Errorf("other: qos %d retain %v", o.QoS, o.Retain)
 	}
 	mu.Lock()
@@ -110,7 +86,7 @@ func TestThroughTheBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		rs := rec.onTopic("set/level/reply")
+		rs := rec.Where(onTopic("set/level/reply"))
 		if len(rs) == 0 {
 			return fmt.Errorf("no reply")
 		}

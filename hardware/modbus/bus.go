@@ -13,17 +13,17 @@ import (
 	"time"
 
 	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/backoff"
-	"github.com/edged-dev/edged/internal/ratelog"
 	mb "github.com/simonvetter/modbus"
 )
 
 // Bus states in BusStatus.State.
 const (
-	StateOpen    = "open"    // the link is open and units are polled
-	StateWaiting = "waiting" // the serial device is absent; retrying with backoff
-	StateError   = "error"   // the last open failed or the link broke; retrying with backoff
-	StateStopped = "stopped" // Run has not started or has returned
+	StateOpen    = hwkit.StateOpen    // the link is open and units are polled
+	StateWaiting = hwkit.StateWaiting // the serial device is absent; retrying with backoff
+	StateError   = hwkit.StateError   // the last open failed or the link broke; retrying with backoff
+	StateStopped = hwkit.StateStopped // Run has not started or has returned
 )
 
 // Unit states in UnitStatus.State.
@@ -151,28 +151,22 @@ type Bus struct {
 	units  []*unit
 	reqs   []*request
 
-	cmdSignal chan struct{} // cap 1: the write queue changed
-	replies   chan reply
+	replies chan reply
 
-	mu      sync.Mutex
-	st      BusStatus
-	unitSt  []UnitStatus
-	queue   []writeCmd
-	isOpen  bool
-	errLog  ratelog.Limit
-	dropLog ratelog.Limit
+	link   hwkit.Link[writeCmd] // state, write queue and reopen loop; its lock guards st and unitSt too
+	st     BusStatus            // the counters of status; the link's fields are copied in
+	unitSt []UnitStatus
 }
 
 func newBus(cfg BusConfig, local Local, log *slog.Logger, met *metrics, sl SerialLayer) *Bus {
 	b := &Bus{cfg: cfg, local: local, log: log, met: met, serial: sl,
-		cmdSignal: make(chan struct{}, 1), replies: make(chan reply, 64)}
+		replies: make(chan reply, 64)}
 	kind, path := "tcp", cfg.TCP
 	if cfg.RTU != nil {
 		kind, path = "rtu", cfg.RTU.Port
 	}
-	b.st = BusStatus{Name: cfg.Name, Kind: kind, Path: path, State: StateStopped, Since: time.Now()}
-	met.up.WithLabelValues(cfg.Name).Set(0)
-	met.reopens.WithLabelValues(cfg.Name)
+	b.st = BusStatus{Name: cfg.Name, Kind: kind}
+	b.link.Init(cfg.Name, "modbus", "bus", path, log, met.LinkMetrics)
 	for i := range cfg.Units {
 		uc := &cfg.Units[i]
 		u := &unit{name: uc.Name, id: uint8(*uc.ID), byName: map[string]*point{}}
@@ -247,10 +241,11 @@ func plan(units []*unit) []*request {
 }
 
 func (b *Bus) status() BusStatus {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	l := &b.link
+	l.Lock()
+	defer l.Unlock()
 	s := b.st
-	s.Queued = len(b.queue)
+	s.Path, s.State, s.Since, s.LastError, s.Reopens, s.Dropped, s.Queued = l.Path, l.State, l.Since, l.LastError, l.Reopens, l.Dropped, l.Queue.Len()
 	s.Units = make([]UnitStatus, len(b.unitSt))
 	for i, u := range b.unitSt {
 		u.Exceptions = maps(u.Exceptions)
@@ -270,21 +265,6 @@ func maps(m map[string]uint64) map[string]uint64 {
 	return c
 }
 
-func (b *Bus) setState(state, path string, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if state != b.st.State {
-		b.st.State, b.st.Since = state, time.Now()
-	}
-	if path != "" {
-		b.st.Path = path
-	}
-	if err != nil {
-		b.st.LastError = err.Error()
-	}
-	b.isOpen = state == StateOpen
-}
-
 func (b *Bus) unitIndex(u *unit) int {
 	for i, x := range b.units {
 		if x == u {
@@ -296,9 +276,9 @@ func (b *Bus) unitIndex(u *unit) int {
 
 func (b *Bus) updUnit(u *unit, fn func(*UnitStatus)) {
 	i := b.unitIndex(u)
-	b.mu.Lock()
+	b.link.Lock()
 	fn(&b.unitSt[i])
-	b.mu.Unlock()
+	b.link.Unlock()
 }
 
 // run opens the link, polls and reopens until ctx is done.
@@ -311,15 +291,10 @@ func (b *Bus) run(ctx context.Context) {
 		for _, u := range unsubs {
 			u()
 		}
-		b.setState(StateStopped, "", nil)
-		b.mu.Lock()
-		n := len(b.queue)
-		b.queue = nil
-		b.mu.Unlock()
-		b.drop(DropShutdown, n, nil)
+		b.link.Stop(DropShutdown)
 		stopReplies()
 		wg.Wait()
-		b.drop(DropShutdown, len(b.replies), errors.New("write replies not published before shutdown"))
+		b.link.Drop(DropShutdown, len(b.replies), errors.New("write replies not published before shutdown"))
 		if b.serial != nil {
 			b.serial.Release()
 		}
@@ -357,60 +332,27 @@ func (b *Bus) run(ctx context.Context) {
 			for _, un := range got {
 				un()
 			}
-			b.logErr("subscribe to command topics failed; retrying", err)
+			b.link.Warn("subscribe to command topics failed; retrying", err)
 			return
 		}
 		unsubs, subscribed = got, true
 	}
 
-	opens, attempt := 0, 0
-	for ctx.Err() == nil {
-		subscribe()
-		c, path, err := b.open()
-		if err != nil {
-			state := StateError
-			if b.serial != nil && b.serial.Absent(err) {
-				state = StateWaiting
-			}
-			b.setState(state, path, err)
-			b.logErr("modbus bus unavailable; retrying", err, "path", path)
-			b.markAllStale(time.Now())
-			attempt++
-			if !backoff.Sleep(ctx, backoff.Delay(b.cfg.Reopen.Min, b.cfg.Reopen.Max, attempt)) {
-				return
-			}
-			continue
-		}
-		if opens > 0 {
-			b.met.reopens.WithLabelValues(b.cfg.Name).Inc()
-			b.mu.Lock()
-			b.st.Reopens++
-			b.mu.Unlock()
-		}
-		opens++
-		b.setState(StateOpen, path, nil)
-		b.met.up.WithLabelValues(b.cfg.Name).Set(1)
-		b.log.Info("modbus bus open", "path", path)
-		b.errLog.Reset()
-
-		start := time.Now()
-		err = b.session(ctx, c)
-		c.Close()
-		b.met.up.WithLabelValues(b.cfg.Name).Set(0)
-		if ctx.Err() != nil {
-			return
-		}
-		b.setState(StateError, "", err)
-		b.logErr("modbus bus lost; reopening", err, "path", path)
-		b.markAllStale(time.Now())
-		if time.Since(start) >= b.cfg.Reopen.Max {
-			attempt = 0
-		}
-		attempt++
-		if !backoff.Sleep(ctx, backoff.Delay(b.cfg.Reopen.Min, b.cfg.Reopen.Max, attempt)) {
-			return
-		}
-	}
+	var c *mb.ModbusClient
+	b.link.Run(ctx, b.cfg.Reopen, hwkit.Device{
+		Subscribe: subscribe,
+		Open: func() (path string, err error) {
+			c, path, err = b.open()
+			return path, err
+		},
+		Absent: func(err error) bool { return b.serial != nil && b.serial.Absent(err) },
+		Serve: func(ctx context.Context, _ string) (bool, error) {
+			err := b.session(ctx, c)
+			c.Close()
+			return false, err
+		},
+		Down: func() { b.markAllStale(time.Now()) },
+	})
 }
 
 // open creates and opens the library client. RTU devices are resolved (USB match) and opened
@@ -474,9 +416,9 @@ func (b *Bus) resync(ctx context.Context, c *mb.ModbusClient) error {
 	if err := b.openRTU(c); err != nil {
 		return err
 	}
-	b.mu.Lock()
+	b.link.Lock()
 	b.st.Resyncs++
-	b.mu.Unlock()
+	b.link.Unlock()
 	return nil
 }
 
@@ -493,7 +435,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 	defer timer.Stop()
 	for ctx.Err() == nil {
 		b.expireQueue(time.Now())
-		if cmd, ok := b.pop(); ok {
+		if cmd, ok := b.link.Pop(); ok {
 			if err := b.write(ctx, c, cmd); err != nil {
 				return err
 			}
@@ -503,7 +445,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 		if r == nil {
 			select {
 			case <-ctx.Done():
-			case <-b.cmdSignal:
+			case <-b.link.Woken():
 			}
 			continue
 		}
@@ -511,7 +453,7 @@ func (b *Bus) session(ctx context.Context, c *mb.ModbusClient) (err error) {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
-			case <-b.cmdSignal:
+			case <-b.link.Woken():
 			case <-timer.C:
 			}
 			if !timer.Stop() {
@@ -606,9 +548,9 @@ func (b *Bus) count(u *unit, result string, code int, err error) {
 	if result == resultException {
 		b.met.exceptions.WithLabelValues(b.cfg.Name, u.name, strconv.Itoa(code)).Inc()
 	}
-	b.mu.Lock()
+	b.link.Lock()
 	b.st.Requests++
-	b.mu.Unlock()
+	b.link.Unlock()
 	b.updUnit(u, func(s *UnitStatus) {
 		switch result {
 		case resultOK:
@@ -713,7 +655,7 @@ func (b *Bus) poll(ctx context.Context, c *mb.ModbusClient, r *request) error {
 				b.publish(p, nil, QualityBad, now)
 			}
 		}
-		b.logErr("modbus exception response", err, "unit", u.name, "code", code, "address", r.addr)
+		b.link.Warn("modbus exception response", err, "unit", u.name, "code", code, "address", r.addr)
 	default:
 		if b.linkBroken(result) {
 			return fmt.Errorf("unit %s: %w", u.name, err)
@@ -806,14 +748,14 @@ func (b *Bus) publish(p *point, v any, q string, at time.Time) {
 	payload, ctype := encodeSample(b.cfg.Format, v, at, q)
 	m := message(p.topic, payload, ctype, p.qos, p.retain, b.cfg.Name, p.cfg.Unit, at)
 	if err := b.local.Publish(m); err != nil {
-		b.drop(DropPublish, 1, err)
+		b.link.Drop(DropPublish, 1, err)
 		return
 	}
 	p.rbe.published(v, q, at)
 	b.met.published.WithLabelValues(b.cfg.Name, p.unit.name).Inc()
-	b.mu.Lock()
+	b.link.Lock()
 	b.st.Published++
-	b.mu.Unlock()
+	b.link.Unlock()
 	b.updUnit(p.unit, func(s *UnitStatus) { s.Published++ })
 }
 
@@ -845,9 +787,9 @@ func (b *Bus) write(ctx context.Context, c *mb.ModbusClient, w writeCmd) error {
 	}
 	result, code, err := b.do(ctx, c, u, fn)
 	b.met.writes.WithLabelValues(b.cfg.Name, u.name, result).Inc()
-	b.mu.Lock()
+	b.link.Lock()
 	b.st.Writes++
-	b.mu.Unlock()
+	b.link.Unlock()
 	now := time.Now()
 	switch result {
 	case resultOK:
@@ -893,7 +835,7 @@ func (b *Bus) sendReply(r reply) {
 	select {
 	case b.replies <- r:
 	default:
-		b.drop(DropReplyOverflow, 1, fmt.Errorf("reply to %s dropped: %d replies waiting", r.topic, cap(b.replies)))
+		b.link.Drop(DropReplyOverflow, 1, fmt.Errorf("reply to %s dropped: %d replies waiting", r.topic, cap(b.replies)))
 	}
 }
 
@@ -906,7 +848,7 @@ func (b *Bus) replyLoop(ctx context.Context) {
 			payload := replyPayload(r)
 			m := message(r.topic, payload, "application/json", 1, false, b.cfg.Name, "", r.at)
 			if err := b.local.Publish(m); err != nil {
-				b.drop(DropPublish, 1, err)
+				b.link.Drop(DropPublish, 1, err)
 			}
 		}
 	}
@@ -945,94 +887,26 @@ func (b *Bus) onUnitCommand(u *unit) func(*broker.Message) {
 
 // enqueue queues a write and wakes the bus; it never blocks the broker.
 func (b *Bus) enqueue(w writeCmd) {
-	limit := *b.cfg.CommandQueue
-	b.mu.Lock()
-	if b.isOpen {
-		limit = max(limit, 1)
-	}
-	var dropped *writeCmd
-	var reason string
-	switch {
-	case limit == 0:
-		reason, dropped = DropBusAway, &w
-	case len(b.queue) >= limit:
-		reason = DropQueueFull
-		old := b.queue[0]
-		dropped = &old
-		b.queue = append(b.queue[:0], b.queue[1:]...)
-		b.queue = append(b.queue, w)
-	default:
-		b.queue = append(b.queue, w)
-	}
-	b.mu.Unlock()
-	if dropped != nil {
+	dropped, why, _ := b.link.Push(w, *b.cfg.CommandQueue)
+	if why != hwkit.Kept {
+		reason := DropQueueFull
+		if why == hwkit.RefusedAway {
+			reason = DropBusAway
+		}
 		err := fmt.Errorf("write not sent: %s", reason)
-		b.drop(reason, 1, err)
-		b.replyErr(*dropped, "dropped", err)
+		b.link.Drop(reason, 1, err)
+		b.replyErr(dropped, "dropped", err)
 	}
-	select {
-	case b.cmdSignal <- struct{}{}:
-	default:
-	}
-}
-
-func (b *Bus) pop() (writeCmd, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.queue) == 0 {
-		return writeCmd{}, false
-	}
-	w := b.queue[0]
-	b.queue = b.queue[1:]
-	return w, true
 }
 
 func (b *Bus) expireQueue(now time.Time) {
-	b.mu.Lock()
-	var expired []writeCmd
-	keep := b.queue[:0]
-	for _, w := range b.queue {
-		if now.Sub(w.at) <= b.cfg.CommandMaxAge {
-			keep = append(keep, w)
-		} else {
-			expired = append(expired, w)
-		}
-	}
-	b.queue = keep
-	b.mu.Unlock()
+	expired := b.link.Expire(func(w writeCmd) bool { return now.Sub(w.at) <= b.cfg.CommandMaxAge })
 	for _, w := range expired {
 		err := fmt.Errorf("write older than command_max_age %v", b.cfg.CommandMaxAge)
-		b.drop(DropExpired, 1, err)
+		b.link.Drop(DropExpired, 1, err)
 		b.replyErr(w, "expired", err)
 	}
 }
-
-// drop counts n lost messages and logs at a rate limit.
-func (b *Bus) drop(reason string, n int, err error) {
-	if n <= 0 {
-		return
-	}
-	b.met.dropped.WithLabelValues(b.cfg.Name, reason).Add(float64(n))
-	if err == nil {
-		err = errors.New(reason)
-	}
-	b.mu.Lock()
-	b.st.Dropped += uint64(n)
-	b.st.LastError = fmt.Sprintf("%s: %v", reason, err)
-	b.mu.Unlock()
-	if ok, suppressed := b.dropLog.Allow(logInterval, 1); ok {
-		b.log.Warn("modbus messages dropped", "reason", reason, "count", n, "err", err, "suppressed", suppressed)
-	}
-}
-
-func (b *Bus) logErr(msg string, err error, args ...any) {
-	if ok, suppressed := b.errLog.Allow(logInterval, 1); ok {
-		b.log.Warn(msg, append(args, "err", err, "suppressed", suppressed)...)
-	}
-}
-
-// logInterval is the rate limit of error and drop log lines.
-const logInterval = 30 * time.Second
 
 // slogWriter sends the library's own log lines to slog at debug level: it logs every timeout
 // and exception, which edged already counts and reports at a rate limit.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/edged-dev/edged/internal/confkit"
 	"gopkg.in/yaml.v3"
 )
@@ -25,10 +26,10 @@ const (
 	DefaultPoll           = time.Second
 	DefaultFormat         = "json"
 	DefaultTopic          = "modbus/{bus}/{unit}/{point}"
-	DefaultCommandQueue   = 16
-	DefaultCommandMaxAge  = 30 * time.Second
-	DefaultReopenMin      = 250 * time.Millisecond
-	DefaultReopenMax      = 30 * time.Second
+	DefaultCommandQueue   = hwkit.DefaultCommandQueue
+	DefaultCommandMaxAge  = hwkit.DefaultCommandMaxAge
+	DefaultReopenMin      = hwkit.DefaultReopenMin
+	DefaultReopenMax      = hwkit.DefaultReopenMax
 	replySuffix           = "/reply"
 	maxReadRegisters      = 125  // protocol limit of function codes 3 and 4
 	maxReadBits           = 2000 // protocol limit of function codes 1 and 2
@@ -38,9 +39,17 @@ const (
 	minPoll               = 10 * time.Millisecond
 	minTimeout            = 10 * time.Millisecond
 	maxRetries            = 10
-	maxCommandQueue       = 10000
 	rtuDefaultStopBitsStr = "1"
 )
+
+// rtuLine is what an RTU bus's line defaults to and accepts.
+var rtuLine = hwkit.LineRules{
+	Baud: DefaultBaud, DataBits: DefaultDataBits, Parity: DefaultParity, StopBits: rtuDefaultStopBitsStr,
+	StopBitsNoParity: "2", // an RTU character is 11 bits: the parity bit's place goes to a stop bit
+	ValidDataBits:    []int{7, 8},
+	ValidParities:    []string{"none", "even", "odd"},
+	ValidStopBits:    []string{"1", "2"},
+}
 
 // Register types (BusConfig.Units[].Points[].Type).
 const (
@@ -83,47 +92,26 @@ type BusConfig struct {
 	QoS byte `yaml:"qos"`
 	// Retain is the default retain flag of the points.
 	Retain bool `yaml:"retain"`
-	// CommandQueue is how many writes are held while the bus is away; the oldest is dropped and
-	// counted when it is full. 0: writes arriving while the bus is away are refused. Default 16.
-	CommandQueue *int `yaml:"command_queue"`
-	// CommandMaxAge: queued writes older than this are not sent when the bus comes back (they
-	// are answered with error "expired" and counted). Default 30s.
-	CommandMaxAge time.Duration `yaml:"command_max_age"`
-	// Reopen is the backoff between attempts to (re)open the serial line or TCP connection.
-	// Default 250ms..30s.
-	Reopen Backoff `yaml:"reopen"`
+	// Away is what the bus does while its device is away: command_queue (writes held; 0:
+	// writes arriving while the bus is away are refused), command_max_age (queued writes older
+	// than this are answered with error "expired" and counted) and the reopen backoff of the
+	// serial line or TCP connection.
+	hwkit.Away `yaml:",inline"`
 	// Units lists the slaves polled on this bus. At least one.
 	Units []UnitConfig `yaml:"units"`
 }
 
-// RTUConfig is the serial line of an RTU bus, with the serial ports' keys.
+// RTUConfig is the serial line of an RTU bus, with the serial ports' keys (see hwkit.Line;
+// defaults 19200 8E1, and 2 stop bits with parity none).
 type RTUConfig struct {
-	// Port is the device path. Exactly one of port and match is required.
-	Port string `yaml:"port"`
-	// Match finds the device by USB identity (re-resolved before every open).
-	Match *USBMatch `yaml:"match"`
-	// Baud is the line speed. Default 19200.
-	Baud int `yaml:"baud"`
-	// DataBits is 7 or 8. Default 8.
-	DataBits int `yaml:"data_bits"`
-	// Parity is none, even or odd. Default even.
-	Parity string `yaml:"parity"`
-	// StopBits is 1 or 2. Default 1 (2 with parity none, as the Modbus serial line spec asks).
-	StopBits string `yaml:"stop_bits"`
+	hwkit.Line `yaml:",inline"`
 }
 
 // USBMatch identifies a USB serial adapter, as in hardware.serial[].match.
-type USBMatch struct {
-	VID          string `yaml:"vid"`
-	PID          string `yaml:"pid"`
-	SerialNumber string `yaml:"serial_number"`
-}
+type USBMatch = hwkit.USBMatch
 
 // Backoff is an exponential backoff between Min and Max.
-type Backoff struct {
-	Min time.Duration `yaml:"min"`
-	Max time.Duration `yaml:"max"`
-}
+type Backoff = hwkit.Backoff
 
 // UnitConfig is one slave on a bus.
 type UnitConfig struct {
@@ -227,22 +215,8 @@ func ApplyDefaults(buses []BusConfig) {
 
 // ApplyDefaults fills zero values with the defaults.
 func (b *BusConfig) ApplyDefaults() {
-	if r := b.RTU; r != nil {
-		if r.Baud == 0 {
-			r.Baud = DefaultBaud
-		}
-		if r.DataBits == 0 {
-			r.DataBits = DefaultDataBits
-		}
-		if r.Parity == "" {
-			r.Parity = DefaultParity
-		}
-		if r.StopBits == "" {
-			r.StopBits = rtuDefaultStopBitsStr
-			if r.Parity == "none" {
-				r.StopBits = "2"
-			}
-		}
+	if b.RTU != nil {
+		b.RTU.ApplyDefaults(&rtuLine)
 	}
 	if b.Timeout == 0 {
 		b.Timeout = DefaultTimeout
@@ -254,12 +228,7 @@ func (b *BusConfig) ApplyDefaults() {
 	if b.OfflineAfter == 0 {
 		b.OfflineAfter = DefaultOfflineAfter
 	}
-	if b.OfflineBackoff.Min == 0 {
-		b.OfflineBackoff.Min = DefaultOfflineMin
-	}
-	if b.OfflineBackoff.Max == 0 {
-		b.OfflineBackoff.Max = max(DefaultOfflineMax, b.OfflineBackoff.Min)
-	}
+	b.OfflineBackoff.ApplyDefaults(DefaultOfflineMin, DefaultOfflineMax)
 	if b.Poll == 0 {
 		b.Poll = DefaultPoll
 	}
@@ -269,19 +238,7 @@ func (b *BusConfig) ApplyDefaults() {
 	if b.Topic == "" {
 		b.Topic = DefaultTopic
 	}
-	if b.CommandQueue == nil {
-		n := DefaultCommandQueue
-		b.CommandQueue = &n
-	}
-	if b.CommandMaxAge == 0 {
-		b.CommandMaxAge = DefaultCommandMaxAge
-	}
-	if b.Reopen.Min == 0 {
-		b.Reopen.Min = DefaultReopenMin
-	}
-	if b.Reopen.Max == 0 {
-		b.Reopen.Max = max(DefaultReopenMax, b.Reopen.Min)
-	}
+	b.Away.ApplyDefaults()
 	for i := range b.Units {
 		u := &b.Units[i]
 		if u.CommandTopic != "" && u.ReplyTopic == "" {
@@ -346,322 +303,191 @@ func width(dataType string) int {
 // section ("modbus[0].units[1].points[2].address"), joined with errors.Join. Call
 // ApplyDefaults first.
 func Validate(buses []BusConfig) error {
-	var errs []error
-	seen := map[string]int{}
-	for i := range buses {
-		b := &buses[i]
-		key := fmt.Sprintf("modbus[%d]", i)
-		if b.Name != "" {
-			if j, dup := seen[b.Name]; dup {
-				errs = append(errs, confkit.Errorf(key+".name", "%q is already used by modbus[%d]", b.Name, j))
-			} else {
-				seen[b.Name] = i
-			}
-		}
-		errs = append(errs, confkit.Prefix(key, b.Validate()))
-	}
-	return errors.Join(errs...)
+	return hwkit.ValidateList("modbus", buses,
+		func(b *BusConfig) string { return b.Name },
+		func(_ int, b *BusConfig) error { return b.Validate() })
 }
 
 // Validate checks one bus; keys are relative to it ("units[0].id").
 func (b *BusConfig) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-
-	if err := checkName(b.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(b.Name)
 	switch {
 	case b.RTU != nil && b.TCP != "":
-		bad("tcp", "set either rtu or tcp, not both")
+		probs.Add("tcp", "set either rtu or tcp, not both")
 	case b.RTU == nil && b.TCP == "":
-		bad("rtu", "required (or tcp: host:port)")
+		probs.Add("rtu", "required (or tcp: host:port)")
 	case b.RTU != nil:
 	default:
 		host, port, err := splitHostPort(b.TCP)
 		if err != nil || host == "" || port == "" {
-			bad("tcp", "%q is not host:port", b.TCP)
+			probs.Add("tcp", "%q is not host:port", b.TCP)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			bad("tcp", "%q: port must be 1..65535", b.TCP)
+			probs.Add("tcp", "%q: port must be 1..65535", b.TCP)
 		}
 	}
 	if b.RTU != nil {
-		errs = append(errs, confkit.Prefix("rtu", b.RTU.validate()))
+		probs.Join(confkit.Prefix("rtu", b.RTU.Validate(&rtuLine)))
 	}
 	if b.Timeout < minTimeout {
-		bad("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
+		probs.Add("timeout", "%v is too short (at least %v)", b.Timeout, minTimeout)
 	}
 	if b.Retries == nil || *b.Retries < 0 || *b.Retries > maxRetries {
-		bad("retries", "%s is not valid (0 to %d)", intOrUnset(b.Retries), maxRetries)
+		probs.Add("retries", "%s is not valid (0 to %d)", hwkit.IntOrUnset(b.Retries), maxRetries)
 	}
 	if b.OfflineAfter < 1 {
-		bad("offline_after", "%d is not valid (at least 1)", b.OfflineAfter)
+		probs.Add("offline_after", "%d is not valid (at least 1)", b.OfflineAfter)
 	}
-	if b.OfflineBackoff.Min <= 0 {
-		bad("offline_backoff.min", "%v is not valid (must be > 0)", b.OfflineBackoff.Min)
-	}
-	if b.OfflineBackoff.Max < b.OfflineBackoff.Min {
-		bad("offline_backoff.max", "%v is less than offline_backoff.min %v", b.OfflineBackoff.Max, b.OfflineBackoff.Min)
-	}
+	probs.Join(b.OfflineBackoff.Validate("offline_backoff"))
 	if b.Poll < minPoll {
-		bad("poll", "%v is too short (at least %v)", b.Poll, minPoll)
+		probs.Add("poll", "%v is too short (at least %v)", b.Poll, minPoll)
 	}
 	switch b.Format {
 	case "json", "cbor":
 	default:
-		bad("format", "%q is not valid (json or cbor)", b.Format)
+		probs.Add("format", "%q is not valid (json or cbor)", b.Format)
 	}
 	if err := checkTopicTemplate(b.Topic, false, true); err != nil {
-		bad("topic", "%v", err)
+		probs.Add("topic", "%v", err)
 	}
 	if b.QoS > 2 {
-		bad("qos", "%d is not valid (0, 1 or 2)", b.QoS)
+		probs.Add("qos", "%d is not valid (0, 1 or 2)", b.QoS)
 	}
-	if b.CommandQueue == nil || *b.CommandQueue < 0 || *b.CommandQueue > maxCommandQueue {
-		bad("command_queue", "%s is not valid (0 to %d)", intOrUnset(b.CommandQueue), maxCommandQueue)
-	}
-	if b.CommandMaxAge <= 0 {
-		bad("command_max_age", "%v is not valid (must be > 0)", b.CommandMaxAge)
-	}
-	if b.Reopen.Min <= 0 {
-		bad("reopen.min", "%v is not valid (must be > 0)", b.Reopen.Min)
-	}
-	if b.Reopen.Max < b.Reopen.Min {
-		bad("reopen.max", "%v is less than reopen.min %v", b.Reopen.Max, b.Reopen.Min)
-	}
+	probs.Join(b.Away.Validate())
 	if len(b.Units) == 0 {
-		bad("units", "at least one unit is required")
+		probs.Add("units", "at least one unit is required")
 	}
-	names := map[string]int{}
 	ids := map[int]int{}
-	for i := range b.Units {
-		u := &b.Units[i]
-		key := fmt.Sprintf("units[%d]", i)
-		if j, dup := names[u.Name]; dup && u.Name != "" {
-			bad(key+".name", "%q is already used by units[%d]", u.Name, j)
-		} else {
-			names[u.Name] = i
-		}
-		if u.ID != nil {
-			if j, dup := ids[*u.ID]; dup {
-				bad(key+".id", "%d is already used by units[%d]", *u.ID, j)
-			} else {
-				ids[*u.ID] = i
+	probs.Join(hwkit.ValidateList("units", b.Units,
+		func(u *UnitConfig) string { return u.Name },
+		func(i int, u *UnitConfig) error {
+			var dup error
+			if u.ID != nil {
+				if j, seen := ids[*u.ID]; seen {
+					dup = confkit.Errorf("id", "%d is already used by units[%d]", *u.ID, j)
+				} else {
+					ids[*u.ID] = i
+				}
 			}
-		}
-		errs = append(errs, confkit.Prefix(key, u.validate(b.RTU != nil)))
-	}
-	return errors.Join(errs...)
-}
-
-func (r *RTUConfig) validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	switch {
-	case r.Port != "" && r.Match != nil:
-		bad("port", "set either port or match, not both")
-	case r.Port == "" && r.Match == nil:
-		bad("port", "required (or match: {vid, pid})")
-	case r.Match != nil:
-		if !isHex4(r.Match.VID) {
-			bad("match.vid", "%q is not a USB vendor id (4 hex digits, e.g. 0403)", r.Match.VID)
-		}
-		if !isHex4(r.Match.PID) {
-			bad("match.pid", "%q is not a USB product id (4 hex digits, e.g. 6001)", r.Match.PID)
-		}
-	}
-	if r.Baud <= 0 || r.Baud > 20_000_000 {
-		bad("baud", "%d is not a valid baud rate", r.Baud)
-	}
-	if r.DataBits != 7 && r.DataBits != 8 {
-		bad("data_bits", "%d is not valid (7 or 8)", r.DataBits)
-	}
-	switch r.Parity {
-	case "none", "even", "odd":
-	default:
-		bad("parity", "%q is not valid (none, even or odd)", r.Parity)
-	}
-	switch r.StopBits {
-	case "1", "2":
-	default:
-		bad("stop_bits", "%q is not valid (1 or 2)", r.StopBits)
-	}
-	return errors.Join(errs...)
+			return errors.Join(dup, u.validate(b.RTU != nil))
+		}))
+	return probs.Err()
 }
 
 func (u *UnitConfig) validate(rtu bool) error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := checkName(u.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(u.Name)
 	switch {
 	case u.ID == nil:
-		bad("id", "required (the slave id)")
+		probs.Add("id", "required (the slave id)")
 	case rtu && (*u.ID < 1 || *u.ID > 247):
-		bad("id", "%d is not valid on RTU (1 to 247; 0 is broadcast)", *u.ID)
+		probs.Add("id", "%d is not valid on RTU (1 to 247; 0 is broadcast)", *u.ID)
 	case *u.ID < 0 || *u.ID > 255:
-		bad("id", "%d is not valid (0 to 255)", *u.ID)
+		probs.Add("id", "%d is not valid (0 to 255)", *u.ID)
 	}
-	if u.CommandTopic != "" {
-		if err := checkTopicTemplate(u.CommandTopic, true, false); err != nil {
-			bad("command_topic", "%v", err)
-		} else if err := checkTopicTemplate(u.ReplyTopic, false, false); err != nil {
-			bad("reply_topic", "%v", err)
-		}
-	} else if u.ReplyTopic != "" {
-		bad("reply_topic", "needs command_topic")
-	}
+	checkCommandTopics(&probs, u.CommandTopic, u.ReplyTopic, false)
 	if len(u.Points) == 0 {
-		bad("points", "at least one point is required")
+		probs.Add("points", "at least one point is required")
 	}
 	if len(u.Points) > maxPointsPerUnit {
-		bad("points", "%d points; at most %d per unit", len(u.Points), maxPointsPerUnit)
+		probs.Add("points", "%d points; at most %d per unit", len(u.Points), maxPointsPerUnit)
 	}
-	names := map[string]int{}
 	anyWritable := false
-	for i := range u.Points {
-		p := &u.Points[i]
-		key := fmt.Sprintf("points[%d]", i)
-		if j, dup := names[p.Name]; dup && p.Name != "" {
-			bad(key+".name", "%q is already used by points[%d]", p.Name, j)
-		} else {
-			names[p.Name] = i
-		}
-		anyWritable = anyWritable || p.Writable
-		errs = append(errs, confkit.Prefix(key, p.validate()))
-	}
+	probs.Join(hwkit.ValidateList("points", u.Points,
+		func(p *PointConfig) string { return p.Name },
+		func(_ int, p *PointConfig) error {
+			anyWritable = anyWritable || p.Writable
+			return p.validate()
+		}))
 	if u.CommandTopic != "" && !anyWritable {
-		bad("command_topic", "no point of the unit is writable (set writable: true on a coil or holding point)")
+		probs.Add("command_topic", "no point of the unit is writable (set writable: true on a coil or holding point)")
 	}
-	return errors.Join(errs...)
+	return probs.Err()
 }
 
 func (p *PointConfig) validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) { errs = append(errs, confkit.Errorf(key, format, args...)) }
-	if err := checkName(p.Name); err != nil {
-		bad("name", "%v", err)
-	}
+	var probs hwkit.Problems
+	probs.Name(p.Name)
 	bits := false
 	switch p.Type {
 	case Coil, DiscreteInput:
 		bits = true
 	case Holding, Input:
 	case "":
-		bad("type", "required (coil, discrete_input, holding or input)")
+		probs.Add("type", "required (coil, discrete_input, holding or input)")
 	default:
-		bad("type", "%q is not valid (coil, discrete_input, holding or input)", p.Type)
+		probs.Add("type", "%q is not valid (coil, discrete_input, holding or input)", p.Type)
 	}
 	w := width(p.DataType)
 	switch {
 	case p.DataType == "string":
 		if bits {
-			bad("data_type", "string needs registers (holding or input), not %s", p.Type)
+			probs.Add("data_type", "string needs registers (holding or input), not %s", p.Type)
 		}
 		if p.Count < 1 || p.Count > maxStringRegisters {
-			bad("count", "%d is not valid for a string (1 to %d registers)", p.Count, maxStringRegisters)
+			probs.Add("count", "%d is not valid for a string (1 to %d registers)", p.Count, maxStringRegisters)
 		}
 	case w == 0:
-		bad("data_type", "%q is not valid (bool, int16, uint16, int32, uint32, float32, int64, uint64, float64 or string)", p.DataType)
+		probs.Add("data_type", "%q is not valid (bool, int16, uint16, int32, uint32, float32, int64, uint64, float64 or string)", p.DataType)
 	case bits && p.DataType != "bool":
-		bad("data_type", "%s points are bool, not %s", p.Type, p.DataType)
+		probs.Add("data_type", "%s points are bool, not %s", p.Type, p.DataType)
 	case p.Count != w:
-		bad("count", "%d does not match data_type %s (%d)", p.Count, p.DataType, w)
+		probs.Add("count", "%d does not match data_type %s (%d)", p.Count, p.DataType, w)
 	}
 	switch p.WordOrder {
 	case "high_first", "low_first":
 	default:
-		bad("word_order", "%q is not valid (high_first or low_first)", p.WordOrder)
+		probs.Add("word_order", "%q is not valid (high_first or low_first)", p.WordOrder)
 	}
 	if p.Address == nil {
-		bad("address", "required (0-based protocol address)")
+		probs.Add("address", "required (0-based protocol address)")
 	} else if *p.Address < 0 || *p.Address+max(p.Count, 1) > 65536 {
-		bad("address", "%d is not valid (0 to 65535, and the point must end by 65535)", *p.Address)
+		probs.Add("address", "%d is not valid (0 to 65535, and the point must end by 65535)", *p.Address)
 	}
 	if p.Scale == nil || *p.Scale == 0 || math.IsNaN(*p.Scale) || math.IsInf(*p.Scale, 0) {
-		bad("scale", "must be a finite number other than 0")
+		probs.Add("scale", "must be a finite number other than 0")
 	}
 	if math.IsNaN(p.Offset) || math.IsInf(p.Offset, 0) {
-		bad("offset", "must be a finite number")
+		probs.Add("offset", "must be a finite number")
 	}
 	if (p.DataType == "bool" || p.DataType == "string") && (p.Scale != nil && *p.Scale != 1 || p.Offset != 0) {
-		bad("scale", "scale and offset apply to numbers, not %s", p.DataType)
+		probs.Add("scale", "scale and offset apply to numbers, not %s", p.DataType)
 	}
 	if p.Poll < minPoll {
-		bad("poll", "%v is too short (at least %v)", p.Poll, minPoll)
+		probs.Add("poll", "%v is too short (at least %v)", p.Poll, minPoll)
 	}
 	if err := checkTopicTemplate(p.Topic, false, true); err != nil {
-		bad("topic", "%v", err)
+		probs.Add("topic", "%v", err)
 	}
 	if p.QoS == nil || *p.QoS > 2 {
-		bad("qos", "is not valid (0, 1 or 2)")
+		probs.Add("qos", "is not valid (0, 1 or 2)")
 	}
 	if d := p.Deadband; d != nil {
 		switch {
 		case math.IsNaN(d.Value) || math.IsInf(d.Value, 0) || d.Value < 0:
-			bad("deadband", "must be a finite number >= 0")
+			probs.Add("deadband", "must be a finite number >= 0")
 		case p.DataType == "bool" || p.DataType == "string":
-			bad("deadband", "applies to numbers; use on_change for %s", p.DataType)
+			probs.Add("deadband", "applies to numbers; use on_change for %s", p.DataType)
 		}
 	}
 	if p.MaxInterval < 0 {
-		bad("max_interval", "%v is not valid (must be >= 0)", p.MaxInterval)
+		probs.Add("max_interval", "%v is not valid (must be >= 0)", p.MaxInterval)
 	}
 	if p.MaxInterval > 0 && p.Deadband == nil && !p.OnChange {
-		bad("max_interval", "only means something with deadband or on_change (without them every read is published)")
+		probs.Add("max_interval", "only means something with deadband or on_change (without them every read is published)")
 	}
 	if p.Writable && p.Type != Coil && p.Type != Holding {
-		bad("writable", "only coil and holding points can be written, not %s", p.Type)
+		probs.Add("writable", "only coil and holding points can be written, not %s", p.Type)
 	}
 	if p.Writable && p.DataType == "string" {
 		// Strings are read-only: padding and encoding rules differ too much between devices.
-		bad("writable", "string points are read-only")
+		probs.Add("writable", "string points are read-only")
 	}
 	if p.Writable && p.Type == Holding && p.Count > maxWriteRegisters {
-		bad("count", "%d registers cannot be written in one request (at most %d)", p.Count, maxWriteRegisters)
+		probs.Add("count", "%d registers cannot be written in one request (at most %d)", p.Count, maxWriteRegisters)
 	}
-	if p.CommandTopic != "" {
-		if err := checkTopicTemplate(p.CommandTopic, true, true); err != nil {
-			bad("command_topic", "%v", err)
-		} else if err := checkTopicTemplate(p.ReplyTopic, false, true); err != nil {
-			bad("reply_topic", "%v", err)
-		}
-	} else if p.ReplyTopic != "" {
-		bad("reply_topic", "needs command_topic")
-	}
-	return errors.Join(errs...)
-}
-
-func intOrUnset(p *int) string {
-	if p == nil {
-		return "unset"
-	}
-	return strconv.Itoa(*p)
-}
-
-func checkName(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	if strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.')
-	}) >= 0 {
-		return fmt.Errorf("%q: use letters, digits, '_', '-' and '.'", s)
-	}
-	return nil
-}
-
-func isHex4(s string) bool {
-	if len(s) != 4 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-			return false
-		}
-	}
-	return true
+	checkCommandTopics(&probs, p.CommandTopic, p.ReplyTopic, true)
+	return probs.Err()
 }
 
 func splitHostPort(s string) (host, port string, err error) {
@@ -674,6 +500,22 @@ func splitHostPort(s string) (host, port string, err error) {
 		host = host[1 : len(host)-1]
 	}
 	return host, port, nil
+}
+
+// checkCommandTopics checks the command_topic (a filter) and reply_topic of a unit, or of a
+// point (withPoint: {point} is known there).
+func checkCommandTopics(probs *hwkit.Problems, command, reply string, withPoint bool) {
+	if command == "" {
+		if reply != "" {
+			probs.Add("reply_topic", "needs command_topic")
+		}
+		return
+	}
+	if err := checkTopicTemplate(command, true, withPoint); err != nil {
+		probs.Add("command_topic", "%v", err)
+	} else if err := checkTopicTemplate(reply, false, withPoint); err != nil {
+		probs.Add("reply_topic", "%v", err)
+	}
 }
 
 // expand replaces the placeholders of a topic template.
@@ -694,23 +536,5 @@ func checkTopicTemplate(t string, filter, withPoint bool) error {
 	if strings.ContainsAny(s, "{}") {
 		return fmt.Errorf("%q: unknown placeholder (known: {bus}, {unit}, {point})", t)
 	}
-	if len(s) > 65535 || strings.ContainsRune(s, 0) {
-		return fmt.Errorf("%q is not a valid MQTT topic", t)
-	}
-	if strings.HasPrefix(s, "$") {
-		return fmt.Errorf("%q: topics starting with $ are reserved", t)
-	}
-	for i, l := range strings.Split(s, "/") {
-		if !strings.ContainsAny(l, "+#") {
-			continue
-		}
-		if !filter {
-			return fmt.Errorf("%q: wildcards are not allowed in a topic name", t)
-		}
-		if (l == "#" && i == len(strings.Split(s, "/"))-1) || l == "+" {
-			continue
-		}
-		return fmt.Errorf("%q is not a valid topic filter", t)
-	}
-	return nil
+	return hwkit.CheckTopic(s, t, filter)
 }

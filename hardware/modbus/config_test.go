@@ -1,33 +1,18 @@
 package modbus_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edged-dev/edged/internal/config"
+	"github.com/edged-dev/edged/internal/testutil"
 )
 
 // The README's Modbus example is a complete config that passes the same validation as
 // `edged check`, with every key real (the loader rejects unknown keys).
 func TestREADMEModbusExample(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	i := strings.Index(s, "<!-- config:modbus -->")
-	if i < 0 {
-		t.Fatal("README lacks <!-- config:modbus -->")
-	}
-	s = s[i:]
-	start := strings.Index(s, "```yaml\n")
-	end := strings.Index(s[start+8:], "```")
-	if start < 0 || end < 0 {
-		t.Fatal("no yaml block after the marker")
-	}
-	cfg, err := config.Parse("README.md", []byte(s[start+8:start+8+end]))
+	doc := testutil.READMEYAML(t, "config:modbus")
+	cfg, err := config.Parse("README.md", []byte(doc))
 	if err != nil {
 		t.Fatalf("README Modbus example:\n%v", err)
 	}

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -26,9 +27,18 @@ func crc16(b []byte) uint16 {
 	return crc
 }
 
-// A hand-made RTU slave on a pty answers with a corrupted CRC while corrupt is set: counted as
-// CRC errors (retried, not a reopen); with a good CRC the value is published.
-func TestRTUCRCErrorsCounted(t *testing.T) {
+// withCRC appends the Modbus RTU CRC (low byte first) to a frame.
+func withCRC(frame []byte) []byte {
+	c := crc16(frame)
+	return append(frame, byte(c), byte(c>>8))
+}
+
+// startHandSlave runs a hand-made RTU slave on the far end of a socat pty pair and returns the
+// device edged opens. answer is called, one at a time, with every well-formed read of holding
+// registers (8 bytes: unit, function 3, address, quantity, good CRC) and writes its response to
+// dev, or not. The slave stops when the test ends.
+func startHandSlave(t *testing.T, answer func(dev io.Writer, req []byte)) string {
+	t.Helper()
 	testutil.RequireCommand(t, "socat")
 	pty := startPTYPair(t, t.TempDir())
 	dev, err := os.OpenFile(pty.B, os.O_RDWR, 0)
@@ -36,31 +46,39 @@ func TestRTUCRCErrorsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dev.Close() })
-	var corrupt atomic.Bool
-	corrupt.Store(true)
 	go func() {
-		req := make([]byte, 8) // unit, fc 3, addr, qty, crc
+		req := make([]byte, 8)
 		for {
 			if _, err := io.ReadFull(dev, req); err != nil {
 				return
 			}
-			if req[1] != 3 || crc16(req[:6]) != uint16(req[6])|uint16(req[7])<<8 {
-				continue
+			if req[1] == 3 && crc16(req[:6]) == uint16(req[6])|uint16(req[7])<<8 {
+				answer(dev, bytes.Clone(req))
 			}
-			resp := []byte{req[0], 3, 2, 0x01, 0x02}
-			c := crc16(resp)
-			if corrupt.Load() {
-				c ^= 0x5555
-			}
-			dev.Write(append(resp, byte(c), byte(c>>8)))
 		}
 	}()
+	return pty.A
+}
+
+// A hand-made RTU slave on a pty answers with a corrupted CRC while corrupt is set: counted as
+// CRC errors (retried, not a reopen); with a good CRC the value is published.
+func TestRTUCRCErrorsCounted(t *testing.T) {
+	var corrupt atomic.Bool
+	corrupt.Store(true)
+	port := startHandSlave(t, func(dev io.Writer, req []byte) {
+		resp := withCRC([]byte{req[0], 3, 2, 0x01, 0x02})
+		if corrupt.Load() {
+			resp[5] ^= 0x55 // both CRC bytes
+			resp[6] ^= 0x55
+		}
+		dev.Write(resp)
+	})
 	buses := parseBuses(t, fmt.Sprintf(`
 - name: line
   rtu: {port: %s}
   poll: 200ms
   units: [{name: u, id: 9, points: [{name: p, type: holding, address: 0}]}]
-`, pty.A))
+`, port))
 	local := newFakeLocal()
 	m, reg := startManager(t, buses, local)
 	testutil.WaitFor(t, 30*time.Second, 10*time.Millisecond, func() error {
@@ -85,36 +103,18 @@ func TestRTUCRCErrorsCounted(t *testing.T) {
 // to the next request (same unit, function and length, so nothing in the frame tells them
 // apart). Every published value must be the one at the point's own address.
 func TestRTULateAnswerIsNotMisattributed(t *testing.T) {
-	testutil.RequireCommand(t, "socat")
-	pty := startPTYPair(t, t.TempDir())
-	dev, err := os.OpenFile(pty.B, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
 	var slow atomic.Int32
 	slow.Store(1) // the first read of address 0 is answered late
-	go func() {
-		req := make([]byte, 8)
-		for {
-			if _, err := io.ReadFull(dev, req); err != nil {
-				return
-			}
-			if req[1] != 3 || crc16(req[:6]) != uint16(req[6])|uint16(req[7])<<8 {
-				continue
-			}
-			addr := uint16(req[2])<<8 | uint16(req[3])
-			v := 1000 + addr
-			resp := []byte{req[0], 3, 2, byte(v >> 8), byte(v)}
-			c := crc16(resp)
-			resp = append(resp, byte(c), byte(c>>8))
-			if addr == 0 && slow.Add(-1) == 0 {
-				go func() { time.Sleep(300 * time.Millisecond); dev.Write(resp) }() // timeout is 200ms
-				continue
-			}
-			dev.Write(resp)
+	port := startHandSlave(t, func(dev io.Writer, req []byte) {
+		addr := uint16(req[2])<<8 | uint16(req[3])
+		v := 1000 + addr
+		resp := withCRC([]byte{req[0], 3, 2, byte(v >> 8), byte(v)})
+		if addr == 0 && slow.Add(-1) == 0 {
+			go func() { time.Sleep(300 * time.Millisecond); dev.Write(resp) }() // timeout is 200ms
+			return
 		}
-	}()
+		dev.Write(resp)
+	})
 	buses := parseBuses(t, fmt.Sprintf(`
 - name: line
   rtu: {port: %s}
@@ -122,7 +122,7 @@ func TestRTULateAnswerIsNotMisattributed(t *testing.T) {
   retries: 0
   poll: 500ms
   units: [{name: u, id: 1, points: [{name: a0, type: holding, address: 0}, {name: a10, type: holding, address: 10}]}]
-`, pty.A))
+`, port))
 	local := newFakeLocal()
 	m, _ := startManager(t, buses, local)
 	for _, p := range []string{"a0", "a10"} {

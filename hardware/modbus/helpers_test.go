@@ -25,40 +25,18 @@ import (
 
 // fakeLocal is an in-memory Local: it records publishes and lets tests deliver commands.
 type fakeLocal struct {
-	mu   sync.Mutex
-	msgs []*broker.Message
-	subs map[string]func(*broker.Message)
+	testutil.FakeLocal[*broker.Message]
 }
 
-func newFakeLocal() *fakeLocal { return &fakeLocal{subs: map[string]func(*broker.Message){}} }
+func newFakeLocal() *fakeLocal { return &fakeLocal{} }
 
-func (f *fakeLocal) Publish(m *broker.Message) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.msgs = append(f.msgs, m)
-	return nil
-}
-
-func (f *fakeLocal) Subscribe(filter string, fn func(*broker.Message)) (func(), error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subs[filter] = fn
-	return func() {
-		f.mu.Lock()
-		delete(f.subs, filter)
-		f.mu.Unlock()
-	}, nil
-}
-
-// command delivers a message to the subscriber of topic (exact filter), as the broker would.
+// command delivers a message to the subscriber of topic (exact filter), as the broker would,
+// once there is one.
 func (f *fakeLocal) command(t testing.TB, topic string, payload string) {
 	t.Helper()
 	var fn func(*broker.Message)
 	testutil.WaitFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		f.mu.Lock()
-		fn = f.subs[topic]
-		f.mu.Unlock()
-		if fn == nil {
+		if fn = f.Subscriber(topic); fn == nil {
 			return fmt.Errorf("nobody subscribed to %s", topic)
 		}
 		return nil
@@ -66,16 +44,11 @@ func (f *fakeLocal) command(t testing.TB, topic string, payload string) {
 	fn(&broker.Message{Topic: topic, Payload: []byte(payload)})
 }
 
-func (f *fakeLocal) onTopic(topic string) []*broker.Message {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*broker.Message
-	for _, m := range f.msgs {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
+func (f *fakeLocal) onTopic(topic string) []*broker.Message { return f.Where(onTopic(topic)) }
+
+// onTopic selects the messages published on topic.
+func onTopic(topic string) func(*broker.Message) bool {
+	return func(m *broker.Message) bool { return m.Topic == topic }
 }
 
 type testSample struct {
@@ -178,7 +151,6 @@ type memSlave struct {
 	units  map[uint8]*memUnit
 	failAt map[uint16]error // holding/input register address -> exception
 	srv    *mb.ModbusServer
-	reads  map[uint8]int
 }
 
 type memUnit struct {
@@ -192,7 +164,7 @@ func newMemUnit() *memUnit {
 
 func startMemSlave(t testing.TB, addr string, ids ...uint8) *memSlave {
 	t.Helper()
-	s := &memSlave{units: map[uint8]*memUnit{}, failAt: map[uint16]error{}, reads: map[uint8]int{}}
+	s := &memSlave{units: map[uint8]*memUnit{}, failAt: map[uint16]error{}}
 	for _, id := range ids {
 		s.units[id] = newMemUnit()
 	}
@@ -239,70 +211,47 @@ func (s *memSlave) set(id uint8, fn func(u *memUnit)) {
 	fn(s.units[id])
 }
 
-func (s *memSlave) HandleCoils(r *mb.CoilsRequest) ([]bool, error) {
-	u, err := s.unit(r.UnitId)
+// serve reads or writes qty values at addr of the table pick selects in unit id; register
+// tables answer with the exception failAt holds for an address in the range.
+func serve[T any](s *memSlave, id uint8, pick func(*memUnit) []T, addr, qty uint16, write bool, args []T) ([]T, error) {
+	u, err := s.unit(id)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reads[r.UnitId]++
-	if int(r.Addr)+int(r.Quantity) > len(u.coils) {
-		return nil, mb.ErrIllegalDataAddress
-	}
-	if r.IsWrite {
-		copy(u.coils[r.Addr:], r.Args)
-		return nil, nil
-	}
-	return append([]bool(nil), u.coils[r.Addr:r.Addr+r.Quantity]...), nil
-}
-
-func (s *memSlave) HandleDiscreteInputs(r *mb.DiscreteInputsRequest) ([]bool, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if int(r.Addr)+int(r.Quantity) > len(u.discrete) {
-		return nil, mb.ErrIllegalDataAddress
-	}
-	return append([]bool(nil), u.discrete[r.Addr:r.Addr+r.Quantity]...), nil
-}
-
-func (s *memSlave) regs(id uint8, table []uint16, addr, qty uint16, write bool, args []uint16) ([]uint16, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reads[id]++
+	table := pick(u)
 	if int(addr)+int(qty) > len(table) {
 		return nil, mb.ErrIllegalDataAddress
 	}
-	for a := addr; a < addr+qty; a++ {
-		if e := s.failAt[a]; e != nil {
-			return nil, e
+	if _, regs := any(table).([]uint16); regs {
+		for a := addr; a < addr+qty; a++ {
+			if e := s.failAt[a]; e != nil {
+				return nil, e
+			}
 		}
 	}
 	if write {
 		copy(table[addr:], args)
 		return nil, nil
 	}
-	return append([]uint16(nil), table[addr:addr+qty]...), nil
+	return append([]T(nil), table[addr:addr+qty]...), nil
+}
+
+func (s *memSlave) HandleCoils(r *mb.CoilsRequest) ([]bool, error) {
+	return serve(s, r.UnitId, func(u *memUnit) []bool { return u.coils }, r.Addr, r.Quantity, r.IsWrite, r.Args)
+}
+
+func (s *memSlave) HandleDiscreteInputs(r *mb.DiscreteInputsRequest) ([]bool, error) {
+	return serve(s, r.UnitId, func(u *memUnit) []bool { return u.discrete }, r.Addr, r.Quantity, false, nil)
 }
 
 func (s *memSlave) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]uint16, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	return s.regs(r.UnitId, u.holding, r.Addr, r.Quantity, r.IsWrite, r.Args)
+	return serve(s, r.UnitId, func(u *memUnit) []uint16 { return u.holding }, r.Addr, r.Quantity, r.IsWrite, r.Args)
 }
 
 func (s *memSlave) HandleInputRegisters(r *mb.InputRegistersRequest) ([]uint16, error) {
-	u, err := s.unit(r.UnitId)
-	if err != nil {
-		return nil, err
-	}
-	return s.regs(r.UnitId, u.input, r.Addr, r.Quantity, false, nil)
+	return serve(s, r.UnitId, func(u *memUnit) []uint16 { return u.input }, r.Addr, r.Quantity, false, nil)
 }
 
 // --- pymodbus and socat: a Modbus implementation nobody here wrote -------------------------------

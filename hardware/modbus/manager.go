@@ -9,16 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/edged-dev/edged/broker"
+	"github.com/edged-dev/edged/hardware/hwkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Local is the in-process broker client values are published into and writes come from
 // (broker.Broker implements it: inline publish, no TCP).
-type Local interface {
-	Publish(*broker.Message) error
-	Subscribe(filter string, fn func(*broker.Message)) (unsubscribe func(), err error)
-}
+type Local = hwkit.Local
 
 // Manager runs the configured buses.
 type Manager struct {
