@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,7 +226,12 @@ func publishN(t testing.TB, c paho3.Client, topic string, from, n int) {
 // and waits for every PUBACK.
 func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (string, []byte)) {
 	t.Helper()
-	const window = 500
+	publishWindow(t, c, 500, n, msg)
+}
+
+// publishWindow is publishPayloads with window PUBACKs outstanding besides the one awaited.
+func publishWindow(t testing.TB, c paho3.Client, window, n int, msg func(i int) (string, []byte)) {
+	t.Helper()
 	toks := make(chan paho3.Token, window)
 	errc := make(chan error, 1)
 	go func() {
@@ -261,7 +267,6 @@ type cloudSub struct {
 	mu   sync.Mutex
 	msgs []cloudMsg
 	seen map[string]struct{} // distinct payloads (a redelivery has the same bytes)
-	c    *mqtt5.Client
 }
 
 func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
@@ -272,38 +277,51 @@ func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
 // subscribeCloudAuth is subscribeCloud with a username and password ("" = none).
 func subscribeCloudAuth(t testing.TB, addr, user, pass, filter string) *cloudSub {
 	t.Helper()
+	cs := &cloudSub{seen: map[string]struct{}{}}
+	subscribeV5(t, addr, user, pass, filter, func(m cloudMsg) {
+		cs.mu.Lock()
+		cs.msgs = append(cs.msgs, m)
+		cs.seen[string(m.Payload)] = struct{}{}
+		cs.mu.Unlock()
+	})
+	return cs
+}
+
+var subscribers atomic.Int64 // numbers the client ids of subscribeV5
+
+// subscribeV5 attaches an MQTT 5 subscriber (the test client, receive maximum 65535) to the
+// broker at addr, with a username and password unless "", and hands every message of filter
+// to rec with its id property; it is closed in t.Cleanup.
+func subscribeV5(t testing.TB, addr, user, pass, filter string, rec func(cloudMsg)) {
+	t.Helper()
 	var pw []byte
 	if pass != "" {
 		pw = []byte(pass)
 	}
-	cs := &cloudSub{seen: map[string]struct{}{}}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", time.Now().UnixNano()),
+	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", subscribers.Add(1)),
 		Username: user, Password: pw, CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
 			m := cloudMsg{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...)}
-			for _, u := range p.Properties.User {
-				if u.Key == bridge.IDProp {
-					m.ID = u.Value
+			if p.Properties != nil {
+				for _, u := range p.Properties.User {
+					if u.Key == bridge.IDProp {
+						m.ID = u.Value
+					}
 				}
 			}
-			cs.mu.Lock()
-			cs.msgs = append(cs.msgs, m)
-			cs.seen[string(m.Payload)] = struct{}{}
-			cs.mu.Unlock()
+			rec(m)
 			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	if _, err := c.Subscribe(context.Background(), []packets.SubOptions{{Topic: filter, QoS: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	cs.c = c
-	t.Cleanup(func() { c.Close() })
-	return cs
 }
 
 func (c *cloudSub) snapshot() []cloudMsg {

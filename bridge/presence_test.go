@@ -4,17 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/edged-dev/edged/broker"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
-
 	"github.com/edged-dev/edged/bridge"
-	"github.com/edged-dev/edged/bridge/internal/mqtt5"
+	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 )
@@ -78,32 +74,11 @@ func (a *arrivals) checkFailedBack(t testing.TB, total int) {
 // subscribe attaches a subscriber named cloud to addr with filter, recording into a.
 func (a *arrivals) subscribe(t testing.TB, cloud, addr, filter string) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("rec-%s-%d", cloud, time.Now().UnixNano()),
-		CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
-			m := arrival{Cloud: cloud, Topic: p.Topic, Payload: append([]byte(nil), p.Payload...), At: time.Now()}
-			if p.Properties != nil {
-				for _, u := range p.Properties.User {
-					if u.Key == bridge.IDProp {
-						m.ID = u.Value
-					}
-				}
-			}
-			a.mu.Lock()
-			a.log = append(a.log, m)
-			a.mu.Unlock()
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Subscribe(context.Background(), []packets.SubOptions{{Topic: filter, QoS: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	subscribeV5(t, addr, "", "", filter, func(m cloudMsg) {
+		a.mu.Lock()
+		a.log = append(a.log, arrival{Cloud: cloud, Topic: m.Topic, Payload: m.Payload, ID: m.ID, At: time.Now()})
+		a.mu.Unlock()
+	})
 }
 
 // presencePayload is the word of a status message in format (raw, or an envelope's payload).

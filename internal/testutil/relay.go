@@ -84,14 +84,6 @@ func (r *Relay) Set(on bool) {
 	}
 }
 
-// Cut drops every open connection; the mode stays (in forward, the next dial goes through).
-func (r *Relay) Cut() {
-	r.mu.Lock()
-	cut := r.openLocked()
-	r.mu.Unlock()
-	closeAll(cut)
-}
-
 // Accepted counts the connections accepted in forward (and relayed) or blackhole mode.
 func (r *Relay) Accepted() int {
 	r.mu.Lock()
