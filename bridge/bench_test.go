@@ -29,7 +29,7 @@ func benchDrain(b *testing.B, format string) {
 	cloud := testutil.StartMosquitto(b, 0, "")
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
-		p := startProxy(b, cloud.Addr, false)
+		p := testutil.StartRelay(b, cloud.Addr, testutil.RelayDead)
 		cfg := decodeConnector(b, fmt.Sprintf(`
 name: cloud
 type: mqtt

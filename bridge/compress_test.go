@@ -2,7 +2,6 @@ package bridge_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,10 +90,7 @@ func TestHTTPCompressionAndRequestCap(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			cfg := decodeConnector(t, fmt.Sprintf(`
-name: im
-type: http
-url: %s/v1
+			cfg := imConnector(t, srv.URL+"/v1", fmt.Sprintf(`
 format: json
 compression: %s
 max_requests: 4/s
@@ -104,7 +100,7 @@ breaker: {failures: -1}
 auth: {type: hmac, key_id: gw1, secret_file: %s}
 forward:
   - {from: "telemetry/#", to: "t/{1}"}
-`, srv.URL, enc, per, writeSecret(t, "hmac", secret)))
+`, enc, per, writeSecret(t, "hmac", secret)))
 			s := startStack(t, "", cfg)
 			local := localClient(t, s.addr, "dev1")
 			payload := bytes.Repeat([]byte(`{"temp":21.5,"unit":"C","sensor":"kitchen"}`), 4)
@@ -162,38 +158,21 @@ forward:
 func TestWebSocketCompressedFrames(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
+	srv := startWSCloud(t, func(typ websocket.MessageType, data []byte) (string, error) {
+		if typ != websocket.MessageBinary || !bytes.HasPrefix(data, bridge.ZstdMagic) {
+			return "", fmt.Errorf("frame type %v starting %x: want a binary zstd frame", typ, data[:min(4, len(data))])
+		}
+		b, err := wire.UnmarshalBatchJSON(decompress(t, "zstd", data))
 		if err != nil {
-			return
+			return "", fmt.Errorf("batch: %w", err)
 		}
-		defer c.CloseNow()
-		for {
-			typ, data, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if typ != websocket.MessageBinary || !bytes.HasPrefix(data, bridge.ZstdMagic) {
-				t.Errorf("frame type %v starting %x: want a binary zstd frame", typ, data[:min(4, len(data))])
-				return
-			}
-			b, err := wire.UnmarshalBatchJSON(decompress(t, "zstd", data))
-			if err != nil {
-				t.Errorf("batch: %v", err)
-				return
-			}
-			mu.Lock()
-			for _, e := range b.Envelopes {
-				got = append(got, string(e.Payload))
-			}
-			mu.Unlock()
-			ack, _ := json.Marshal(map[string]string{"ack": b.Envelopes[len(b.Envelopes)-1].ID.String()})
-			if err := c.Write(r.Context(), websocket.MessageText, ack); err != nil {
-				return
-			}
+		mu.Lock()
+		for _, e := range b.Envelopes {
+			got = append(got, string(e.Payload))
 		}
-	}))
-	defer srv.Close()
+		mu.Unlock()
+		return b.Envelopes[len(b.Envelopes)-1].ID.String(), nil
+	})
 	cfg := decodeConnector(t, fmt.Sprintf(`
 name: ws
 type: websocket

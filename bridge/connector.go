@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/edged-dev/edged/internal/redact"
@@ -103,6 +104,34 @@ type SecretHolder interface {
 // status and must already be redacted (redact.URL).
 type Endpointer interface {
 	Endpoint() string
+}
+
+// link is the done channel of a connector's current link, guarded by mu (which the connector
+// uses for its other link state too); embedded, it implements Linked.
+type link struct {
+	mu   sync.Mutex
+	done chan struct{} // closed when the current link is lost
+}
+
+// Done implements Linked.
+func (l *link) Done() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done
+}
+
+// linkEnd is what a send returns once its batch left the publishing loop: the cause of ctx
+// if it ended, "connection lost" if the link closed (an acknowledgement may have been lost
+// with it), else nil.
+func linkEnd(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-done:
+		return errors.New("connection lost")
+	default:
+		return nil
+	}
 }
 
 // scrubberOf returns env's scrubber (a fresh one for a connector built outside a Bridge) with

@@ -113,16 +113,13 @@ func TestDeliveryFailureClassesHTTP(t *testing.T) {
 		w.WriteHeader(code)
 	}))
 	t.Cleanup(srv.Close)
-	cfg := decodeConnector(t, fmt.Sprintf(`
-name: im
-type: http
-url: %s/v1/messages
+	cfg := imConnector(t, srv.URL+"/v1/messages", `
 batch: {max_messages: 1}
 backoff: {min: 10ms, max: 50ms}
 breaker: {failures: -1}
 forward:
   - {from: "alerts/#", to: "alerts", qos: 1}
-`, srv.URL))
+`)
 	s := startStack(t, "", cfg)
 	pub := localClient(t, s.addr, "pub")
 	publishN(t, pub, "alerts/x", 0, 3)

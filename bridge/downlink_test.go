@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/bridge"
@@ -87,15 +86,8 @@ subscribe:
 		}
 		return nil
 	})
-	app := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloud-app"))
-	if tok := app.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer app.Disconnect(10)
 	// Published once: a second local delivery can only be the cloud's redelivery.
-	if tok := app.Publish("gw1/cmd/dev1/reboot", 1, false, []byte("reboot")); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	cloudPublish(t, cloud.Addr, "gw1/cmd/dev1/reboot", "reboot")
 	waitFor(t, 20*time.Second, func() error {
 		if _, got := local.snapshot(); len(got) == 0 {
 			return errors.New("the refused command was not redelivered")

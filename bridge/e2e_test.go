@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
 )
@@ -24,32 +22,10 @@ type e2e struct {
 	data   string
 }
 
-func edgedConfig(broker, cloudURL, extra string) string {
-	return fmt.Sprintf(`data_dir: {data_dir}
-gateway_id: gw1
-log: {level: info}
-admin: {address: "{admin}"}
-broker:
-  listeners:
-    - {type: tcp, address: %q}
-bridge:
-  connectors:
-    - name: cloud
-      type: mqtt
-      url: %s
-      backoff: {min: 20ms, max: 200ms}
-      breaker: {failures: -1}
-      forward:
-        - {from: "sensors/#", to: "{gateway_id}/{topic}"}
-      subscribe:
-        - {from: "gw1/cmd/#", to: "cmd/{1}"}
-%s`, broker, cloudURL, extra)
-}
-
 func startE2E(t *testing.T, cloudURL, extra string) *e2e {
 	t.Helper()
 	x := &e2e{t: t, broker: testutil.FreeAddr(t), data: t.TempDir()}
-	x.cfg = edgedConfig(x.broker, cloudURL, extra)
+	x.cfg = testutil.UplinkConfig("gw1", x.broker, cloudURL, "      subscribe:\n        - {from: \"gw1/cmd/#\", to: \"cmd/{1}\"}\n"+extra)
 	x.start()
 	return x
 }
@@ -85,16 +61,6 @@ func (x *e2e) waitDepth(total time.Duration, want int64) {
 	})
 }
 
-func (x *e2e) waitCloud(sub *cloudSub, n int, total time.Duration) {
-	x.t.Helper()
-	waitFor(x.t, total, func() error {
-		if c := sub.count(); c < n {
-			return fmt.Errorf("cloud has %d of %d (depth %d)", c, n, x.status().Depth)
-		}
-		return nil
-	})
-}
-
 // 1. online: mapped topics up, a command down.
 func TestE2EOnline(t *testing.T) {
 	cloud := testutil.StartMosquitto(t, 0, "")
@@ -106,34 +72,7 @@ func TestE2EOnline(t *testing.T) {
 		}
 		return nil
 	})
-	local := localClient(t, x.broker, "dev1")
-	got := make(chan paho3.Message, 4)
-	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	publishN(t, local, "sensors/room1/temp", 0, 100)
-	x.waitCloud(sub, 100, 20*time.Second)
-	for _, m := range sub.snapshot() {
-		if m.Topic != "gw1/sensors/room1/temp" || m.ID == "" {
-			t.Fatalf("cloud got %q id %q", m.Topic, m.ID)
-		}
-	}
-	checkSeqs(t, sub.snapshot(), 100, rawSeq)
-
-	cmd := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloud-app"))
-	if tok := cmd.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cmd.Disconnect(10)
-	cmd.Publish("gw1/cmd/dev1/valve", 1, false, []byte("open")).Wait()
-	select {
-	case m := <-got:
-		if m.Topic() != "cmd/dev1/valve" || string(m.Payload()) != "open" {
-			t.Fatalf("local got %s %q", m.Topic(), m.Payload())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("command from the cloud did not reach the local subscriber")
-	}
+	checkRoundTrip(t, x.broker, cloud.Addr, sub, "sensors/room1/temp", "gw1/sensors/room1/temp", 100, "gw1/cmd/dev1/valve", "cmd/dev1/valve")
 }
 
 // 2. offline: 10k QoS 1 acked with the cloud down, all delivered in order once it is up.
@@ -143,7 +82,7 @@ func TestE2EOfflineBacklog(t *testing.T) {
 		t.Run(fmt.Sprintf("kill9x%d", kills), func(t *testing.T) {
 			const n = 10000
 			port := testutil.FreePort(t)
-			p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", port), false) // the cloud is down
+			p := testutil.StartRelay(t, fmt.Sprintf("127.0.0.1:%d", port), testutil.RelayDead) // the cloud is down
 			x := startE2E(t, "tcp://"+p.Addr(), "      format: cbor\n")
 			local := localClient(t, x.broker, "dev1")
 			start := time.Now()
@@ -162,13 +101,13 @@ func TestE2EOfflineBacklog(t *testing.T) {
 			sub := subscribeCloud(t, cloud.Addr, "gw1/#")
 			p.Set(true) // the cloud is reachable
 			if kills > 1 {
-				x.waitCloud(sub, 2000, 60*time.Second)
+				sub.waitCount(t, 2000, 60*time.Second)
 				x.e.Kill9()
 				t.Logf("killed with %d messages at the cloud", sub.count())
 				x.start()
 			}
 			x.waitDepth(120*time.Second, 0)
-			x.waitCloud(sub, n, 20*time.Second)
+			sub.waitCount(t, n, 20*time.Second)
 			checkSeqs(t, sub.snapshot(), n, envSeq)
 		})
 	}
@@ -180,7 +119,7 @@ func TestE2ELinkFlaps(t *testing.T) {
 	const n = 10000
 	cloud := testutil.StartMosquitto(t, 0, "")
 	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
-	p := startProxy(t, cloud.Addr, false)
+	p := testutil.StartRelay(t, cloud.Addr, testutil.RelayDead)
 	x := startE2E(t, "tcp://"+p.Addr(), "      format: json\n      window: 100\n      batch: {max_messages: 100}\n")
 	local := localClient(t, x.broker, "dev1")
 	publishN(t, local, "sensors/a", 0, n)
@@ -192,7 +131,7 @@ func TestE2ELinkFlaps(t *testing.T) {
 	close(stop)
 	flaps := <-flapped
 	p.Set(true)
-	x.waitCloud(sub, n, 20*time.Second)
+	sub.waitCount(t, n, 20*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	checkSeqs(t, sub.snapshot(), n, envSeq)
 	st := x.status()

@@ -1,7 +1,6 @@
 package bridge_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/coder/websocket"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
-	"gopkg.in/yaml.v3"
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
@@ -41,7 +39,7 @@ func testFailover(t *testing.T, kill string) {
 	var rec arrivals
 	rec.subscribe(t, "primary", primary.Addr, "gw1/#")
 	rec.subscribe(t, "secondary", secondary.Addr, "gw1/#")
-	px := startHoleProxy(t, primary.Addr)
+	px := testutil.StartRelay(t, primary.Addr, testutil.RelayForward)
 	const (
 		backoffMax     = 2 * time.Second
 		connectTimeout = 2 * time.Second
@@ -84,18 +82,8 @@ forward:
 			published.Add(100)
 		}
 	}()
-	fromCloud := func(cloud string) int {
-		n := 0
-		for _, a := range rec.snapshot() {
-			if a.Cloud == cloud {
-				n++
-			}
-		}
-		return n
-	}
-
 	waitFor(t, 30*time.Second, func() error {
-		if n := fromCloud("primary"); n < 3000 {
+		if n := rec.count("primary"); n < 3000 {
 			return fmt.Errorf("primary has %d messages", n)
 		}
 		return nil
@@ -104,7 +92,7 @@ forward:
 	if kill == "process" {
 		primary.Stop()
 	} else {
-		px.SetMode(modeDead)
+		px.SetMode(testutil.RelayDead)
 	}
 	waitFor(t, 30*time.Second, func() error {
 		if st := s.status("cloud"); st.EndpointIndex != 1 || st.State != bridge.StateConnected {
@@ -120,29 +108,16 @@ forward:
 	if st := s.status("cloud"); st.Endpoint != "tcp://"+secondary.Addr || st.Failovers != 1 {
 		t.Fatalf("status on the secondary: endpoint %q, failovers %d", st.Endpoint, st.Failovers)
 	}
-	n := fromCloud("secondary")
+	n := rec.count("secondary")
 	waitFor(t, 30*time.Second, func() error {
-		if m := fromCloud("secondary"); m < n+2000 {
+		if m := rec.count("secondary"); m < n+2000 {
 			return fmt.Errorf("secondary has %d messages", m)
 		}
 		return nil
 	})
 
-	// Half-open primary: probes connect over TCP and get no CONNACK. Held for longer than the
-	// probes need to switch (3 successes, one every backoff.max/2) to prove none passed.
-	px.SetMode(modeBlackhole)
-	before := px.Accepted()
-	deadline := time.Now().Add(3 * backoffMax)
-	for time.Now().Before(deadline) {
-		if st := s.status("cloud"); st.EndpointIndex != 1 {
-			t.Fatalf("switched to the half-open primary (endpoint %d)", st.EndpointIndex)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if px.Accepted() == before {
-		t.Fatalf("no probe reached the half-open primary")
-	}
-	t.Logf("%d probes of the half-open primary, none taken", px.Accepted()-before)
+	// Half-open primary: probes connect over TCP and get no CONNACK.
+	holdHalfOpen(t, s, "cloud", px, backoffMax)
 
 	if kill == "process" {
 		primary.Restart()
@@ -150,22 +125,10 @@ forward:
 		// arrive before it subscribed.
 		rec.subscribe(t, "primary", primary.Addr, "gw1/#")
 	}
-	healthy := time.Now()
-	px.SetMode(modeForward)
+	backToPrimary(t, s, "cloud", px, backoffMax)
+	n = rec.count("primary")
 	waitFor(t, 30*time.Second, func() error {
-		if st := s.status("cloud"); st.EndpointIndex != 0 || st.State != bridge.StateConnected {
-			return fmt.Errorf("endpoint %d, state %s", st.EndpointIndex, st.State)
-		}
-		return nil
-	})
-	tookBack := time.Since(healthy)
-	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max = %v)", tookBack.Round(time.Millisecond), 2*backoffMax)
-	if tookBack > 2*backoffMax {
-		t.Fatalf("return to the primary took %v, want <= %v", tookBack, 2*backoffMax)
-	}
-	n = fromCloud("primary")
-	waitFor(t, 30*time.Second, func() error {
-		if m := fromCloud("primary"); m < n+1000 {
+		if m := rec.count("primary"); m < n+1000 {
 			return fmt.Errorf("primary has %d new messages", m-n)
 		}
 		return nil
@@ -191,20 +154,12 @@ forward:
 		}
 		return nil
 	})
-	all := rec.snapshot()
-	msgs := make([]cloudMsg, 0, len(all))
-	for _, a := range all {
-		msgs = append(msgs, cloudMsg{Topic: a.Topic, Payload: a.Payload, ID: a.ID})
-	}
-	checkSeqs(t, msgs, total, rawSeq)
-	if last := all[len(all)-1]; last.Cloud != "primary" {
-		t.Fatalf("the last message arrived at %s, want primary", last.Cloud)
-	}
+	rec.checkFailedBack(t, total)
 	st := s.status("cloud")
 	if st.Failovers != 2 {
 		t.Fatalf("failovers %d, want 2 (to the secondary and back)", st.Failovers)
 	}
-	t.Logf("%d messages: %d at the primary, %d at the secondary", total, fromCloud("primary"), fromCloud("secondary"))
+	t.Logf("%d messages: %d at the primary, %d at the secondary", total, rec.count("primary"), rec.count("secondary"))
 }
 
 // url and urls together are a config error; each urls entry is checked under its own key;
@@ -220,20 +175,7 @@ func TestFailoverConfig(t *testing.T) {
 		{"name: c\ntype: mqtt\nurl: tcp://a\npresence: {topic: \"{gateway_id}/+\"}\nforward: [{from: a, to: b}]\n", "presence.topic:"},
 		{"name: c\ntype: mqtt\nurl: tcp://a\npresence: {topic: s, health_interval: 10ms}\nforward: [{from: a, to: b}]\n", "presence.health_interval:"},
 	} {
-		var probe struct {
-			Type string `yaml:"type"`
-		}
-		if err := yaml.Unmarshal([]byte(tc.src), &probe); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := bridge.NewConfig(probe.Type)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := decodeInto(tc.src, cfg); err != nil {
-			t.Fatalf("%q: decode: %v", tc.src, err)
-		}
-		err = cfg.Validate()
+		err := decodeUnvalidated(t, tc.src).Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.src, err, tc.want)
 		}
@@ -254,206 +196,32 @@ func publishBurst(c paho3.Client, topic string, from, n int) error {
 	return nil
 }
 
-// The http connector fails over the same way: its probe is a HEAD request, which a half-open
-// primary (TCP accepted, no HTTP answer) fails.
-func TestFailoverHTTP(t *testing.T) {
-	var rec arrivals
-	server := func(name string) *httptest.Server {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodHead {
-				w.WriteHeader(http.StatusMethodNotAllowed) // answered: alive
-				return
-			}
-			body, _ := io.ReadAll(r.Body)
-			b, err := wire.UnmarshalBatchJSON(body)
-			if err != nil {
-				w.WriteHeader(http.StatusBadRequest)
-				return
-			}
-			rec.mu.Lock()
-			for _, e := range b.Envelopes {
-				rec.log = append(rec.log, arrival{Cloud: name, Topic: e.Topic, Payload: e.Payload, ID: e.ID.String(), At: time.Now()})
-			}
-			rec.mu.Unlock()
-			w.WriteHeader(http.StatusOK)
-		}))
-		t.Cleanup(srv.Close)
-		return srv
-	}
-	primary, secondary := server("primary"), server("secondary")
-	px := startHoleProxy(t, primary.Listener.Addr().String())
-	const backoffMax = 2 * time.Second
-	cfg := decodeConnector(t, fmt.Sprintf(`
-name: im
-type: http
-urls: [http://%s/v1/messages, %s/v1/messages]
-connect_timeout: 1s
-timeout: 1s
-backoff: {min: 50ms, max: %v}
-batch: {max_messages: 50}
-forward:
-  - {from: "alerts/#", to: "alerts", qos: 1}
-`, px.Addr(), secondary.URL, backoffMax))
-	s := startStack(t, "", cfg)
-	pub := localClient(t, s.addr, "pub")
-	next := 0
-	burst := func(n int) {
-		t.Helper()
-		if err := publishBurst(pub, "alerts/x", next, n); err != nil {
-			t.Fatal(err)
-		}
-		next += n
-	}
-	count := func(cloud string) int {
-		n := 0
-		for _, a := range rec.snapshot() {
-			if a.Cloud == cloud {
-				n++
-			}
-		}
-		return n
-	}
-	burst(500)
-	waitFor(t, 20*time.Second, func() error {
-		if n := count("primary"); n < 500 {
-			return fmt.Errorf("primary has %d", n)
-		}
-		return nil
-	})
-	px.SetMode(modeDead)
-	burst(500)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("im"); st.EndpointIndex != 1 || count("secondary") < 500 {
-			return fmt.Errorf("endpoint %d, secondary has %d", st.EndpointIndex, count("secondary"))
-		}
-		return nil
-	})
-	px.SetMode(modeBlackhole)
+// holdHalfOpen makes the primary behind px half-open (TCP accepted, the protocol never
+// answered) for longer than the connector's probes need to switch back (3 successes, one every
+// backoff.max/2) and fails if the connector took it; at least one probe must have reached it.
+func holdHalfOpen(t testing.TB, s *stack, name string, px *testutil.Relay, backoffMax time.Duration) {
+	t.Helper()
+	px.SetMode(testutil.RelayBlackhole)
 	before := px.Accepted()
 	for end := time.Now().Add(3 * backoffMax); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if st := s.status("im"); st.EndpointIndex != 1 {
-			t.Fatalf("switched to the half-open primary")
+		if st := s.status(name); st.EndpointIndex != 1 {
+			t.Fatalf("switched to the half-open primary (endpoint %d)", st.EndpointIndex)
 		}
 	}
 	if px.Accepted() == before {
 		t.Fatalf("no probe reached the half-open primary")
 	}
-	healthy := time.Now()
-	px.SetMode(modeForward)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("im"); st.EndpointIndex != 0 {
-			return fmt.Errorf("endpoint %d", st.EndpointIndex)
-		}
-		return nil
-	})
-	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max = %v)", time.Since(healthy).Round(time.Millisecond), 2*backoffMax)
-	if took := time.Since(healthy); took > 2*backoffMax {
-		t.Fatalf("return to the primary took %v, want <= %v", took, 2*backoffMax)
-	}
-	burst(500)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("im"); st.Depth != 0 {
-			return fmt.Errorf("depth %d", st.Depth)
-		}
-		return nil
-	})
-	all := rec.snapshot()
-	msgs := make([]cloudMsg, 0, len(all))
-	for _, a := range all {
-		msgs = append(msgs, cloudMsg{Topic: a.Topic, Payload: a.Payload, ID: a.ID})
-	}
-	checkSeqs(t, msgs, next, rawSeq)
-	if last := all[len(all)-1]; last.Cloud != "primary" {
-		t.Fatalf("last message at %s", last.Cloud)
-	}
+	t.Logf("%d probes of the half-open primary, none taken", px.Accepted()-before)
 }
 
-// The websocket connector fails over the same way: its probe is the opening handshake.
-func TestFailoverWebSocket(t *testing.T) {
-	var rec arrivals
-	server := func(name string) *httptest.Server {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
-			defer c.CloseNow()
-			for {
-				_, data, err := c.Read(r.Context())
-				if err != nil {
-					return
-				}
-				b, err := wire.UnmarshalBatchJSON(data)
-				if err != nil || len(b.Envelopes) == 0 {
-					continue // not a batch (a control frame): nothing to record
-				}
-				rec.mu.Lock()
-				for _, e := range b.Envelopes {
-					rec.log = append(rec.log, arrival{Cloud: name, Topic: e.Topic, Payload: e.Payload, ID: e.ID.String(), At: time.Now()})
-				}
-				rec.mu.Unlock()
-				ack, _ := json.Marshal(map[string]string{"ack": b.Envelopes[len(b.Envelopes)-1].ID.String()})
-				if err := c.Write(r.Context(), websocket.MessageText, ack); err != nil {
-					return
-				}
-			}
-		}))
-		t.Cleanup(srv.Close)
-		return srv
-	}
-	primary, secondary := server("primary"), server("secondary")
-	px := startHoleProxy(t, primary.Listener.Addr().String())
-	const backoffMax = 2 * time.Second
-	cfg := decodeConnector(t, fmt.Sprintf(`
-name: ws
-type: websocket
-urls: [ws://%s/v1/stream, ws://%s/v1/stream]
-connect_timeout: 1s
-backoff: {min: 50ms, max: %v}
-batch: {max_messages: 50}
-forward:
-  - {from: "events/#", to: "{topic}", qos: 1}
-`, px.Addr(), secondary.Listener.Addr().String(), backoffMax))
-	s := startStack(t, "", cfg)
-	s.waitConnected("ws")
-	pub := localClient(t, s.addr, "pub")
-	next := 0
-	burst := func(n int) {
-		t.Helper()
-		if err := publishBurst(pub, "events/x", next, n); err != nil {
-			t.Fatal(err)
-		}
-		next += n
-	}
-	burst(300)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("ws"); st.Depth != 0 {
-			return fmt.Errorf("depth %d", st.Depth)
-		}
-		return nil
-	})
-	px.SetMode(modeDead)
-	burst(300)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("ws"); st.EndpointIndex != 1 || st.Depth != 0 {
-			return fmt.Errorf("endpoint %d, depth %d", st.EndpointIndex, st.Depth)
-		}
-		return nil
-	})
-	px.SetMode(modeBlackhole)
-	before := px.Accepted()
-	for end := time.Now().Add(3 * backoffMax); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if st := s.status("ws"); st.EndpointIndex != 1 {
-			t.Fatalf("switched to the half-open primary")
-		}
-	}
-	if px.Accepted() == before {
-		t.Fatalf("no probe reached the half-open primary")
-	}
+// backToPrimary makes the primary behind px healthy and fails unless the connector is back
+// on it, connected, within 2 x backoff.max.
+func backToPrimary(t testing.TB, s *stack, name string, px *testutil.Relay, backoffMax time.Duration) {
+	t.Helper()
 	healthy := time.Now()
-	px.SetMode(modeForward)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("ws"); st.EndpointIndex != 0 || st.State != bridge.StateConnected {
+	px.SetMode(testutil.RelayForward)
+	waitFor(t, 30*time.Second, func() error {
+		if st := s.status(name); st.EndpointIndex != 0 || st.State != bridge.StateConnected {
 			return fmt.Errorf("endpoint %d, state %s", st.EndpointIndex, st.State)
 		}
 		return nil
@@ -463,20 +231,126 @@ forward:
 	if took > 2*backoffMax {
 		t.Fatalf("return to the primary took %v, want <= %v", took, 2*backoffMax)
 	}
-	burst(300)
-	waitFor(t, 20*time.Second, func() error {
-		if st := s.status("ws"); st.Depth != 0 {
-			return fmt.Errorf("depth %d", st.Depth)
+}
+
+// webFailover is an http or websocket connector's failover test: the primary (behind a relay)
+// takes a first burst, dies, the secondary takes the second, the primary comes back half-open
+// (not taken), then healthy (taken back), and takes the third; everything arrives in order.
+type webFailover struct {
+	name  string // connector name
+	conn  string // the connector's YAML; its verbs: the primary's and the secondary's host:port, backoff.max
+	topic string // local topic the bursts are published on
+	burst int
+	// onPrimary and onSecondary say whether the burst the primary or the secondary should
+	// have taken was taken (nil when it was).
+	onPrimary, onSecondary func(s *stack, rec *arrivals, n int) error
+	// server starts a cloud that records what it takes into rec as cloud.
+	server func(t *testing.T, rec *arrivals, cloud string) *httptest.Server
+}
+
+func testWebFailover(t *testing.T, tc webFailover) {
+	var rec arrivals
+	primary, secondary := tc.server(t, &rec, "primary"), tc.server(t, &rec, "secondary")
+	px := testutil.StartRelay(t, primary.Listener.Addr().String(), testutil.RelayForward)
+	const backoffMax = 2 * time.Second
+	s := startStack(t, "", decodeConnector(t, fmt.Sprintf(tc.conn, px.Addr(), secondary.Listener.Addr().String(), backoffMax)))
+	s.waitConnected(tc.name)
+	pub := localClient(t, s.addr, "pub")
+	next := 0
+	burst := func() {
+		t.Helper()
+		if err := publishBurst(pub, tc.topic, next, tc.burst); err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		next += tc.burst
+	}
+	burst()
+	waitFor(t, 20*time.Second, func() error { return tc.onPrimary(s, &rec, tc.burst) })
+	px.SetMode(testutil.RelayDead)
+	burst()
+	waitFor(t, 20*time.Second, func() error {
+		if st := s.status(tc.name); st.EndpointIndex != 1 {
+			return fmt.Errorf("endpoint %d", st.EndpointIndex)
+		}
+		return tc.onSecondary(s, &rec, tc.burst)
 	})
-	all := rec.snapshot()
-	msgs := make([]cloudMsg, 0, len(all))
-	for _, a := range all {
-		msgs = append(msgs, cloudMsg{Topic: a.Topic, Payload: a.Payload, ID: a.ID})
+	holdHalfOpen(t, s, tc.name, px, backoffMax)
+	backToPrimary(t, s, tc.name, px, backoffMax)
+	burst()
+	waitFor(t, 20*time.Second, func() error { return drained(s, tc.name) })
+	rec.checkFailedBack(t, next)
+}
+
+// drained is nil once the connector's outbox is empty.
+func drained(s *stack, name string) error {
+	if st := s.status(name); st.Depth != 0 {
+		return fmt.Errorf("depth %d", st.Depth)
 	}
-	checkSeqs(t, msgs, next, rawSeq)
-	if last := all[len(all)-1]; last.Cloud != "primary" {
-		t.Fatalf("last message at %s", last.Cloud)
+	return nil
+}
+
+// The http connector fails over the same way: its probe is a HEAD request, which a half-open
+// primary (TCP accepted, no HTTP answer) fails.
+func TestFailoverHTTP(t *testing.T) {
+	took := func(cloud string) func(*stack, *arrivals, int) error {
+		return func(_ *stack, rec *arrivals, n int) error {
+			if got := rec.count(cloud); got < n {
+				return fmt.Errorf("%s has %d", cloud, got)
+			}
+			return nil
+		}
 	}
+	testWebFailover(t, webFailover{name: "im", conn: `
+name: im
+type: http
+urls: [http://%s/v1/messages, http://%s/v1/messages]
+connect_timeout: 1s
+timeout: 1s
+backoff: {min: 50ms, max: %v}
+batch: {max_messages: 50}
+forward:
+  - {from: "alerts/#", to: "alerts", qos: 1}
+`, topic: "alerts/x", burst: 500, onPrimary: took("primary"), onSecondary: took("secondary"),
+		server: func(t *testing.T, rec *arrivals, cloud string) *httptest.Server {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodHead {
+					w.WriteHeader(http.StatusMethodNotAllowed) // answered: alive
+					return
+				}
+				body, _ := io.ReadAll(r.Body)
+				b, err := wire.UnmarshalBatchJSON(body)
+				if err != nil {
+					w.WriteHeader(http.StatusBadRequest)
+					return
+				}
+				rec.record(cloud, b.Envelopes)
+				w.WriteHeader(http.StatusOK)
+			}))
+			t.Cleanup(srv.Close)
+			return srv
+		}})
+}
+
+// The websocket connector fails over the same way: its probe is the opening handshake.
+func TestFailoverWebSocket(t *testing.T) {
+	sent := func(s *stack, _ *arrivals, _ int) error { return drained(s, "ws") }
+	testWebFailover(t, webFailover{name: "ws", conn: `
+name: ws
+type: websocket
+urls: [ws://%s/v1/stream, ws://%s/v1/stream]
+connect_timeout: 1s
+backoff: {min: 50ms, max: %v}
+batch: {max_messages: 50}
+forward:
+  - {from: "events/#", to: "{topic}", qos: 1}
+`, topic: "events/x", burst: 300, onPrimary: sent, onSecondary: sent,
+		server: func(t *testing.T, rec *arrivals, cloud string) *httptest.Server {
+			return startWSCloud(t, func(_ websocket.MessageType, data []byte) (string, error) {
+				if b, err := wire.UnmarshalBatchJSON(data); err == nil && len(b.Envelopes) > 0 {
+					rec.record(cloud, b.Envelopes)
+					return b.Envelopes[len(b.Envelopes)-1].ID.String(), nil
+				}
+				return "", nil // not a batch (a control frame): nothing to record
+			})
+		}})
 }

@@ -3,16 +3,21 @@ package bridge_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/eclipse/paho.golang/packets"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +34,17 @@ import (
 // decodeConnector runs the loader's path: NewConfig, strict decode, Validate.
 func decodeConnector(t testing.TB, src string) bridge.ConnectorConfig {
 	t.Helper()
+	cfg := decodeUnvalidated(t, src)
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("validate connector: %v", err)
+	}
+	return cfg
+}
+
+// decodeUnvalidated is decodeConnector without Validate: NewConfig of src's type, strict
+// decode.
+func decodeUnvalidated(t testing.TB, src string) bridge.ConnectorConfig {
+	t.Helper()
 	var probe struct {
 		Type string `yaml:"type"`
 	}
@@ -39,13 +55,8 @@ func decodeConnector(t testing.TB, src string) bridge.ConnectorConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(src))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		t.Fatalf("decode connector: %v", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("validate connector: %v", err)
+	if err := decodeInto(src, cfg); err != nil {
+		t.Fatalf("decode connector %q: %v", src, err)
 	}
 	return cfg
 }
@@ -141,6 +152,22 @@ func (s *stack) waitConnected(name string) {
 	})
 }
 
+// waitOneDeadLetter waits until connector name (the stack's only one) has nothing queued and
+// one message dead-lettered, and checks that the dead letter's reason contains reason.
+func (s *stack) waitOneDeadLetter(name, reason string, total time.Duration) {
+	s.t.Helper()
+	waitFor(s.t, total, func() error {
+		if st := s.status(name); st.Depth != 0 || st.DeadLetters != 1 || st.DeadLetterDepth != 1 {
+			return fmt.Errorf("depth %d, dead letters %d (%d queued), state %s (%s)", st.Depth, st.DeadLetters, st.DeadLetterDepth, st.State, st.LastError)
+		}
+		return nil
+	})
+	dl, err := s.db.Outboxes()[0].DeadLetters(0, 10)
+	if err != nil || len(dl) != 1 || !strings.Contains(dl[0].Reason, reason) {
+		s.t.Fatalf("dead letters %+v %v, want one whose reason contains %q", dl, err, reason)
+	}
+}
+
 // localClient is a real MQTT 3.1.1 client to the edged broker.
 func localClient(t testing.TB, addr, id string) paho3.Client {
 	t.Helper()
@@ -155,26 +182,72 @@ func localClient(t testing.TB, addr, id string) paho3.Client {
 	return c
 }
 
-// publishN publishes n QoS 1 messages pipelined (up to window outstanding) and waits for all
-// PUBACKs. Payload "seq=<i>".
+// checkRoundTrip checks both directions through the connector between the local broker at
+// local and the cloud broker at cloud (recorded by sub): n messages published locally on up
+// arrive at the cloud on upCloud, each with an id property, in order; a command published on
+// the cloud on down arrives locally on downLocal.
+func checkRoundTrip(t testing.TB, local, cloud string, sub *cloudSub, up, upCloud string, n int, down, downLocal string) {
+	t.Helper()
+	c := localClient(t, local, "dev1")
+	got := testutil.Subscribe(t, c, "cmd/#")
+	publishN(t, c, up, 0, n)
+	sub.waitCount(t, n, 20*time.Second)
+	for _, m := range sub.snapshot() {
+		if m.Topic != upCloud || m.ID == "" {
+			t.Fatalf("cloud got topic %q id %q, want topic %q with an id", m.Topic, m.ID, upCloud)
+		}
+	}
+	checkSeqs(t, sub.snapshot(), n, rawSeq)
+	cloudPublish(t, cloud, down, "cmd")
+	testutil.Expect(t, got, downLocal, "cmd", 10*time.Second)
+}
+
+// cloudPublish publishes payload on topic at QoS 1 to the cloud broker at addr, as an
+// application of the cloud would, and waits for the PUBACK.
+func cloudPublish(t testing.TB, addr, topic, payload string) {
+	t.Helper()
+	c := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("cloud-app-%d", time.Now().UnixNano())))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to the cloud: %v", tok.Error())
+	}
+	defer c.Disconnect(10)
+	if tok := c.Publish(topic, 1, false, []byte(payload)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s to the cloud: %v", topic, tok.Error())
+	}
+}
+
+// publishN publishes n QoS 1 messages "seq=<from+i>" on topic pipelined (publishPayloads).
 func publishN(t testing.TB, c paho3.Client, topic string, from, n int) {
 	t.Helper()
-	const window = 500
+	publishPayloads(t, c, n, func(i int) (string, []byte) { return topic, []byte(fmt.Sprintf("seq=%d", from+i)) })
+}
+
+// publishPayloads publishes n QoS 1 messages msg(0..n-1) pipelined (up to 500 outstanding)
+// and waits for every PUBACK.
+func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (string, []byte)) {
+	t.Helper()
+	publishWindow(t, c, 500, n, msg)
+}
+
+// publishWindow is publishPayloads with window PUBACKs outstanding besides the one awaited.
+func publishWindow(t testing.TB, c paho3.Client, window, n int, msg func(i int) (string, []byte)) {
+	t.Helper()
 	toks := make(chan paho3.Token, window)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(errc)
 		for tok := range toks {
-			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %v", tok.Error()) //nolint:errorlint // nil on a timeout
+			if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
+				errc <- fmt.Errorf("puback: %w", tok.Error())
 				for range toks {
 				}
 				return
 			}
 		}
 	}()
-	for i := from; i < from+n; i++ {
-		toks <- c.Publish(topic, 1, false, []byte(fmt.Sprintf("seq=%d", i)))
+	for i := 0; i < n; i++ {
+		topic, p := msg(i)
+		toks <- c.Publish(topic, 1, false, p)
 	}
 	close(toks)
 	if err := <-errc; err != nil {
@@ -194,7 +267,6 @@ type cloudSub struct {
 	mu   sync.Mutex
 	msgs []cloudMsg
 	seen map[string]struct{} // distinct payloads (a redelivery has the same bytes)
-	c    *mqtt5.Client
 }
 
 func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
@@ -205,44 +277,68 @@ func subscribeCloud(t testing.TB, addr, filter string) *cloudSub {
 // subscribeCloudAuth is subscribeCloud with a username and password ("" = none).
 func subscribeCloudAuth(t testing.TB, addr, user, pass, filter string) *cloudSub {
 	t.Helper()
+	cs := &cloudSub{seen: map[string]struct{}{}}
+	subscribeV5(t, addr, user, pass, filter, func(m cloudMsg) {
+		cs.mu.Lock()
+		cs.msgs = append(cs.msgs, m)
+		cs.seen[string(m.Payload)] = struct{}{}
+		cs.mu.Unlock()
+	})
+	return cs
+}
+
+var subscribers atomic.Int64 // numbers the client ids of subscribeV5
+
+// subscribeV5 attaches an MQTT 5 subscriber (the test client, receive maximum 65535) to the
+// broker at addr, with a username and password unless "", and hands every message of filter
+// to rec with its id property; it is closed in t.Cleanup.
+func subscribeV5(t testing.TB, addr, user, pass, filter string, rec func(cloudMsg)) {
+	t.Helper()
 	var pw []byte
 	if pass != "" {
 		pw = []byte(pass)
 	}
-	cs := &cloudSub{seen: map[string]struct{}{}}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", time.Now().UnixNano()),
+	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("cloudsub-%d", subscribers.Add(1)),
 		Username: user, Password: pw, CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
 			m := cloudMsg{Topic: p.Topic, Payload: append([]byte(nil), p.Payload...)}
-			for _, u := range p.Properties.User {
-				if u.Key == bridge.IDProp {
-					m.ID = u.Value
+			if p.Properties != nil {
+				for _, u := range p.Properties.User {
+					if u.Key == bridge.IDProp {
+						m.ID = u.Value
+					}
 				}
 			}
-			cs.mu.Lock()
-			cs.msgs = append(cs.msgs, m)
-			cs.seen[string(m.Payload)] = struct{}{}
-			cs.mu.Unlock()
+			rec(m)
 			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	if _, err := c.Subscribe(context.Background(), []packets.SubOptions{{Topic: filter, QoS: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	cs.c = c
-	t.Cleanup(func() { c.Close() })
-	return cs
 }
 
 func (c *cloudSub) snapshot() []cloudMsg {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]cloudMsg(nil), c.msgs...)
+}
+
+// waitCount waits until at least n distinct messages were received.
+func (c *cloudSub) waitCount(t testing.TB, n int, total time.Duration) {
+	t.Helper()
+	waitFor(t, total, func() error {
+		if got := c.count(); got < n {
+			return fmt.Errorf("cloud has %d of %d messages", got, n)
+		}
+		return nil
+	})
 }
 
 // count is the number of distinct messages received.
@@ -320,4 +416,36 @@ func decodeInto(src string, cfg bridge.ConnectorConfig) error {
 func runCmd(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// startWSCloud is a websocket cloud: every frame a connection receives goes to onFrame, which
+// returns the id to acknowledge ("" for none); an error fails the test and drops the link.
+func startWSCloud(t testing.TB, onFrame func(typ websocket.MessageType, data []byte) (ack string, err error)) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, data, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			id, err := onFrame(typ, data)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if id == "" {
+				continue
+			}
+			ack, _ := json.Marshal(map[string]string{"ack": id})
+			if err := c.Write(r.Context(), websocket.MessageText, ack); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
 }

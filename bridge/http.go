@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -32,23 +31,10 @@ func init() {
 // A retried request holds exactly the same messages as the failed one.
 type HTTPConfig struct {
 	Base `yaml:",inline"`
-	// URL to POST to (http:// or https://). Credentials in it are used as given and masked in
-	// every log, status and error: userinfo (https://user:pass@host) is sent as HTTP Basic auth
-	// and is allowed only with auth type none; query parameters (?access_token=...) are sent
-	// unchanged. Redirects are never followed (a 3xx is a retried failure: fix the url).
-	URL string `yaml:"url"`
-	// URLs lists endpoints for failover, primary first (instead of url; same rules): on
-	// failure the connector moves to the next and returns to the primary once it answered a
-	// HEAD request (any status below 500) a few times in a row.
-	URLs []string `yaml:"urls"`
-	// Auth: none, bearer, token or hmac.
-	Auth AuthConfig `yaml:"auth"`
-	// TLS settings for https://.
-	TLS TLSConfig `yaml:"tls"`
+	// Where to POST and how: url or urls, auth, tls, headers (webtarget.go).
+	WebTarget `yaml:",inline"`
 	// Timeout of one request (connect, send, response). Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
-	// Headers are extra request headers (e.g. a tenant id).
-	Headers map[string]string `yaml:"headers"`
 	// Traffic control: max_requests, max_requests_burst, compression (traffic.go).
 	HTTPTraffic `yaml:",inline"`
 }
@@ -63,43 +49,12 @@ func (c *HTTPConfig) defaults() {
 // Validate implements ConnectorConfig.
 func (c *HTTPConfig) Validate() error {
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, false)}
-	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
-		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return []error{confkit.Errorf(key, "%q: want an http:// or https:// URL", redact.URL(raw))}
-		} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
-			return []error{confkit.Errorf(key, "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(raw), c.Auth.Type)}
-		}
-		return nil
-	})...)
-	errs = append(errs, c.Auth.validate()...)
-	errs = append(errs, c.TLS.validate("tls")...)
+	errs = append(errs, c.WebTarget.validate([2]string{"http", "https"}, "an http:// or https:// URL")...)
 	if c.Timeout <= 0 {
 		errs = append(errs, confkit.Errorf("timeout", "%v: must be positive", c.Timeout))
 	}
 	errs = append(errs, c.HTTPTraffic.validate()...)
 	return errors.Join(errs...)
-}
-
-// Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
-func (c *HTTPConfig) Secrets() []string {
-	out := urlAndHeaderSecrets(c.URL, c.Headers)
-	for _, u := range c.URLs {
-		out = append(out, redact.URLSecrets(u)...)
-	}
-	return append(out, redact.URLSecrets(c.Auth.TokenURL)...)
-}
-
-// Endpoint implements Endpointer: the primary.
-func (c *HTTPConfig) Endpoint() string { return redact.URL(endpointList(c.URL, c.URLs)[0]) }
-
-// urlAndHeaderSecrets lists the credentials of a URL (userinfo password, secret query values)
-// and every configured header value (headers carry API keys).
-func urlAndHeaderSecrets(raw string, headers map[string]string) []string {
-	out := redact.URLSecrets(raw)
-	for _, v := range headers {
-		out = append(out, v)
-	}
-	return out
 }
 
 type httpConn struct {

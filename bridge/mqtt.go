@@ -192,13 +192,9 @@ func newMQTT(cc ConnectorConfig, env Env) (Connector, error) {
 	if m.clientID == "" {
 		m.clientID = "edged-" + env.GatewayID + "-" + cfg.Name
 	}
-	password := cfg.Password
-	if cfg.PasswordFile != "" {
-		p, err := readSecret(cfg.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: password_file: %w", err)
-		}
-		password = p
+	password, err := secretOr(cfg.Password, cfg.PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: password_file: %w", err)
 	}
 	scrub.Add(password)
 	for _, raw := range endpointList(cfg.URL, cfg.URLs) {
@@ -465,14 +461,10 @@ func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 		o.SetBinaryWill(w.Topic, w.Payload, w.QoS, w.Retain)
 	}
 	c := paho3.NewClient(o)
-	tok := c.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		go func() { <-tok.Done(); c.Disconnect(0) }()
-		return ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
+	if err := dial3(ctx, c); err != nil {
+		if errors.Is(err, ctx.Err()) {
+			return err
+		}
 		return fmt.Errorf("%s: %w", ep.display, err)
 	}
 	m.mu.Lock()
@@ -491,6 +483,19 @@ func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 	}
 	m.startPresence(c3Publisher(c), done)
 	return nil
+}
+
+// dial3 connects c, waiting no longer than ctx: then it returns ctx.Err() and a CONNECT
+// still in progress is disconnected once paho completes it, so no link outlives the caller.
+func dial3(ctx context.Context, c paho3.Client) error {
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		go func() { <-tok.Done(); c.Disconnect(0) }()
+		return ctx.Err()
+	}
 }
 
 // deliver3 publishes one 3.1.1 downlink message locally and acknowledges it to the remote only
@@ -573,14 +578,7 @@ func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, 
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-done:
-		return errors.New("connection lost")
-	default:
-		return nil
-	}
+	return linkEnd(ctx, done)
 }
 
 var (

@@ -201,14 +201,7 @@ func (m *mqttConn) Probe(ctx context.Context, i int) error {
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(m.cfg.ConnectTimeout).
 			SetTLSConfig(m.tls).SetProtocolVersion(4).SetUsername(ep.username).SetPassword(ep.password)
 		c := paho3.NewClient(o)
-		tok := c.Connect()
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			go func() { <-tok.Done(); c.Disconnect(0) }()
-			return m.scrub.Error(fmt.Errorf("probe %s: %w", ep.display, ctx.Err()))
-		}
-		if err := tok.Error(); err != nil {
+		if err := dial3(ctx, c); err != nil {
 			return m.scrub.Error(fmt.Errorf("probe %s: %w", ep.display, err))
 		}
 		c.Disconnect(0)

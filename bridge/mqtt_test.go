@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
@@ -39,40 +38,7 @@ subscribe:
   - {from: "gw1/cmd/#", to: "cmd/{1}", qos: 1}
 `))
 	s.waitConnected("cloud")
-	local := localClient(t, s.addr, "dev1")
-	got := make(chan paho3.Message, 10)
-	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	publishN(t, local, "sensors/t1/room/a", 0, 3)
-	waitFor(t, 10*time.Second, func() error {
-		if n := sub.count(); n < 3 {
-			return fmt.Errorf("cloud got %d", n)
-		}
-		return nil
-	})
-	for _, m := range sub.snapshot() {
-		if m.Topic != "gw/gw1/t1/room/a" || m.ID == "" {
-			t.Fatalf("cloud got topic %q id %q", m.Topic, m.ID)
-		}
-	}
-	checkSeqs(t, sub.snapshot(), 3, rawSeq)
-
-	// downlink
-	cmdc := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloudcmd"))
-	if tok := cmdc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cmdc.Disconnect(10)
-	cmdc.Publish("gw1/cmd/dev1/reboot", 1, false, []byte("now")).Wait()
-	select {
-	case m := <-got:
-		if m.Topic() != "cmd/dev1/reboot" || string(m.Payload()) != "now" {
-			t.Fatalf("local got %s %q", m.Topic(), m.Payload())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("downlink command did not arrive locally")
-	}
+	checkRoundTrip(t, s.addr, cloud.Addr, sub, "sensors/t1/room/a", "gw/gw1/t1/room/a", 3, "gw1/cmd/dev1/reboot", "cmd/dev1/reboot")
 	// The downlink counter moves after the local publish returns: poll, don't race it.
 	waitFor(t, 5*time.Second, func() error {
 		if st := s.status("cloud"); st.Downlink != 1 || st.Sent != 3 {
@@ -94,12 +60,7 @@ subscribe:
 `))
 	s.waitConnected("cloud")
 	sub := subscribeCloud(t, cloud.Addr, "up/#")
-	cmdc := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloudcmd"))
-	if tok := cmdc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cmdc.Disconnect(10)
-	cmdc.Publish("down/x", 1, false, []byte("cmd")).Wait()
+	cloudPublish(t, cloud.Addr, "down/x", "cmd")
 	waitFor(t, 5*time.Second, func() error {
 		if st := s.status("cloud"); st.Downlink != 1 {
 			return fmt.Errorf("downlink %d", st.Downlink)
@@ -108,12 +69,7 @@ subscribe:
 	})
 	local := localClient(t, s.addr, "dev")
 	publishN(t, local, "marker", 0, 1)
-	waitFor(t, 5*time.Second, func() error {
-		if sub.count() < 1 {
-			return fmt.Errorf("marker not forwarded")
-		}
-		return nil
-	})
+	sub.waitCount(t, 1, 5*time.Second) // the marker
 	for _, m := range sub.snapshot() {
 		if m.Topic != "up/marker" {
 			t.Fatalf("looped message forwarded: %s", m.Topic)
@@ -125,7 +81,7 @@ subscribe:
 // it comes back, all arrive in order.
 func TestMQTTOfflineBacklog(t *testing.T) {
 	port := testutil.FreePort(t)
-	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", port), false)
+	p := testutil.StartRelay(t, fmt.Sprintf("127.0.0.1:%d", port), testutil.RelayDead)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+p.Addr(), `
 format: cbor
 forward:
@@ -150,12 +106,7 @@ forward:
 		return nil
 	})
 	t.Logf("drained in %v", time.Since(start))
-	waitFor(t, 10*time.Second, func() error {
-		if c := sub.count(); c < n {
-			return fmt.Errorf("cloud has %d", c)
-		}
-		return nil
-	})
+	sub.waitCount(t, n, 10*time.Second)
 	checkSeqs(t, sub.snapshot(), n, envSeq)
 }
 
@@ -164,7 +115,7 @@ forward:
 func TestMQTTLinkFlaps(t *testing.T) {
 	cloud := testutil.StartMosquitto(t, 0, "")
 	sub := subscribeCloud(t, cloud.Addr, "gw1/#")
-	p := startProxy(t, cloud.Addr, false)
+	p := testutil.StartRelay(t, cloud.Addr, testutil.RelayDead)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+p.Addr(), `
 window: 200
 batch: {max_messages: 200}
@@ -185,12 +136,7 @@ forward:
 	})
 	close(stop)
 	p.Set(true)
-	waitFor(t, 10*time.Second, func() error {
-		if c := sub.count(); c < n {
-			return fmt.Errorf("cloud has %d", c)
-		}
-		return nil
-	})
+	sub.waitCount(t, n, 10*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	checkSeqs(t, sub.snapshot(), n, rawSeq)
 	st := s.status("cloud")
@@ -211,12 +157,7 @@ forward:
 `))
 	local := localClient(t, s.addr, "dev1")
 	publishN(t, local, "sensors/a", 0, 2000)
-	waitFor(t, 30*time.Second, func() error {
-		if c := sub.count(); c < 2000 {
-			return fmt.Errorf("cloud has %d", c)
-		}
-		return nil
-	})
+	sub.waitCount(t, 2000, 30*time.Second)
 	st := s.status("cloud")
 	if st.Window != 7 || st.Reconnects != 0 || st.Failed != 0 {
 		t.Fatalf("want window 7 and no failures, got %+v", st)
@@ -342,32 +283,12 @@ subscribe:
 `))
 	s.waitConnected("cloud")
 	local := localClient(t, s.addr, "dev1")
-	got := make(chan paho3.Message, 4)
-	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	got := testutil.Subscribe(t, local, "cmd/#")
 	publishN(t, local, "sensors/a", 0, 500)
-	waitFor(t, 20*time.Second, func() error {
-		if c := sub.count(); c < 500 {
-			return fmt.Errorf("cloud has %d", c)
-		}
-		return nil
-	})
+	sub.waitCount(t, 500, 20*time.Second)
 	checkSeqs(t, sub.snapshot(), 500, envSeq)
-	cmd := paho3.NewClient(paho3.NewClientOptions().AddBroker("tcp://" + cloud.Addr).SetClientID("cloud-app"))
-	if tok := cmd.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cmd.Disconnect(10)
-	cmd.Publish("gw1/cmd/dev1", 1, false, []byte("x")).Wait()
-	select {
-	case m := <-got:
-		if m.Topic() != "cmd/dev1" {
-			t.Fatalf("local got %s", m.Topic())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("downlink did not arrive")
-	}
+	cloudPublish(t, cloud.Addr, "gw1/cmd/dev1", "x")
+	testutil.Expect(t, got, "cmd/dev1", "x", 10*time.Second)
 }
 
 // TestMQTTPubackRejectDeadLetters: mosquitto refuses a topic by ACL (PUBACK 0x87 for MQTT 5):
@@ -385,23 +306,9 @@ forward:
 	publishN(t, local, "ok/a", 0, 5)
 	publishN(t, local, "no/a", 5, 1)
 	publishN(t, local, "ok/a", 5, 5)
-	waitFor(t, 10*time.Second, func() error {
-		if st := s.status("cloud"); st.Depth != 0 || st.DeadLetters != 1 {
-			return fmt.Errorf("depth %d dead %d (%s)", st.Depth, st.DeadLetters, st.LastError)
-		}
-		return nil
-	})
-	waitFor(t, 10*time.Second, func() error {
-		if c := sub.count(); c < 10 {
-			return fmt.Errorf("cloud has %d", c)
-		}
-		return nil
-	})
+	s.waitOneDeadLetter("cloud", "0x87", 10*time.Second)
+	sub.waitCount(t, 10, 10*time.Second)
 	checkSeqs(t, sub.snapshot(), 10, rawSeq)
-	dl, err := s.db.Outboxes()[0].DeadLetters(0, 10)
-	if err != nil || len(dl) != 1 || !strings.Contains(dl[0].Reason, "0x87") {
-		t.Fatalf("dead letters %+v %v", dl, err)
-	}
 }
 
 // TestRunStopsEverything: Run returns promptly on cancel with connectors in every state, and

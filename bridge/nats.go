@@ -172,10 +172,9 @@ type natsConn struct {
 	opts  []nats.Option
 	scrub *redact.Scrubber
 
-	mu   sync.Mutex
+	link // mu guards the fields below too
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	done chan struct{}
 	subs []jetstream.ConsumeContext
 }
 
@@ -196,15 +195,11 @@ func newNATS(cc ConnectorConfig, env Env) (Connector, error) {
 		n.opts = append(n.opts, nats.SetCustomDialer(natsDialer{dial: env.Dialer(&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}), timeout: cfg.ConnectTimeout}))
 	}
 	if cfg.Username != "" {
-		pw := cfg.Password
-		if cfg.PasswordFile != "" {
-			p, err := readSecret(cfg.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("nats: password_file: %w", err)
-			}
-			pw = p
-			n.scrub.Add(p)
+		pw, err := secretOr(cfg.Password, cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats: password_file: %w", err)
 		}
+		n.scrub.Add(pw)
 		n.opts = append(n.opts, nats.UserInfo(cfg.Username, pw))
 	}
 	if cfg.TokenFile != "" {
@@ -355,13 +350,6 @@ func (n *natsConn) onDownlink(m jetstream.Msg, qos byte) {
 		return
 	}
 	_ = m.Ack()
-}
-
-// Done implements Linked.
-func (n *natsConn) Done() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.done
 }
 
 // Close implements Connector.
@@ -528,13 +516,9 @@ publish:
 	select {
 	case e := <-linkErr:
 		return e
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-done:
-		return errors.New("connection lost")
 	default:
-		return nil
 	}
+	return linkEnd(ctx, done)
 }
 
 // classify maps a failed publish to the forwarder's semantics. "No responders" means no stream

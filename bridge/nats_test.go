@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
@@ -277,20 +276,7 @@ forward:
 	local := localClient(t, s.addr, "dev1")
 	publishN(t, local, "lost/x", 0, 1)
 	publishN(t, local, "ok/x", 1, 3)
-	waitFor(t, 30*time.Second, func() error {
-		st := s.status("fleet")
-		if st.Depth != 0 || st.DeadLetterDepth != 1 {
-			return fmt.Errorf("depth %d, dead letters %d (%s)", st.Depth, st.DeadLetterDepth, st.LastError)
-		}
-		return nil
-	})
-	dead, err := s.db.Outboxes()[0].DeadLetters(0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(dead) != 1 || !strings.Contains(dead[0].Reason, `no JetStream stream captures subject "gw1.lost.x"`) {
-		t.Fatalf("dead letters: %+v", dead)
-	}
+	s.waitOneDeadLetter("fleet", `no JetStream stream captures subject "gw1.lost.x"`, 30*time.Second)
 	seqs, _ := streamSeqs(t, js, "OK")
 	if len(seqs) != 3 {
 		t.Fatalf("stream OK holds %v", seqs)
@@ -310,25 +296,15 @@ subscribe:
 downlink: {stream: CMDS}
 `))
 	s.waitConnected("fleet")
-	got := make(chan paho3.Message, 10)
 	local := localClient(t, s.addr, "dev1")
-	if tok := local.Subscribe("cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	got := testutil.Subscribe(t, local, "cmd/#")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// "dev 1.a" is a level with a space and a dot: escaped on the NATS side.
 	if _, err := js.Publish(ctx, "gw1.cmd.dev%201%2Ea.reboot", []byte("now")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case m := <-got:
-		if m.Topic() != "cmd/dev 1.a/reboot" || string(m.Payload()) != "now" {
-			t.Fatalf("got %q %q", m.Topic(), m.Payload())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no downlink message; status %+v", s.status("fleet"))
-	}
+	testutil.Expect(t, got, "cmd/dev 1.a/reboot", "now", 30*time.Second)
 	waitFor(t, 30*time.Second, func() error {
 		ci, err := st.Consumer(ctx, "edged-gw1-fleet-0")
 		if err != nil {

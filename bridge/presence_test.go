@@ -4,17 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/edged-dev/edged/broker"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
-
 	"github.com/edged-dev/edged/bridge"
-	"github.com/edged-dev/edged/bridge/internal/mqtt5"
+	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 )
@@ -40,35 +36,49 @@ func (a *arrivals) snapshot() []arrival {
 	return append([]arrival(nil), a.log...)
 }
 
+// count is the number of messages cloud received.
+func (a *arrivals) count(cloud string) int {
+	n := 0
+	for _, m := range a.snapshot() {
+		if m.Cloud == cloud {
+			n++
+		}
+	}
+	return n
+}
+
+// record logs the envelopes a cloud of an http or websocket connector received.
+func (a *arrivals) record(cloud string, envs []*wire.Envelope) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range envs {
+		a.log = append(a.log, arrival{Cloud: cloud, Topic: e.Topic, Payload: e.Payload, ID: e.ID.String(), At: time.Now()})
+	}
+}
+
+// checkFailedBack checks that seq 0..total-1 arrived over all clouds in order (checkSeqs),
+// the last one at the primary.
+func (a *arrivals) checkFailedBack(t testing.TB, total int) {
+	t.Helper()
+	all := a.snapshot()
+	msgs := make([]cloudMsg, 0, len(all))
+	for _, m := range all {
+		msgs = append(msgs, cloudMsg{Topic: m.Topic, Payload: m.Payload, ID: m.ID})
+	}
+	checkSeqs(t, msgs, total, rawSeq)
+	if last := all[len(all)-1]; last.Cloud != "primary" {
+		t.Fatalf("the last message arrived at %s, want primary", last.Cloud)
+	}
+}
+
 // subscribe attaches a subscriber named cloud to addr with filter, recording into a.
 func (a *arrivals) subscribe(t testing.TB, cloud, addr, filter string) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := mqtt5.Connect(context.Background(), conn, mqtt5.Options{ClientID: fmt.Sprintf("rec-%s-%d", cloud, time.Now().UnixNano()),
-		CleanStart: true, ReceiveMaximum: 65535, OnPublish: func(p *packets.Publish) error {
-			m := arrival{Cloud: cloud, Topic: p.Topic, Payload: append([]byte(nil), p.Payload...), At: time.Now()}
-			if p.Properties != nil {
-				for _, u := range p.Properties.User {
-					if u.Key == bridge.IDProp {
-						m.ID = u.Value
-					}
-				}
-			}
-			a.mu.Lock()
-			a.log = append(a.log, m)
-			a.mu.Unlock()
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Subscribe(context.Background(), []packets.SubOptions{{Topic: filter, QoS: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	subscribeV5(t, addr, "", "", filter, func(m cloudMsg) {
+		a.mu.Lock()
+		a.log = append(a.log, arrival{Cloud: cloud, Topic: m.Topic, Payload: m.Payload, ID: m.ID, At: time.Now()})
+		a.mu.Unlock()
+	})
 }
 
 // presencePayload is the word of a status message in format (raw, or an envelope's payload).
@@ -120,7 +130,7 @@ func TestPresenceWillOnBlackholedLink(t *testing.T) {
 			}
 			var rec arrivals
 			rec.subscribe(t, "cloud", cloudAddr, "gw1/#")
-			px := startHoleProxy(t, cloudAddr)
+			px := testutil.StartRelay(t, cloudAddr, testutil.RelayForward)
 			const keepalive = 2 * time.Second
 			cfg := decodeConnector(t, fmt.Sprintf(`
 name: cloud
@@ -176,7 +186,7 @@ forward:
 			}
 
 			cut := time.Now()
-			px.SetMode(modeBlackhole)
+			px.SetMode(testutil.RelayBlackhole)
 			lastUp := px.LastUp()
 			var took time.Duration
 			waitFor(t, 4*keepalive+10*time.Second, func() error {
@@ -201,7 +211,7 @@ forward:
 			}
 
 			back := time.Now()
-			px.SetMode(modeForward)
+			px.SetMode(testutil.RelayForward)
 			waitFor(t, 15*time.Second, func() error {
 				got := status()
 				if got[len(got)-1] != bridge.PresenceOnline || len(got) < 3 {

@@ -91,12 +91,7 @@ forward: [{from: "s/#", to: "up/{topic}", qos: 1}]
 	if err != nil || !slices.Equal(res.Added, []string{"c1"}) {
 		t.Fatalf("re-added: %+v, %v", res, err)
 	}
-	waitFor(t, 30*time.Second, func() error {
-		if n := sub.count(); n < 20 {
-			return fmt.Errorf("%d of 20 at the cloud", n)
-		}
-		return nil
-	})
+	sub.waitCount(t, 20, 30*time.Second)
 	if st := outboxStats(t, s.db, "c1"); !st.Configured || st.Depth != 0 {
 		t.Fatalf("re-added outbox: %+v", st)
 	}

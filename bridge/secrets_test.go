@@ -296,12 +296,7 @@ func TestMQTTURLUserinfoIsUsed(t *testing.T) {
 			s.waitConnected("cloud")
 			local := localClient(t, s.addr, "dev1")
 			publishN(t, local, "t/x", 0, 3)
-			waitFor(t, 10*time.Second, func() error {
-				if n := sub.count(); n < 3 {
-					return fmt.Errorf("cloud got %d", n)
-				}
-				return nil
-			})
+			sub.waitCount(t, 3, 10*time.Second)
 			if st := s.status("cloud"); strings.Contains(st.Endpoint, secretPass) || !strings.Contains(st.Endpoint, "edge:xxxxx@") {
 				t.Fatalf("endpoint %q", st.Endpoint)
 			}

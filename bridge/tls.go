@@ -77,6 +77,15 @@ func readSecret(path string) (string, error) {
 	return s, nil
 }
 
+// secretOr is the secret of file when one is named (read now), else inline: the two config
+// keys of one credential (password and password_file) are exclusive, Validate checks that.
+func secretOr(inline, file string) (string, error) {
+	if file == "" {
+		return inline, nil
+	}
+	return readSecret(file)
+}
+
 func checkSecretFile(key, path string) error {
 	if path == "" {
 		return nil

@@ -130,15 +130,7 @@ func ParseByteRate(s string) (ByteRate, error) {
 
 // UnmarshalYAML accepts "32KiB/s".
 func (r *ByteRate) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a rate such as 32KiB/s", n.Line)}}
-	}
-	v, err := ParseByteRate(n.Value)
-	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
-	}
-	*r = v
-	return nil
+	return confkit.UnmarshalScalar(n, "a rate such as 32KiB/s", ParseByteRate, r)
 }
 
 // MarshalYAML writes bytes per second.
@@ -169,15 +161,7 @@ func ParseRequestRate(s string) (RequestRate, error) {
 
 // UnmarshalYAML accepts "20/s".
 func (r *RequestRate) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a rate such as 20/s", n.Line)}}
-	}
-	v, err := ParseRequestRate(n.Value)
-	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
-	}
-	*r = v
-	return nil
+	return confkit.UnmarshalScalar(n, "a rate such as 20/s", ParseRequestRate, r)
 }
 
 // MarshalYAML writes requests per second.

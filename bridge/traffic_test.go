@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/bridge"
@@ -20,31 +19,12 @@ import (
 	"github.com/edged-dev/edged/storage"
 )
 
-// publishPayloads publishes QoS 1 messages pipelined and waits for every PUBACK.
-func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (string, []byte)) {
+// cloudDown starts a cloud mosquitto with a subscriber on gw/# and a relay to it that is
+// off: the uplink through px.Addr() is down until the test turns it on (px.Set(true)).
+func cloudDown(t testing.TB) (*cloudSub, *testutil.Relay) {
 	t.Helper()
-	const window = 500
-	toks := make(chan paho3.Token, window)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(errc)
-		for tok := range toks {
-			if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %w", tok.Error())
-				for range toks {
-				}
-				return
-			}
-		}
-	}()
-	for i := 0; i < n; i++ {
-		topic, p := msg(i)
-		toks <- c.Publish(topic, 1, false, p)
-	}
-	close(toks)
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	cloud := testutil.StartMosquitto(t, 0, "")
+	return subscribeCloud(t, cloud.Addr, "gw/#"), testutil.StartRelay(t, cloud.Addr, testutil.RelayDead)
 }
 
 // TestTrafficPriorityAfterOutage (issue 16): alerts/# at priority high and telemetry/# at low;
@@ -57,9 +37,7 @@ func publishPayloads(t testing.TB, c paho3.Client, n int, msg func(i int) (strin
 // TestTrafficBandwidthCap's job.
 func TestTrafficPriorityAfterOutage(t *testing.T) {
 	const nTele, nAlerts = 50_000, 100
-	cloud := testutil.StartMosquitto(t, 0, "")
-	sub := subscribeCloud(t, cloud.Addr, "gw/#")
-	px := startProxy(t, cloud.Addr, false)
+	sub, px := cloudDown(t)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
 rate: 1MiB/s
 forward:
@@ -131,9 +109,7 @@ forward:
 // exactly 10 messages, the newest of each; the 9,990 others are counted as superseded.
 func TestTrafficKeepLatest(t *testing.T) {
 	const n, topics = 10_000, 10
-	cloud := testutil.StartMosquitto(t, 0, "")
-	sub := subscribeCloud(t, cloud.Addr, "gw/#")
-	px := startProxy(t, cloud.Addr, false)
+	sub, px := cloudDown(t)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
 forward:
   - {from: "state/#", to: "gw/state/{1}", qos: 1, keep_latest: true}
@@ -377,9 +353,7 @@ forward:
 // queue keeps its own order and nothing is lost.
 func TestTrafficLiveFirst(t *testing.T) {
 	const nBacklog, nLive = 3000, 20
-	cloud := testutil.StartMosquitto(t, 0, "")
-	sub := subscribeCloud(t, cloud.Addr, "gw/#")
-	px := startProxy(t, cloud.Addr, false)
+	sub, px := cloudDown(t)
 	// 64KiB/s: the ~300 KB backlog takes ~5 s, long enough to publish into its drain.
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
 live_first: true
@@ -391,19 +365,9 @@ forward:
 	publishN(t, local, "telemetry/backlog", 0, nBacklog)
 	px.Set(true)
 	s.waitConnected("cloud")
-	waitFor(t, 30*time.Second, func() error {
-		if n := sub.count(); n < 100 {
-			return fmt.Errorf("cloud got %d", n)
-		}
-		return nil
-	})
+	sub.waitCount(t, 100, 30*time.Second)
 	publishPayloads(t, local, nLive, func(i int) (string, []byte) { return "telemetry/live", []byte(fmt.Sprintf("live=%d", i)) })
-	waitFor(t, 2*time.Minute, func() error {
-		if n := sub.count(); n < nBacklog+nLive {
-			return fmt.Errorf("cloud got %d of %d", n, nBacklog+nLive)
-		}
-		return nil
-	})
+	sub.waitCount(t, nBacklog+nLive, 2*time.Minute)
 	var backlog []cloudMsg
 	lastLive, nextLive := -1, 0
 	for _, m := range sub.snapshot() {
@@ -430,9 +394,7 @@ forward:
 // TestTrafficRuleTTL (issue 16): a rule's ttl overrides the connector's: its messages older
 // than that are dropped (counted as ttl) instead of sent; another rule's are kept.
 func TestTrafficRuleTTL(t *testing.T) {
-	cloud := testutil.StartMosquitto(t, 0, "")
-	sub := subscribeCloud(t, cloud.Addr, "gw/#")
-	px := startProxy(t, cloud.Addr, false)
+	sub, px := cloudDown(t)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
 forward:
   - {from: "gps/#", to: "gw/gps/{1}", qos: 1, ttl: 1s}
@@ -451,12 +413,7 @@ forward:
 		return nil
 	})
 	publishN(t, local, "telemetry/probe", 100, 1) // marks the end of the drain
-	waitFor(t, 10*time.Second, func() error {
-		if n := sub.count(); n < 16 {
-			return fmt.Errorf("cloud got %d", n)
-		}
-		return nil
-	})
+	sub.waitCount(t, 16, 10*time.Second)
 	counts := map[string]int{}
 	for _, m := range sub.snapshot() {
 		counts[m.Topic]++
@@ -476,9 +433,7 @@ forward:
 // TestTrafficLaneOfEarlierConfigDrained: messages stored in a lane that a new configuration no
 // longer has (priority and keep_latest removed) are still delivered after the restart.
 func TestTrafficLaneOfEarlierConfigDrained(t *testing.T) {
-	cloud := testutil.StartMosquitto(t, 0, "")
-	sub := subscribeCloud(t, cloud.Addr, "gw/#")
-	px := startProxy(t, cloud.Addr, false)
+	sub, px := cloudDown(t)
 	dir := t.TempDir()
 	s := startStack(t, dir, mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
 forward:
@@ -499,12 +454,7 @@ forward:
 		t.Fatalf("depth %d after the restart, want the 13 stored (lanes %+v)", st.Depth, st.Traffic.Lanes)
 	}
 	px.Set(true)
-	waitFor(t, 30*time.Second, func() error {
-		if n := sub.count(); n < 13 {
-			return fmt.Errorf("cloud got %d of 13", n)
-		}
-		return nil
-	})
+	sub.waitCount(t, 13, 30*time.Second)
 	checkSeqs(t, filterTopic(sub.snapshot(), "gw/alerts/a"), 10, rawSeq)
 }
 

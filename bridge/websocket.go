@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -31,21 +30,8 @@ func init() {
 // package documentation ("WebSocket protocol").
 type WebSocketConfig struct {
 	Base `yaml:",inline"`
-	// URL is ws:// or wss://. Credentials in it are used as given and masked in every log,
-	// status and error: userinfo is sent as HTTP Basic auth on the handshake and is allowed only
-	// with auth type none; query parameters (?token=...) are sent unchanged. Redirects of the
-	// handshake are never followed (a retried failure: fix the url).
-	URL string `yaml:"url"`
-	// URLs lists endpoints for failover, primary first (instead of url; same rules): on
-	// failure the connector moves to the next and returns to the primary once it completed
-	// the opening handshake a few times in a row.
-	URLs []string `yaml:"urls"`
-	// Auth is applied to the opening handshake (a GET without body): none, bearer, token, hmac.
-	Auth AuthConfig `yaml:"auth"`
-	// TLS settings for wss://.
-	TLS TLSConfig `yaml:"tls"`
-	// Headers are extra handshake headers.
-	Headers map[string]string `yaml:"headers"`
+	// Where to connect and how: url or urls, auth, tls, headers (webtarget.go).
+	WebTarget `yaml:",inline"`
 	// PingInterval between WebSocket pings; a ping unanswered within the interval drops the
 	// link (the forwarder reconnects). Default 20s.
 	PingInterval time.Duration `yaml:"ping_interval"`
@@ -63,34 +49,13 @@ func (c *WebSocketConfig) defaults() {
 // Validate implements ConnectorConfig.
 func (c *WebSocketConfig) Validate() error {
 	errs := []error{c.Base.validate([]string{FormatJSON, FormatCBOR}, true)}
-	errs = append(errs, validateEndpoints(c.URL, c.URLs, func(key, raw string) []error {
-		if u, err := url.Parse(raw); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			return []error{confkit.Errorf(key, "%q: want a ws:// or wss:// URL", redact.URL(raw))}
-		} else if u.User != nil && c.Auth.Type != "" && c.Auth.Type != "none" {
-			return []error{confkit.Errorf(key, "%q: credentials in the url (HTTP Basic) conflict with auth type %s; remove one", redact.URL(raw), c.Auth.Type)}
-		}
-		return nil
-	})...)
-	errs = append(errs, c.Auth.validate()...)
-	errs = append(errs, c.TLS.validate("tls")...)
+	errs = append(errs, c.WebTarget.validate([2]string{"ws", "wss"}, "a ws:// or wss:// URL")...)
 	if c.PingInterval <= 0 {
 		errs = append(errs, confkit.Errorf("ping_interval", "%v: must be positive", c.PingInterval))
 	}
 	errs = append(errs, c.WSTraffic.validate()...)
 	return errors.Join(errs...)
 }
-
-// Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
-func (c *WebSocketConfig) Secrets() []string {
-	out := urlAndHeaderSecrets(c.URL, c.Headers)
-	for _, u := range c.URLs {
-		out = append(out, redact.URLSecrets(u)...)
-	}
-	return append(out, redact.URLSecrets(c.Auth.TokenURL)...)
-}
-
-// Endpoint implements Endpointer: the primary.
-func (c *WebSocketConfig) Endpoint() string { return redact.URL(endpointList(c.URL, c.URLs)[0]) }
 
 // wsControl is an ack or reject frame from the server (and the ack edged sends for downlink).
 type wsControl struct {
@@ -108,9 +73,8 @@ type wsConn struct {
 	eps    endpoints
 	comp   *compressor // compress.go; nil: frames as they are
 
-	mu     sync.Mutex
+	link   // mu guards the fields below too
 	c      *websocket.Conn
-	done   chan struct{}
 	cancel context.CancelFunc
 	ctrl   chan wsControl
 	wg     sync.WaitGroup
@@ -300,13 +264,6 @@ func (w *wsConn) pinger(ctx context.Context, c *websocket.Conn) {
 			return
 		}
 	}
-}
-
-// Done implements Linked.
-func (w *wsConn) Done() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.done
 }
 
 // Close implements Connector.

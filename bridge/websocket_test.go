@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/edged-dev/edged/wire"
 )
 
@@ -135,10 +135,7 @@ subscribe:
 `, strings.TrimPrefix(srv.URL, "http"), format, writeSecret(t, "tok", "wstoken")))
 			s := startStack(t, "", cfg)
 			local := localClient(t, s.addr, "dev1")
-			got := make(chan paho3.Message, 10)
-			if tok := local.Subscribe("local/cmd/#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-				t.Fatal(tok.Error())
-			}
+			got := testutil.Subscribe(t, local, "local/cmd/#")
 			// the downlink pushed on connect reaches the local subscriber (the first push may
 			// race the subscription above; a reconnect pushes it again)
 			publishN(t, local, "chat/room1", 0, 50)
@@ -152,14 +149,7 @@ subscribe:
 				}
 				return nil
 			})
-			select {
-			case m := <-got:
-				if m.Topic() != "local/cmd/dev1" || string(m.Payload()) != "open" {
-					t.Fatalf("downlink %s %q", m.Topic(), m.Payload())
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("downlink frame did not reach the local subscriber")
-			}
+			testutil.Expect(t, got, "local/cmd/dev1", "open", 5*time.Second)
 			ws.mu.Lock()
 			defer ws.mu.Unlock()
 			var msgs []cloudMsg

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	paho3 "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/edged-dev/edged/internal/testutil"
 )
 
@@ -22,26 +20,8 @@ func TestClientWindowSharesCommits(t *testing.T) {
 
 	c0 := s.db.Stats().Commits
 	t0 := time.Now()
-	toks := make(chan paho3.Token, window-1) // + the one being waited for = window in flight
-	errc := make(chan error, 1)
-	go func() {
-		defer close(errc)
-		for tok := range toks {
-			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %w", tok.Error())
-				for range toks {
-				}
-				return
-			}
-		}
-	}()
-	for i := range n {
-		toks <- c.Publish("dev/t", 1, false, []byte(fmt.Sprintf("seq=%d", i)))
-	}
-	close(toks)
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	// window-1 outstanding + the one being waited for = window in flight
+	publishWindow(t, c, window-1, n, func(i int) (string, []byte) { return "dev/t", []byte(fmt.Sprintf("seq=%d", i)) })
 	el := time.Since(t0)
 	commits := s.db.Stats().Commits - c0
 	if d := s.status("up").Depth; d != n {

@@ -3,9 +3,7 @@ package powercut_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,86 +26,6 @@ func requireFUSE(t *testing.T) {
 		}
 		t.Skipf("%v; skipping outside CI", err)
 	}
-}
-
-// relay is the cloud's address as edged sees it: a TCP relay to mosquitto that the test turns
-// on and off. Off, it refuses new connections and cuts the open ones.
-type relay struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	on     bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-func startRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	r.wg.Add(1)
-	go r.accept()
-	t.Cleanup(r.close)
-	return r
-}
-
-func (r *relay) addr() string { return r.ln.Addr().String() }
-
-func (r *relay) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.mu.Lock()
-		if !r.on {
-			r.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", r.target, 2*time.Second)
-		if err != nil {
-			r.mu.Unlock()
-			c.Close()
-			continue
-		}
-		r.conns[c], r.conns[up] = struct{}{}, struct{}{}
-		r.wg.Add(2)
-		r.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			defer r.wg.Done()
-			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-			r.mu.Lock()
-			delete(r.conns, dst)
-			delete(r.conns, src)
-			r.mu.Unlock()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (r *relay) set(on bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.on = on
-	if !on {
-		for c := range r.conns {
-			c.Close()
-		}
-	}
-}
-
-func (r *relay) close() {
-	r.ln.Close()
-	r.set(false)
-	r.wg.Wait()
 }
 
 // cloud records every message id that reaches mosquitto under gw/#.

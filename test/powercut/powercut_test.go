@@ -29,7 +29,7 @@ type rig struct {
 	backing string
 	mnt     string
 	fs      *faultfs.FS
-	relay   *relay
+	relay   *testutil.Relay // the cloud as edged sees it: off refuses new connections and cuts the open ones
 	cloud   *cloud
 	broker  string
 	edged   *testutil.Edged
@@ -82,7 +82,7 @@ func newRig(t *testing.T, opts faultfs.Options, seed uint64) *rig {
 	delete(r.cloud.seen, probe)
 	r.cloud.mu.Unlock()
 
-	r.relay = startRelay(t, mosq.Addr)
+	r.relay = testutil.StartRelay(t, mosq.Addr, testutil.RelayDead)
 	r.broker = testutil.FreeAddr(t)
 	r.mount()
 	// Registered after StartMosquitto and the relay, so it runs first: edged dies, then the
@@ -111,23 +111,7 @@ func (r *rig) mount() {
 }
 
 func (r *rig) config() string {
-	return fmt.Sprintf(`data_dir: %s
-gateway_id: gw
-log: {level: info}
-admin: {address: "{admin}"}
-broker:
-  listeners:
-    - {type: tcp, address: %q}
-bridge:
-  connectors:
-    - name: cloud
-      type: mqtt
-      url: tcp://%s
-      backoff: {min: 20ms, max: 200ms}
-      breaker: {failures: -1}
-      forward:
-        - {from: "sensors/#", to: "{gateway_id}/{topic}", qos: 1}
-`, filepath.Join(r.mnt, "data"), r.broker, r.relay.addr())
+	return testutil.UplinkConfig("gw", r.broker, "tcp://"+r.relay.Addr(), "")
 }
 
 func (r *rig) start() {
@@ -215,10 +199,10 @@ func (r *rig) drainAndCut() {
 	if _, err := r.pub(200).run(r.broker, nil, n*200); err != nil {
 		r.t.Fatalf("drain: publishing the backlog: %v", err)
 	}
-	r.relay.set(true)
+	r.relay.Set(true)
 	time.Sleep(pick(r.rng, 0, 400*time.Millisecond))
 	r.cut("drain")
-	r.relay.set(false)
+	r.relay.Set(false)
 }
 
 // cutAfterRestart starts edged on the just-cut store and cuts again within a second, before
@@ -234,7 +218,7 @@ func (r *rig) cutAfterRestart() {
 func (r *rig) finish() (acked, lost, dups int, lostIDs []int) {
 	r.t.Helper()
 	r.start()
-	r.relay.set(true)
+	r.relay.Set(true)
 	want := r.acked.list()
 	last, lastChange := -1, time.Now()
 	testutil.WaitFor(r.t, 30*time.Minute, 100*time.Millisecond, func() error {

@@ -1,0 +1,34 @@
+package testutil
+
+import (
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Subscribe subscribes c to filter at QoS 1; the messages arrive on the returned channel
+// (buffered: a test reads them with Expect).
+func Subscribe(t testing.TB, c mqtt.Client, filter string) <-chan mqtt.Message {
+	t.Helper()
+	ch := make(chan mqtt.Message, 64)
+	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m })
+	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	return ch
+}
+
+// Expect waits up to within for the next message on ch and fails unless it has topic and
+// payload.
+func Expect(t testing.TB, ch <-chan mqtt.Message, topic, payload string, within time.Duration) {
+	t.Helper()
+	select {
+	case m := <-ch:
+		if m.Topic() != topic || string(m.Payload()) != payload {
+			t.Fatalf("got %s %q, want %s %q", m.Topic(), m.Payload(), topic, payload)
+		}
+	case <-time.After(within):
+		t.Fatalf("no message on %s within %v", topic, within)
+	}
+}
