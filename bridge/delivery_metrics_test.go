@@ -17,24 +17,11 @@ import (
 // histogramCount is the sample count of the histogram series name{connector}.
 func histogramCount(t testing.TB, g prometheus.Gatherer, name, connector string) uint64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
+	n, ok := testutil.MetricValue(t, g, name, map[string]string{"connector": connector})
+	if !ok {
+		t.Fatalf("no histogram %s{connector=%q}", name, connector)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "connector" && lp.GetValue() == connector && m.Histogram != nil {
-					return m.Histogram.GetSampleCount()
-				}
-			}
-		}
-	}
-	t.Fatalf("no histogram %s{connector=%q}", name, connector)
-	return 0
+	return uint64(n)
 }
 
 // Every delivered message is one observation of both latency histograms; status carries the

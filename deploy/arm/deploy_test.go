@@ -116,28 +116,6 @@ func newClient(t *testing.T, addr, id string) mqtt.Client {
 	return c
 }
 
-func subscribe(t *testing.T, c mqtt.Client, filter string) <-chan mqtt.Message {
-	t.Helper()
-	ch := make(chan mqtt.Message, 64)
-	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m })
-	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe %s: %v", filter, tok.Error())
-	}
-	return ch
-}
-
-func expect(t *testing.T, ch <-chan mqtt.Message, topic, payload string, within time.Duration) {
-	t.Helper()
-	select {
-	case m := <-ch:
-		if m.Topic() != topic || string(m.Payload()) != payload {
-			t.Fatalf("got %s %q, want %s %q", m.Topic(), m.Payload(), topic, payload)
-		}
-	case <-time.After(within):
-		t.Fatalf("no message on %s within %v", topic, within)
-	}
-}
-
 // runGateway starts the binary (argv, e.g. qemu + binary) with a cloud mosquitto, does a local
 // publish/subscribe round trip and a forward to the cloud, reports idle memory, and stops it.
 func runGateway(t *testing.T, argv []string) {
@@ -149,16 +127,16 @@ func runGateway(t *testing.T, argv []string) {
 	d.WaitHealthy(90 * time.Second)
 	t.Logf("%s healthy after %v", filepath.Base(argv[len(argv)-1]), time.Since(start).Round(time.Millisecond))
 
-	cloudSub := subscribe(t, newClient(t, cloud.Addr, "cloud-sub"), "qemu/#")
+	cloudSub := testutil.Subscribe(t, newClient(t, cloud.Addr, "cloud-sub"), "qemu/#")
 	local := newClient(t, listen, "host-client")
-	localSub := subscribe(t, local, "sensors/#")
+	localSub := testutil.Subscribe(t, local, "sensors/#")
 	for i := 0; i < 3; i++ {
 		payload := fmt.Sprintf(`{"seq":%d,"t":21.5}`, i)
 		if tok := local.Publish("sensors/meter1", 1, false, payload); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish %d: %v", i, tok.Error())
 		}
-		expect(t, localSub, "sensors/meter1", payload, 20*time.Second)
-		expect(t, cloudSub, "qemu/sensors/meter1", payload, 30*time.Second)
+		testutil.Expect(t, localSub, "sensors/meter1", payload, 20*time.Second)
+		testutil.Expect(t, cloudSub, "qemu/sensors/meter1", payload, 30*time.Second)
 	}
 	time.Sleep(2 * time.Second) // let start-up garbage settle before sampling idle memory
 	if m, err := memory(d.Cmd.Process.Pid); err == nil {

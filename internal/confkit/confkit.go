@@ -109,27 +109,7 @@ func ParseByteSize(s string) (ByteSize, error) {
 
 // UnmarshalYAML accepts an integer or a string with a unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseScalar(n, "a size such as 64MiB", ParseByteSize)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
-}
-
-// parseScalar parses a scalar node with parse; want describes the expected value for any other
-// node. Its errors are *yaml.TypeError (not plain errors), which let yaml.v3 go on decoding
-// and report every bad value of the file at once, each with its line.
-func parseScalar[T any](n *yaml.Node, want string, parse func(string) (T, error)) (T, error) {
-	var zero T
-	if n.Kind != yaml.ScalarNode {
-		return zero, &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want %s", n.Line, want)}}
-	}
-	v, err := parse(n.Value)
-	if err != nil {
-		return zero, &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
-	}
-	return v, nil
+	return UnmarshalScalar(n, "a size such as 64MiB", ParseByteSize, b)
 }
 
 // MarshalYAML writes the size back in the most readable exact binary unit.

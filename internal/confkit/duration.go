@@ -87,12 +87,10 @@ type Duration time.Duration
 // UnmarshalYAML accepts a duration string; a YAML type error keeps the decoder collecting
 // every bad value of the file.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseScalar(n, "a duration such as 30s or 7d", ParseDuration)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
+	return UnmarshalScalar(n, "a duration such as 30s or 7d", func(s string) (Duration, error) {
+		v, err := ParseDuration(s)
+		return Duration(v), err
+	}, d)
 }
 
 // MarshalYAML writes the Go form ("168h0m0s"), which ParseDuration reads back.

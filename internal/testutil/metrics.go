@@ -7,7 +7,7 @@ import (
 )
 
 // MetricValue returns the value of the first counter or gauge series of name whose labels
-// include every pair in labels, and whether one was found.
+// include every pair in labels (for a histogram: its sample count), and whether one was found.
 func MetricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
 	mfs, err := g.Gather()
@@ -34,6 +34,8 @@ func MetricValue(t testing.TB, g prometheus.Gatherer, name string, labels map[st
 				return m.Counter.GetValue(), true
 			case m.Gauge != nil:
 				return m.Gauge.GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount()), true
 			}
 		}
 	}
