@@ -46,8 +46,14 @@ func main() {
 	mosq := flag.String("mosquitto", "", "mosquitto binary (default: from PATH or /usr/sbin)")
 	out := flag.String("o", "", "also write the table to this file")
 	corpus := flag.String("corpus", "wire/testdata/corpus", "wire corpus for the CBOR/JSON figure")
-	only := flag.String("only", "", "comma-separated subset: fanin,backlog,pi,wire")
+	only := flag.String("only", "", "comma-separated subset: fanin (includes gap),gap,backlog,pi,wire")
+	relayAddr := flag.String("relay", "", "internal: serve as the latency-floor relay on this address")
+	relayMode := flag.String("relay-mode", relayDirect, "internal: relay mode, direct or queue")
 	flag.Parse()
+	if *relayAddr != "" {
+		fmt.Fprintln(os.Stderr, "edged-bench relay:", runRelay(*relayAddr, *relayMode))
+		os.Exit(1)
+	}
 
 	s := settings{runs: 3, bruns: 3, pubs: 4, perPub0: 250_000, perPub1: 50_000, size: 100,
 		ingestPubs: 8, backlog: 100_000, bigBacklog: 1_000_000, piBacklog: 1_000_000, bsize: 200, pacedRates: []int{10_000, 50_000}, pacedN: 50_000}
@@ -70,6 +76,9 @@ func main() {
 	var sections []string
 	if want("fanin") {
 		sections = append(sections, b.fanInSection())
+	}
+	if want("fanin") || want("gap") {
+		sections = append(sections, b.gapSection())
 	}
 	if want("backlog") {
 		sections = append(sections, b.backlogSection())

@@ -17,13 +17,15 @@ import (
 )
 
 const (
-	pktConnect   = 1
-	pktConnack   = 2
-	pktPublish   = 3
-	pktPuback    = 4
-	pktSubscribe = 8
-	pktSuback    = 9
-	pktPingresp  = 13
+	pktConnect    = 1
+	pktConnack    = 2
+	pktPublish    = 3
+	pktPuback     = 4
+	pktSubscribe  = 8
+	pktSuback     = 9
+	pktPingreq    = 12
+	pktPingresp   = 13
+	pktDisconnect = 14
 )
 
 type client struct {

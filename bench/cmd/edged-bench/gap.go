@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+)
+
+// gapSection measures the paced QoS 0 latency of mosquitto, edged and the two relays side by
+// side: the relays are the floor a Go server reaches on this machine with and without a
+// goroutine handoff per delivery, which says how much of edged's gap to mosquitto is the
+// embedded broker's design (a writer goroutine per client) rather than edged's own work.
+func (b *bench) gapSection() string {
+	s := b.s
+	type gapTarget struct {
+		name  string
+		start func() (*proc, error)
+	}
+	ts := []gapTarget{
+		{"mosquitto nodelay", func() (*proc, error) { return startMosquitto(b.mosq, "mosquitto", mosqNoDelay) }},
+		{"Go relay, direct write", func() (*proc, error) { return startRelay(relayDirect) }},
+		{"Go relay, writer goroutine", func() (*proc, error) { return startRelay(relayQueue) }},
+	}
+	if b.edged != "" {
+		ts = append(ts, gapTarget{"edged", func() (*proc, error) { return startEdged(b.edged, "edged", edgedBrokerOnly) }})
+	}
+	p50 := make([][][]float64, len(s.pacedRates))
+	p99 := make([][][]float64, len(s.pacedRates))
+	for k := range s.pacedRates {
+		p50[k], p99[k] = make([][]float64, len(ts)), make([][]float64, len(ts))
+	}
+	for run := 0; run < s.runs; run++ {
+		for i, t := range ts {
+			progress("latency floor run %d/%d: %s", run+1, s.runs, t.name)
+			p, err := t.start()
+			if err != nil {
+				b.fail("start %s: %v", t.name, err)
+				continue
+			}
+			for k, rate := range s.pacedRates {
+				interval := time.Duration(float64(time.Second) * float64(s.pubs) / float64(rate))
+				n := s.pacedN * rate / s.pacedRates[0]
+				// A tenth as warm-up (connections, buffers, the runtime's first GC), then the run.
+				if _, err := fanIn(p.addr, s.pubs, n/s.pubs/10, 0, s.size, interval); err != nil {
+					b.fail("latency floor warm-up at %d msgs/s on %s: %v", rate, t.name, err)
+					continue
+				}
+				r, err := fanIn(p.addr, s.pubs, n/s.pubs, 0, s.size, interval)
+				if err != nil {
+					b.fail("latency floor at %d msgs/s on %s: %v", rate, t.name, err)
+					continue
+				}
+				p50[k][i] = append(p50[k][i], r.p50)
+				p99[k][i] = append(p99[k][i], r.p99)
+			}
+			p.cleanup()
+		}
+	}
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "### Where the paced latency goes: QoS 0, %d publishers -> 1 subscriber, %d B (median of %d)\n\n", s.pubs, s.size, s.runs)
+	var cols []string
+	for _, t := range ts {
+		cols = append(cols, t.name)
+	}
+	figureHeader(&w, append(cols, "writer goroutine / direct", "edged / mosquitto nodelay"))
+	ratio := func(vals [][]float64, a, b int) string {
+		if a >= len(vals) || len(vals[a]) == 0 || len(vals[b]) == 0 || median(vals[b]) == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%.2f", median(vals[a])/median(vals[b]))
+	}
+	for k, rate := range s.pacedRates {
+		for _, q := range []struct {
+			label string
+			vals  [][]float64
+		}{{"p50", p50[k]}, {"p99", p99[k]}} {
+			fmt.Fprintf(&w, "| latency %s at %d msgs/s (ms) |", q.label, rate)
+			for _, v := range q.vals {
+				if len(v) == 0 {
+					fmt.Fprintf(&w, " n/a |")
+				} else {
+					fmt.Fprintf(&w, " %.3f |", median(v))
+				}
+			}
+			fmt.Fprintf(&w, " %s | %s |\n", ratio(q.vals, 2, 1), ratio(q.vals, 3, 0))
+		}
+	}
+	fmt.Fprintf(&w, "\nThe relays (`edged-bench -relay`) are the smallest MQTT server the load generator can use: CONNACK, SUBACK, and every QoS 0 PUBLISH forwarded to the subscriber, with no topic matching, sessions, hooks or store. "+
+		"Direct write: the publisher's connection goroutine writes to the subscriber's socket, as a single-threaded broker does. "+
+		"Writer goroutine: the packet goes through a channel to a goroutine per subscriber that writes it, the shape of mochi-mqtt, edged's embedded broker. "+
+		"Each process is fresh; a tenth of each run goes first as warm-up.\n")
+	return w.String()
+}
