@@ -24,11 +24,7 @@ func (b *bench) gapSection() string {
 	if b.edged != "" {
 		ts = append(ts, gapTarget{"edged", func() (*proc, error) { return startEdged(b.edged, "edged", edgedBrokerOnly) }})
 	}
-	p50 := make([][][]float64, len(s.pacedRates))
-	p99 := make([][][]float64, len(s.pacedRates))
-	for k := range s.pacedRates {
-		p50[k], p99[k] = make([][]float64, len(ts)), make([][]float64, len(ts))
-	}
+	p50, p99 := pacedCells(len(s.pacedRates), len(ts))
 	for run := 0; run < s.runs; run++ {
 		for i, t := range ts {
 			progress("latency floor run %d/%d: %s", run+1, s.runs, t.name)

@@ -62,11 +62,7 @@ func (b *bench) fanInSection() string {
 		p50 := make([][]float64, len(ts))
 		p99 := make([][]float64, len(ts))
 		// paced latency per rate and target
-		pp50 := make([][][]float64, len(s.pacedRates))
-		pp99 := make([][][]float64, len(s.pacedRates))
-		for k := range s.pacedRates {
-			pp50[k], pp99[k] = make([][]float64, len(ts)), make([][]float64, len(ts))
-		}
+		pp50, pp99 := pacedCells(len(s.pacedRates), len(ts))
 		for run := 0; run < s.runs; run++ {
 			for i, t := range ts {
 				progress("fan-in QoS %d run %d/%d: %s", qos, run+1, s.runs, t.name)
@@ -346,4 +342,13 @@ func (b *bench) backlogSection() string {
 		"The drain starts when a loopback mosquitto \"cloud\" (nodelay) appears behind the uplink address (a relay in the harness starts accepting); time includes each side's reconnect delay. "+
 		"Memory from /proc/PID/status of the broker process after the ingest.\n")
 	return w.String()
+}
+
+// pacedCells makes the [rate][target] sample tables of the p50 and p99 paced latencies.
+func pacedCells(rates, targets int) (p50, p99 [][][]float64) {
+	p50, p99 = make([][][]float64, rates), make([][][]float64, rates)
+	for k := range rates {
+		p50[k], p99[k] = make([][]float64, targets), make([][]float64, targets)
+	}
+	return p50, p99
 }
