@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edged-dev/edged/internal/redact"
+	"github.com/edged-dev/edged/internal/runset"
 	"github.com/edged-dev/edged/storage"
 )
 
@@ -20,23 +21,15 @@ import (
 type reloadState struct {
 	cur atomic.Pointer[[]*forwarder] // read by every capture: swapped whole, never changed in place
 
-	mu      sync.Mutex // serialises Reload and the start and end of Run
-	ctx     context.Context
-	stopped bool // Run is over: Reload starts nothing more
-	wg      sync.WaitGroup
-	running map[*forwarder]*runningFwd
-	built   map[*forwarder]builtFrom
+	mu    sync.Mutex             // serialises Reload and the start of Run
+	run   runset.Set[*forwarder] // once Run is over, Reload starts nothing more
+	built map[*forwarder]builtFrom
 }
 
 // builtFrom is the config a forwarder was built from and the digest of its secret files then.
 type builtFrom struct {
 	src   ConnectorConfig
 	print [32]byte
-}
-
-type runningFwd struct {
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 func (b *Bridge) forwarders() []*forwarder {
@@ -60,46 +53,11 @@ func (b *Bridge) setForwarders(fs []*forwarder, srcs []ConnectorConfig) {
 
 // runAll runs every current forwarder, and those Reload adds, until ctx is done.
 func (b *Bridge) runAll(ctx context.Context) {
-	b.rl.mu.Lock()
-	b.rl.ctx = ctx
-	b.rl.running = map[*forwarder]*runningFwd{}
-	for _, f := range b.forwarders() {
-		b.startLocked(f)
-	}
-	b.rl.mu.Unlock()
-	<-ctx.Done()
-	b.rl.mu.Lock()
-	b.rl.stopped = true
-	b.rl.mu.Unlock()
-	b.rl.wg.Wait()
-}
-
-func (b *Bridge) startLocked(f *forwarder) {
-	if b.rl.ctx == nil || b.rl.stopped {
-		return
-	}
-	fctx, cancel := context.WithCancel(b.rl.ctx)
-	r := &runningFwd{cancel: cancel, done: make(chan struct{})}
-	b.rl.running[f] = r
-	b.rl.wg.Add(1)
-	go func() {
-		defer b.rl.wg.Done()
-		defer close(r.done)
-		defer cancel()
-		f.run(fctx)
-	}()
-}
-
-// stopLocked stops f and waits until its goroutine returned: its link closed, nothing of its
-// outbox in flight any more (an unconfirmed batch stays in the outbox for the next forwarder).
-func (b *Bridge) stopLocked(f *forwarder) {
-	r := b.rl.running[f]
-	if r == nil {
-		return
-	}
-	r.cancel()
-	<-r.done
-	delete(b.rl.running, f)
+	b.rl.run.Run(ctx, &b.rl.mu, func() {
+		for _, f := range b.forwarders() {
+			b.rl.run.Start(f, f.run)
+		}
+	})
 }
 
 // ReloadResult says what Reload did with the connectors, by name.
@@ -187,7 +145,9 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 	nx := next
 	b.rl.cur.Store(&nx)
 	for _, f := range replaced {
-		b.stopLocked(f)
+		// Stop waits until f's goroutine returned: its link closed, nothing of its outbox in
+		// flight any more (an unconfirmed batch stays in the outbox for the next forwarder).
+		b.rl.run.Stop(f)
 		delete(b.rl.built, f)
 	}
 	for _, f := range removed {
@@ -199,7 +159,7 @@ func (b *Bridge) Reload(cs []ConnectorConfig, defaults storage.Config) (ReloadRe
 		b.log.Warn("connector removed; its outbox is kept until purged", "connector", f.cfg.Name)
 	}
 	for _, f := range start {
-		b.startLocked(f)
+		b.rl.run.Start(f, f.run)
 	}
 	return res, errors.Join(errs...)
 }

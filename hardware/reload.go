@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/hardware/modbus"
+	"github.com/edged-dev/edged/internal/runset"
 )
 
 // reloadState is the running set of ports and the bus manager, and what Run and Reload share
@@ -20,17 +21,9 @@ type reloadState struct {
 	modbus atomic.Pointer[modbus.Manager]
 	reg    *trackingRegisterer // the modbus manager's metrics, replaced with it
 
-	mu      sync.Mutex // serialises Reload and the start and end of Run
-	cfg     Config     // in force (defaults applied)
-	ctx     context.Context
-	stopped bool
-	wg      sync.WaitGroup
-	running map[any]*runningPart // *port or *modbus.Manager
-}
-
-type runningPart struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu  sync.Mutex      // serialises Reload and the start of Run
+	cfg Config          // in force (defaults applied)
+	run runset.Set[any] // *port or *modbus.Manager
 }
 
 func (r *reloadState) init(m *Manager, cfg Config) {
@@ -54,48 +47,14 @@ func (m *Manager) currentModbus() *modbus.Manager { return m.rl.modbus.Load() }
 
 // runAll runs the ports and the buses, and those Reload starts, until ctx is done.
 func (m *Manager) runAll(ctx context.Context) {
-	m.rl.mu.Lock()
-	m.rl.ctx = ctx
-	m.rl.running = map[any]*runningPart{}
-	for _, p := range m.currentPorts() {
-		m.startLocked(p, p.run)
-	}
-	if mb := m.currentModbus(); mb != nil {
-		m.startLocked(mb, mb.Run)
-	}
-	m.rl.mu.Unlock()
-	<-ctx.Done()
-	m.rl.mu.Lock()
-	m.rl.stopped = true
-	m.rl.mu.Unlock()
-	m.rl.wg.Wait()
-}
-
-func (m *Manager) startLocked(key any, run func(context.Context)) {
-	if m.rl.ctx == nil || m.rl.stopped {
-		return
-	}
-	ctx, cancel := context.WithCancel(m.rl.ctx)
-	r := &runningPart{cancel: cancel, done: make(chan struct{})}
-	m.rl.running[key] = r
-	m.rl.wg.Add(1)
-	go func() {
-		defer m.rl.wg.Done()
-		defer close(r.done)
-		defer cancel()
-		run(ctx)
-	}()
-}
-
-// stopLocked stops one port or the bus manager and waits until it closed its device.
-func (m *Manager) stopLocked(key any) {
-	r := m.rl.running[key]
-	if r == nil {
-		return
-	}
-	r.cancel()
-	<-r.done
-	delete(m.rl.running, key)
+	m.rl.run.Run(ctx, &m.rl.mu, func() {
+		for _, p := range m.currentPorts() {
+			m.rl.run.Start(p, p.run)
+		}
+		if mb := m.currentModbus(); mb != nil {
+			m.rl.run.Start(mb, mb.Run)
+		}
+	})
 }
 
 // ReloadResult says what Reload did, by port name.
@@ -156,8 +115,8 @@ func (m *Manager) Reload(cfg Config) (ReloadResult, error) {
 		if keep[p] {
 			continue
 		}
-		if m.rl.running[p] != nil {
-			m.stopLocked(p) // run releases the port's reserved fds
+		if m.rl.run.Running(p) {
+			m.rl.run.Stop(p) // waits until run closed the port and released its reserved fds
 		} else {
 			openMu.Lock()
 			releaseFDs(p.reserved)
@@ -183,13 +142,13 @@ func (m *Manager) Reload(cfg Config) (ReloadResult, error) {
 	}
 	m.rl.ports.Store(&next)
 	for _, p := range start {
-		m.startLocked(p, p.run)
+		m.rl.run.Start(p, p.run)
 	}
 
 	var err error
 	if !reflect.DeepEqual(m.rl.cfg.Modbus, cfg.Modbus) {
 		if mb := m.currentModbus(); mb != nil {
-			m.stopLocked(mb)
+			m.rl.run.Stop(mb) // waits until its Run returned: every bus closed
 		}
 		m.rl.modbus.Store(nil)
 		m.rl.reg.unregisterAll()
@@ -200,7 +159,7 @@ func (m *Manager) Reload(cfg Config) (ReloadResult, error) {
 				err = fmt.Errorf("hardware: %w", err)
 			} else {
 				m.rl.modbus.Store(mb)
-				m.startLocked(mb, mb.Run)
+				m.rl.run.Start(mb, mb.Run)
 			}
 		}
 		res.Modbus = "restarted"
