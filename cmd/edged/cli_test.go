@@ -259,7 +259,7 @@ func TestFailedStartStopsWhatStartedInReverse(t *testing.T) {
 	if !strings.Contains(out, "address already in use") || !strings.Contains(out, "start mqtt") {
 		t.Errorf("the error does not name the part and the cause:\n%s", out)
 	}
-	want := []string{"started procs", "started storage", "started broker", "started bridge", "stopped bridge", "stopped broker", "stopped storage", "stopped procs"}
+	want := []string{"started storage", "started broker", "started bridge", "stopped bridge", "stopped broker", "stopped storage"}
 	if got := parts(out); strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("lifecycle:\n got  %v\n want %v\n%s", got, want, out)
 	}
@@ -272,7 +272,7 @@ func TestSIGTERMStopsEveryPartInReverse(t *testing.T) {
 		t.Fatalf("SIGTERM: want exit 0, got %v", err)
 	}
 	got := parts(e.Out.String())
-	start := []string{"procs", "storage", "broker", "bridge", "mqtt", "serial", "admin", "systemd"}
+	start := []string{"storage", "broker", "bridge", "mqtt", "serial", "admin", "systemd"}
 	var want []string
 	for _, p := range start {
 		want = append(want, "started "+p)

@@ -166,7 +166,6 @@ func (d *daemon) reload(by string) (*reloadReport, error) {
 		}
 		debug.SetMemoryLimit(lim)
 	}
-	d.procs.SetFixed(next.Procs)
 
 	br, err := d.broker.Reload(next.Broker)
 	rep.Broker = &br

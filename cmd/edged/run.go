@@ -23,7 +23,6 @@ import (
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/admin"
 	"github.com/edged-dev/edged/internal/config"
-	"github.com/edged-dev/edged/internal/procs"
 	"github.com/edged-dev/edged/internal/sdnotify"
 	"github.com/edged-dev/edged/storage"
 	"github.com/edged-dev/edged/wire"
@@ -121,7 +120,6 @@ type daemon struct {
 	bridge  *bridge.Bridge
 	clients *broker.ClientTable // dashboard: connected clients
 	hist    *admin.History      // dashboard: depth sparklines, bytes written per hour
-	procs   *procs.Controller   // GOMAXPROCS: adaptive or fixed (procs)
 	rl      reloadState         // reload.go: current config, hardware restarts, last result
 }
 
@@ -163,24 +161,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, path string, hup <-chan 
 func (d *daemon) parts(reg *prometheus.Registry, log *slog.Logger) []part {
 	cfg := d.cfg
 	var (
-		stopProcs  func()
 		stopBridge func()
 		adm        *admin.Server
 		stopWD     func()
 	)
 	return []part{{
-		// First up, last down: the runtime's processors are set before anything runs on them.
-		name: "procs",
-		start: func(context.Context) (err error) {
-			d.procs, err = procs.New(procs.Options{Fixed: cfg.Procs, Logger: log.With("component", "procs"), Registerer: reg})
-			if err != nil {
-				return fmt.Errorf("procs: %w", err)
-			}
-			stopProcs = goOwned(d.procs.Run)
-			return nil
-		},
-		stop: func() error { stopProcs(); return nil },
-	}, {
 		name: "storage",
 		start: func(context.Context) (err error) {
 			size := dirSize(cfg.DataDir)
@@ -374,7 +359,6 @@ func (d *daemon) status() any {
 		"endpoints": admin.Endpoints(d.current().Bridge.Connectors),
 		"clients":   d.clients.List(),
 		"process":   admin.Process(),
-		"procs":     d.procs.Status(),
 		"history":   d.hist.Snapshot(st.BytesWritten),
 		"reload":    d.reloadStatus(),
 		// Outboxes of connectors no longer configured: kept until purged on purpose.

@@ -39,10 +39,6 @@ type Config struct {
 	// on resident memory on a 512 MB board. Default 64MiB; 0 disables; the GOMEMLIMIT
 	// environment variable, when set, wins.
 	MemoryLimit confkit.ByteSize `yaml:"memory_limit"`
-	// Procs is the number of Go processors (GOMAXPROCS). 0 (default) adapts: one while the
-	// load is light (fewer thread wake-ups per message: lower latency, less CPU), all CPUs as
-	// soon as one is busy. N > 0 fixes it; the GOMAXPROCS environment variable, when set, wins.
-	Procs int `yaml:"procs"`
 	// Log sets the level (debug|info|warn|error) and format (text|json) of the log on stderr.
 	Log Log `yaml:"log"`
 	// Admin is the local HTTP API: /healthz, /metrics (Prometheus), /api/v1/status.
@@ -284,9 +280,6 @@ func (c *Config) validate() error {
 	}
 	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < 16<<20) {
 		errs = append(errs, confkit.Errorf("memory_limit", "%s is too small (minimum 16MiB, or 0 to disable)", c.MemoryLimit))
-	}
-	if c.Procs < 0 || c.Procs > 1024 {
-		errs = append(errs, confkit.Errorf("procs", "%d is out of range (0 adapts to the load, 1 to 1024 fixes it)", c.Procs))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
