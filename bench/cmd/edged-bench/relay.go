@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -27,9 +28,10 @@ const (
 )
 
 type relaySub struct {
-	mu sync.Mutex
-	c  net.Conn
-	ch chan []byte
+	mu   sync.Mutex
+	c    net.Conn
+	ch   chan []byte
+	done chan struct{} // closed when the subscriber's connection ends
 }
 
 type relay struct {
@@ -72,7 +74,7 @@ func (r *relay) serve(c net.Conn) {
 			if len(body) < 3 {
 				return
 			}
-			r.subscribe(c)
+			defer r.unsubscribe(r.subscribe(c))
 			_, err = c.Write([]byte{pktSuback << 4, 3, body[0], body[1], 0})
 		case pktPublish:
 			if (first>>1)&3 != 0 {
@@ -90,19 +92,34 @@ func (r *relay) serve(c net.Conn) {
 	}
 }
 
-func (r *relay) subscribe(c net.Conn) {
-	s := &relaySub{c: c}
+// subscribe adds c as a subscriber until unsubscribe: the warm-up's subscriber is gone before
+// the measured run, and nothing is written to it after.
+func (r *relay) subscribe(c net.Conn) *relaySub {
+	s := &relaySub{c: c, done: make(chan struct{})}
 	if r.mode == relayQueue {
 		s.ch = make(chan []byte, 1024)
 		go func() {
-			for b := range s.ch {
-				s.write(b)
+			for {
+				select {
+				case b := <-s.ch:
+					s.write(b)
+				case <-s.done:
+					return
+				}
 			}
 		}()
 	}
 	r.mu.Lock()
 	r.subs = append(r.subs, s)
 	r.mu.Unlock()
+	return s
+}
+
+func (r *relay) unsubscribe(s *relaySub) {
+	r.mu.Lock()
+	r.subs = slices.DeleteFunc(slices.Clone(r.subs), func(x *relaySub) bool { return x == s })
+	r.mu.Unlock()
+	close(s.done) // its writer goroutine ends; a forward still holding s fills or drops its queue
 }
 
 func (s *relaySub) write(b []byte) {
