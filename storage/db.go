@@ -42,8 +42,9 @@ var (
 	ErrCorrupt = errors.New("store is corrupt or unreadable")
 )
 
-// MemoryLimit is the soft Go memory limit recommended for the daemon
-// (runtime/debug.SetMemoryLimit, or GOMEMLIMIT=48MiB). The storage profile below keeps its own
+// MemoryLimit is the soft Go memory limit the storage benchmarks run under (GOMEMLIMIT=48MiB),
+// a tighter budget than the daemon's default (memory_limit: 56MiB, internal/config, which buys
+// back ingest rate under a long backlog). The storage profile below keeps its own
 // working set (two 4 MB memtables, one or two table builders) well inside it; the limit is what
 // makes the Go runtime return freed builder and memtable buffers instead of letting the heap
 // double between collections while writes go on. Once writes stop, trimLoop returns the burst's

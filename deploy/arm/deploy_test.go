@@ -403,7 +403,7 @@ func TestSystemdUnit(t *testing.T) {
 		"Type": "notify", "User": "edged", "SupplementaryGroups": "dialout", "StateDirectory": "edged",
 		"ConfigurationDirectory": "edged", "Restart": "on-failure", "RestartPreventExitStatus": "2",
 		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-		"ReadWritePaths": "/var/lib/edged", "Environment": "GOMEMLIMIT=64MiB", "WatchdogSec": "30s",
+		"ReadWritePaths": "/var/lib/edged", "WatchdogSec": "30s",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "DevicePolicy": "closed",
 		"ExecStart": "/usr/bin/edged run -c /etc/edged/edged.yaml", "LimitNOFILE": "65536",
 		"ExecReload": "/bin/kill -HUP $MAINPID",
@@ -411,6 +411,12 @@ func TestSystemdUnit(t *testing.T) {
 	for k, v := range want {
 		if got := u["Service"][k]; len(got) != 1 || got[0] != v {
 			t.Errorf("[Service] %s = %q, want %q", k, got, v)
+		}
+	}
+	// The memory limit is the config's memory_limit: a GOMEMLIMIT here would silently win over it.
+	for _, e := range u["Service"]["Environment"] {
+		if strings.Contains(e, "GOMEMLIMIT") {
+			t.Errorf("[Service] Environment=%s overrides memory_limit: in the config", e)
 		}
 	}
 	devs := strings.Join(u["Service"]["DeviceAllow"], ",")

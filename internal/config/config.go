@@ -36,8 +36,10 @@ type Config struct {
 	// hostname.
 	GatewayID string `yaml:"gateway_id"`
 	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), the biggest single lever
-	// on resident memory on a 512 MB board. Default 64MiB; 0 disables; the GOMEMLIMIT
-	// environment variable, when set, wins.
+	// on resident memory on a 512 MB board. Default 56MiB; 0 disables; the GOMEMLIMIT
+	// environment variable, when set, wins. 56 rather than 64: right after 1M messages went into
+	// the outbox, RssAnon measured 31-42 MB (7 runs) instead of 36-53 MB, for ingest within
+	// 3 % (median 60.8k vs 62.9k msgs/s); 48MiB cost 10 % of the ingest, 40MiB half of it.
 	MemoryLimit confkit.ByteSize `yaml:"memory_limit"`
 	// Log sets the level (debug|info|warn|error) and format (text|json) of the log on stderr.
 	Log Log `yaml:"log"`
@@ -90,7 +92,7 @@ func Default() *Config {
 	return &Config{
 		DataDir:     "./data",
 		GatewayID:   host,
-		MemoryLimit: 64 << 20,
+		MemoryLimit: 56 << 20,
 		Log:         Log{Level: "info", Format: "text"},
 		Admin:       Admin{Address: "127.0.0.1:9100"},
 		Broker:      broker.Defaults(),
