@@ -286,16 +286,20 @@ func (b *bench) backlogSection() string {
 			}
 		}
 	}
-	if s.bigBacklog > 0 {
+	// The large backlog too is a median of bruns runs: RssAnon right after a 1M ingest depends
+	// on where the collector and the compactions stand at that moment, and one run of it spread
+	// 36-53 MB.
+	for run := 0; s.bigBacklog > 0 && run < s.bruns; run++ {
 		for i, t := range b.backlogTargets(fmt.Sprintf("127.0.0.1:%d", freePort())) {
-			progress("memory at %d: %s", s.bigBacklog, t.name)
+			progress("backlog run %d/%d: %s, memory at %d", run+1, s.bruns, t.name, s.bigBacklog)
 			r, err := b.backlogRun(t, s.bigBacklog, false)
 			if err != nil {
 				b.fail("backlog of %d on %s: %v", s.bigBacklog, t.name, err)
 				continue
 			}
-			res[i].bigAnon, res[i].bigHWM = []float64{mb(r.atBacklog.Anon)}, []float64{mb(r.atBacklog.HWM)}
-			res[i].bigIngest = []float64{r.ingest}
+			a := &res[i]
+			a.bigAnon, a.bigHWM = append(a.bigAnon, mb(r.atBacklog.Anon)), append(a.bigHWM, mb(r.atBacklog.HWM))
+			a.bigIngest = append(a.bigIngest, r.ingest)
 		}
 	}
 	var w bytes.Buffer
