@@ -25,6 +25,7 @@ func (b *bench) gapSection() string {
 		ts = append(ts, gapTarget{"edged", func() (*proc, error) { return startEdged(b.edged, "edged", edgedBrokerOnly) }})
 	}
 	p50, p99 := pacedCells(len(s.pacedRates), len(ts))
+	cpu, wait := pacedCells(len(s.pacedRates), len(ts))
 	for run := 0; run < s.runs; run++ {
 		for i, t := range ts {
 			progress("latency floor run %d/%d: %s", run+1, s.runs, t.name)
@@ -41,13 +42,19 @@ func (b *bench) gapSection() string {
 					b.fail("latency floor warm-up at %d msgs/s on %s: %v", rate, t.name, err)
 					continue
 				}
+				before := p.schedstat()
 				r, err := fanIn(p.addr, s.pubs, n/s.pubs, 0, s.size, interval)
 				if err != nil {
 					b.fail("latency floor at %d msgs/s on %s: %v", rate, t.name, err)
 					continue
 				}
+				after := p.schedstat()
 				p50[k][i] = append(p50[k][i], r.p50)
 				p99[k][i] = append(p99[k][i], r.p99)
+				if before.ok && after.ok {
+					cpu[k][i] = append(cpu[k][i], float64(after.cpu-before.cpu)/1e3/float64(n))
+					wait[k][i] = append(wait[k][i], float64(after.wait-before.wait)/1e3/float64(n))
+				}
 			}
 			p.cleanup()
 		}
@@ -67,15 +74,20 @@ func (b *bench) gapSection() string {
 	}
 	for k, rate := range s.pacedRates {
 		for _, q := range []struct {
-			label string
-			vals  [][]float64
-		}{{"p50", p50[k]}, {"p99", p99[k]}} {
-			fmt.Fprintf(&w, "| latency %s at %d msgs/s (ms) |", q.label, rate)
+			label, format string
+			vals          [][]float64
+		}{
+			{"latency p50 at %d msgs/s (ms)", " %.3f |", p50[k]},
+			{"latency p99 at %d msgs/s (ms)", " %.3f |", p99[k]},
+			{"server CPU per message at %d msgs/s (µs)", " %.1f |", cpu[k]},
+			{"server threads' run-queue wait per message at %d msgs/s (µs)", " %.1f |", wait[k]},
+		} {
+			fmt.Fprintf(&w, "| "+q.label+" |", rate)
 			for _, v := range q.vals {
 				if len(v) == 0 {
 					fmt.Fprintf(&w, " n/a |")
 				} else {
-					fmt.Fprintf(&w, " %.3f |", median(v))
+					fmt.Fprintf(&w, q.format, median(v))
 				}
 			}
 			fmt.Fprintf(&w, " %s | %s |\n", ratio(q.vals, 2, 1), ratio(q.vals, 3, 0))
@@ -84,6 +96,8 @@ func (b *bench) gapSection() string {
 	fmt.Fprintf(&w, "\nThe relays (`edged-bench -relay`) are the smallest MQTT server the load generator can use: CONNACK, SUBACK, and every QoS 0 PUBLISH forwarded to the subscriber, with no topic matching, sessions, hooks or store. "+
 		"Direct write: the publisher's connection goroutine writes to the subscriber's socket, as a single-threaded broker does. "+
 		"Writer goroutine: the packet goes through a channel to a goroutine per subscriber that writes it, the shape of mochi-mqtt, edged's embedded broker. "+
-		"Each process is fresh; a tenth of each run goes first as warm-up.\n")
+		"Each process is fresh; a tenth of each run goes first as warm-up. "+
+		"CPU and run-queue wait: the server process's threads summed (/proc/PID/task/*/schedstat: time on a CPU, time runnable but waiting for one) over the measured run, divided by the messages; "+
+		"a Go server's include its runtime's threads (sysmon, idle processors spinning for work), each a wake-up that competes with the load generator for the two cores.\n")
 	return w.String()
 }

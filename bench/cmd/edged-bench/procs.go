@@ -209,6 +209,40 @@ func (p *proc) memory() mem {
 	return m
 }
 
+// sched is the scheduler's account of a process: CPU time and run-queue wait, in ns, summed
+// over its threads (/proc/PID/task/*/schedstat). Threads that ended in between are lost, so
+// it suits servers whose threads live as long as they do.
+type sched struct {
+	cpu, wait int64
+	ok        bool
+}
+
+func (p *proc) schedstat() sched {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", p.cmd.Process.Pid))
+	if err != nil || len(tasks) == 0 {
+		return sched{}
+	}
+	s := sched{ok: true}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			return sched{}
+		}
+		c, err1 := strconv.ParseInt(f[0], 10, 64)
+		w, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return sched{}
+		}
+		s.cpu += c
+		s.wait += w
+	}
+	return s
+}
+
 // gate is "the uplink": closed (connection refused) until open, then a TCP relay to target.
 type gate struct {
 	l     net.Listener
