@@ -9,7 +9,9 @@ import (
 // gapSection measures the paced QoS 0 latency of mosquitto, edged and the two relays side by
 // side: the relays are the floor a Go server reaches on this machine with and without a
 // goroutine handoff per delivery, which says how much of edged's gap to mosquitto is the
-// embedded broker's design (a writer goroutine per client) rather than edged's own work.
+// embedded broker's design (a writer goroutine per client) rather than edged's own work. Each
+// server's CPU time and run-queue wait per message (schedstat) go beside the latencies: on two
+// cores shared with the load generator, a server's wake-ups are part of the delivery's cost.
 func (b *bench) gapSection() string {
 	s := b.s
 	type gapTarget struct {
