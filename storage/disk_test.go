@@ -4,31 +4,15 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 )
 
-// tinyFS mounts a tmpfs of size bytes (root only) and returns its path.
-func tinyFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("disk-full test needs root to mount a tmpfs")
-	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	must(t, os.MkdirAll(mnt, 0o755))
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	return mnt
-}
-
 // TestDiskFull fills a 64 MB tmpfs: appends fail with ErrDiskFull (no SIGBUS, no corruption),
 // acks keep working, and everything acknowledged survives a reopen.
 func TestDiskFull(t *testing.T) {
-	mnt := tinyFS(t, "64m")
+	mnt := mountSmall(t, "tmpfs", "64m")
 	dir := filepath.Join(mnt, "data")
 	const reserve = 24 << 20
 	db := openT(t, dir, func(o *Options) { o.MinFreeBytes = reserve })

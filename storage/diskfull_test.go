@@ -383,9 +383,10 @@ func (c *fullChild) quit() {
 	}
 }
 
-// mountSmall mounts a small file system of kind "tmpfs" or "ext4" and returns its path. Needs
-// root: skipped without it outside CI, a failure under CI=true.
-func mountSmall(t *testing.T, kind string) string {
+// mountSmall mounts a small file system of kind "tmpfs" (of tmpfsSize, e.g. "80m") or "ext4"
+// (96 MB) and returns its path. Needs root: skipped without it outside CI, a failure under
+// CI=true.
+func mountSmall(t *testing.T, kind, tmpfsSize string) string {
 	t.Helper()
 	if os.Getuid() != 0 {
 		if testutil.InCI() {
@@ -399,7 +400,7 @@ func mountSmall(t *testing.T, kind string) string {
 	var args []string
 	switch kind {
 	case "tmpfs":
-		args = []string{"-t", "tmpfs", "-o", "size=80m", "tmpfs", mnt}
+		args = []string{"-t", "tmpfs", "-o", "size=" + tmpfsSize, "tmpfs", mnt}
 	case "ext4":
 		img := filepath.Join(base, "fs.img")
 		f, err := os.Create(img)
@@ -528,7 +529,7 @@ func diskFullStats(sp SpaceStats, _ int64) bool {
 func diskFullKinds(t *testing.T, scenario func(t *testing.T, mnt string, c *fullChild) *fullChild) {
 	for _, kind := range fullKinds {
 		t.Run(kind, func(t *testing.T) {
-			mnt := mountSmall(t, kind)
+			mnt := mountSmall(t, kind, "80m")
 			dir := filepath.Join(mnt, "data")
 			lg := newFullLog()
 			c := scenario(t, mnt, startFullChild(t, dir, lg))
