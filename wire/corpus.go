@@ -6,9 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sort"
 )
 
@@ -32,24 +31,25 @@ type corpusLine struct {
 // corpusStartMs is the capture time of a corpus's first message (2024-06-10, Unix ms).
 const corpusStartMs = 1718000000000
 
-// LoadCorpus reads every *.jsonl file in dir, in name order, into envelopes as a gateway
+// LoadCorpus reads every *.jsonl file at the root of fsys (os.DirFS of a corpus directory: the
+// caller opens the file system, wire opens nothing itself), in name order, into envelopes as a gateway
 // would have captured them: UUIDv7 ids 137 ms apart (their random bits from a fixed seed, so
 // every load gives the same bytes), gateway "gw-plant-01", and a capture time equal to the id
 // time except for serial messages (no client id), whose capture time (edged-time) is 3 ms
 // earlier.
-func LoadCorpus(dir string) ([]*Envelope, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+func LoadCorpus(fsys fs.FS) ([]*Envelope, error) {
+	files, err := fs.Glob(fsys, "*.jsonl")
 	if err != nil {
 		return nil, fmt.Errorf("load corpus: %w", err)
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("load corpus: no *.jsonl in %s", dir)
+		return nil, fmt.Errorf("load corpus: no *.jsonl files")
 	}
 	sort.Strings(files)
 	r := rand.New(rand.NewPCG(11, 12))
 	var envs []*Envelope
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("load corpus: %w", err)
 		}

@@ -1,11 +1,14 @@
 package wire
 
-import "testing"
+import (
+	"os"
+	"testing"
+)
 
 // loadCorpus is the telemetry corpus (testdata/corpus, see LoadCorpus).
 func loadCorpus(tb testing.TB) []*Envelope {
 	tb.Helper()
-	envs, err := LoadCorpus("testdata/corpus")
+	envs, err := LoadCorpus(os.DirFS("testdata/corpus"))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,8 +3,9 @@
 // connectors, JSON<->CBOR payload transcoding, CBOR diagnostic notation for the CLI, and the
 // serial frame codecs (line, COBS, SLIP) the hardware package runs over a port's byte stream.
 //
-// What wire must not do: any I/O (files, sockets, serial ports, clocks other than NewID's),
-// logging, metrics, goroutines or configuration parsing. Everything here is a pure function or
+// What wire must not do: any I/O of its own (files, sockets, serial ports, clocks other than
+// NewID's), logging, metrics, goroutines or configuration parsing. (LoadCorpus, for the tests
+// and the benchmark, reads test corpora only through the fs.FS its caller opened.) Everything here is a pure function or
 // a small state machine fed by its caller, so that it can be fuzzed in isolation; its only
 // dependency besides the standard library is github.com/fxamacker/cbor/v2 (used for generic
 // CBOR values: transcoding and Diagnose; the envelope and batch codecs are hand-written for

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
 
 	"github.com/edged-dev/edged/wire"
 )
@@ -10,7 +11,7 @@ import (
 func wireSection(dir string) string {
 	var w bytes.Buffer
 	fmt.Fprintf(&w, "### Bytes on the wire: CBOR vs JSON envelopes (%s)\n\n", dir)
-	envs, err := wire.LoadCorpus(dir)
+	envs, err := wire.LoadCorpus(os.DirFS(dir))
 	if err != nil || len(envs) == 0 {
 		fmt.Fprintf(&w, "corpus not available (%v): nothing measured.\n", err)
 		return w.String()
