@@ -137,14 +137,17 @@ func tuneBadger(dir string, log *slog.Logger) badger.Options {
 	// ~2x table size of heap) at 4 MB.
 	o.BaseTableSize = 4 << 20 // (2 MB)
 	o.TableSizeMultiplier = 1 // (2)
-	// The base level holds 128 MB before compacting into the next: an outage's backlog
-	// (1M messages of 200 B is ~250 MB of LSM) then lives in L0 and L1 and durable ingest stays
-	// flat as it grows. With 16 MB, L1 -> L2 compactions ran under the ingest and the rate after
-	// the first 100k fell to 0.80-0.87 of the first 100k's; with 128 MB it measured 0.99-1.09
-	// (6 runs of 1M, 8 publishers); BenchmarkIngestByDepth: last/first 10% 0.82 -> 0.95, and
-	// bytes written per message 1507 -> 1056 (less SD wear). Compaction still works a table (4 MB) at a time; RssAnon
-	// right after a 1M ingest, mostly table builders in flight, measured 37-51 MB with 16 MB and
-	// 40-53 MB with 128 MB.
+	// badger sizes its levels from the last one down (levelTargets): L0 compacts into the
+	// deepest level whose target is within BaseLevelSize, and each level above the last is a
+	// tenth of the one below. With 128 MB, an outage's backlog (1M messages of 200 B is
+	// ~250 MB of LSM) sits in L0, one base level of up to 128 MB and the last level, with few
+	// rewrites between levels, and durable ingest stays flat as it grows. With 16 MB, more
+	// levels filled and their compactions ran under the ingest: the rate after the first 100k
+	// fell to 0.80-0.87 of the first 100k's; with 128 MB it measured 0.99-1.09 (6 runs of 1M,
+	// 8 publishers); BenchmarkIngestByDepth: last/first 10% 0.82 -> 0.95, and bytes written
+	// per message 1507 -> 1056 (less SD wear). Compaction still works a table (4 MB) at a
+	// time; RssAnon right after a 1M ingest, mostly table builders in flight, measured 37-51 MB
+	// with 16 MB and 40-53 MB with 128 MB (at memory_limit 64MiB).
 	o.BaseLevelSize = 128 << 20   // (10 MB)
 	o.LevelSizeMultiplier = 10    // (10)
 	o.NumLevelZeroTables = 2      // (5): 8 MB of L0 before compaction; fewer tables per Seek
