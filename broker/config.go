@@ -185,24 +185,16 @@ func (c *Config) ApplyDefaults() {
 	if len(c.Listeners) == 0 {
 		c.Listeners = []Listener{{Type: ListenerTCP, Address: DefaultAddress}}
 	}
-	setDefault(&c.MaxPacketSize, DefaultMaxPacketSize)
-	setDefault(&c.ReceiveMaximum, DefaultReceiveMaximum)
-	setDefault(&c.MaxInflight, DefaultMaxInflight)
-	setDefault(&c.MaxQueued, DefaultMaxQueued)
-	setDefault(&c.SessionExpiry, DefaultSessionExpiry)
-	setDefault(&c.BackpressureWait, DefaultBackpressure)
-	setDefault(&c.MaxTopicLength, DefaultMaxTopicLength)
-	setDefault(&c.MaxTopicLevels, DefaultMaxTopicLevels)
-	setDefault(&c.MaxFiltersPerSubscribe, DefaultMaxFiltersPerSubscribe)
-	setDefault(&c.MaxSubscriptionsPerClient, DefaultMaxSubscriptionsPerClient)
-}
-
-// setDefault sets *v to d when it is the zero value (the key was not given).
-func setDefault[T comparable](v *T, d T) {
-	var zero T
-	if *v == zero {
-		*v = d
-	}
+	confkit.Default(&c.MaxPacketSize, DefaultMaxPacketSize)
+	confkit.Default(&c.ReceiveMaximum, DefaultReceiveMaximum)
+	confkit.Default(&c.MaxInflight, DefaultMaxInflight)
+	confkit.Default(&c.MaxQueued, DefaultMaxQueued)
+	confkit.Default(&c.SessionExpiry, DefaultSessionExpiry)
+	confkit.Default(&c.BackpressureWait, DefaultBackpressure)
+	confkit.Default(&c.MaxTopicLength, DefaultMaxTopicLength)
+	confkit.Default(&c.MaxTopicLevels, DefaultMaxTopicLevels)
+	confkit.Default(&c.MaxFiltersPerSubscribe, DefaultMaxFiltersPerSubscribe)
+	confkit.Default(&c.MaxSubscriptionsPerClient, DefaultMaxSubscriptionsPerClient)
 }
 
 // Validate checks the section and returns every problem found, as *confkit.KeyError values

@@ -108,12 +108,12 @@ func (c *Config) ApplyDefaults() {
 // ApplyDefaults fills zero values with the defaults.
 func (s *SerialConfig) ApplyDefaults() {
 	s.Line.ApplyDefaults(&serialLine)
-	hwkit.Default(&s.Framing, DefaultFraming)
+	confkit.Default(&s.Framing, DefaultFraming)
 	if s.Framing == "line" {
-		hwkit.Default(&s.Delimiter, DefaultDelimiter)
+		confkit.Default(&s.Delimiter, DefaultDelimiter)
 	}
-	hwkit.Default(&s.MaxFrame, DefaultMaxFrame)
-	hwkit.Default(&s.Format, DefaultFormat)
+	confkit.Default(&s.MaxFrame, DefaultMaxFrame)
+	confkit.Default(&s.Format, DefaultFormat)
 	s.Away.ApplyDefaults()
 }
 

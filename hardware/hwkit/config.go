@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edged-dev/edged/internal/confkit"
 )
 
 // Defaults of Away, the same for serial ports and Modbus buses.
@@ -76,13 +78,13 @@ type LineRules struct {
 
 // ApplyDefaults fills zero values with the defaults of r.
 func (l *Line) ApplyDefaults(r *LineRules) {
-	Default(&l.Baud, r.Baud)
-	Default(&l.DataBits, r.DataBits)
-	Default(&l.Parity, r.Parity)
+	confkit.Default(&l.Baud, r.Baud)
+	confkit.Default(&l.DataBits, r.DataBits)
+	confkit.Default(&l.Parity, r.Parity)
 	if l.Parity == "none" && r.StopBitsNoParity != "" {
-		Default(&l.StopBits, r.StopBitsNoParity)
+		confkit.Default(&l.StopBits, r.StopBitsNoParity)
 	}
-	Default(&l.StopBits, r.StopBits)
+	confkit.Default(&l.StopBits, r.StopBits)
 }
 
 // Validate checks the line against r; keys are relative to the section that embeds it
@@ -152,8 +154,8 @@ type Backoff struct {
 // ApplyDefaults fills a zero Min with lo and a zero Max with hi, or with Min where that is
 // larger, so a configured min alone never makes the pair invalid.
 func (b *Backoff) ApplyDefaults(lo, hi time.Duration) {
-	Default(&b.Min, lo)
-	Default(&b.Max, max(hi, b.Min))
+	confkit.Default(&b.Min, lo)
+	confkit.Default(&b.Max, max(hi, b.Min))
 }
 
 // Validate checks the backoff configured at key ("reopen"); the problems' keys are key.min and
@@ -188,8 +190,8 @@ type Away struct {
 
 // ApplyDefaults fills zero values with the defaults.
 func (a *Away) ApplyDefaults() {
-	DefaultPtr(&a.CommandQueue, DefaultCommandQueue)
-	Default(&a.CommandMaxAge, DefaultCommandMaxAge)
+	confkit.DefaultPtr(&a.CommandQueue, DefaultCommandQueue)
+	confkit.Default(&a.CommandMaxAge, DefaultCommandMaxAge)
 	a.Reopen.ApplyDefaults(DefaultReopenMin, DefaultReopenMax)
 }
 

@@ -52,19 +52,3 @@ func ValidateList[T any](key string, items []T, name func(*T) string, validate f
 	}
 	return probs.Err()
 }
-
-// Default sets *v to d when *v is the zero value (the key was left out).
-func Default[T comparable](v *T, d T) {
-	var zero T
-	if *v == zero {
-		*v = d
-	}
-}
-
-// DefaultPtr points a nil *p at d: for keys whose zero is a setting of its own
-// (`command_queue: 0`), so only an absent key gets the default.
-func DefaultPtr[T any](p **T, d T) {
-	if *p == nil {
-		*p = &d
-	}
-}
