@@ -61,7 +61,7 @@ type Common struct {
 	// ConnectTimeout bounds one connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// Backoff between failed attempts: exponential from min to max with jitter.
-	Backoff BackoffConfig `yaml:"backoff"`
+	Backoff confkit.Backoff `yaml:"backoff"`
 	// Breaker opens the circuit after consecutive failures: no attempt while open, then one
 	// probe (half-open); a success closes it.
 	Breaker BreakerConfig `yaml:"breaker"`
@@ -99,14 +99,6 @@ type BatchConfig struct {
 	// MaxDelay to wait for a batch to fill when fewer than max_messages are queued. Default 0
 	// (send what is there).
 	MaxDelay time.Duration `yaml:"max_delay"`
-}
-
-// BackoffConfig is the retry delay range.
-type BackoffConfig struct {
-	// Min is the first retry delay; default 200ms.
-	Min time.Duration `yaml:"min"`
-	// Max caps the delay; default 5s.
-	Max time.Duration `yaml:"max"`
 }
 
 // BreakerConfig is the circuit breaker.
@@ -147,14 +139,10 @@ func (c *Common) defaults(format string, batchMsgs, window int) {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
-	if c.Backoff.Min == 0 {
-		c.Backoff.Min = 200 * time.Millisecond
-	}
 	// A 5 s cap (mosquitto's bridge retries every 5 s) bounds how long a returning uplink waits
-	// for us; a dead uplink costs one TCP SYN per ~5 s.
-	if c.Backoff.Max == 0 {
-		c.Backoff.Max = 5 * time.Second
-	}
+	// for us; a dead uplink costs one TCP SYN per ~5 s. (Set before decoding, like every
+	// default here: a `backoff: {min: 10s}` alone is reported, max 5s being below it.)
+	c.Backoff.ApplyDefaults(200*time.Millisecond, 5*time.Second)
 	if c.Breaker.Failures == 0 {
 		c.Breaker.Failures = 5
 	}
@@ -237,11 +225,8 @@ func (c *Common) validate(formats []string, canSubscribe bool) error {
 	if c.ConnectTimeout <= 0 {
 		errs = append(errs, confkit.Errorf("connect_timeout", "%v: must be positive", c.ConnectTimeout))
 	}
-	if c.Backoff.Min <= 0 {
-		errs = append(errs, confkit.Errorf("backoff.min", "%v: must be positive", c.Backoff.Min))
-	}
-	if c.Backoff.Max < c.Backoff.Min {
-		errs = append(errs, confkit.Errorf("backoff.max", "%v: must be >= backoff.min (%v)", c.Backoff.Max, c.Backoff.Min))
+	if err := c.Backoff.Validate("backoff"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Breaker.Failures < -1 || c.Breaker.Failures == 0 {
 		errs = append(errs, confkit.Errorf("breaker.failures", "%d: want >= 1, or -1 to disable", c.Breaker.Failures))

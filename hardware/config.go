@@ -94,8 +94,8 @@ type SerialConfig struct {
 // USBMatch identifies a USB serial adapter (match: in a port or a Modbus RTU bus).
 type USBMatch = hwkit.USBMatch
 
-// Backoff is an exponential backoff with full jitter between Min and Max.
-type Backoff = hwkit.Backoff
+// Backoff is a delay range that doubles from Min to Max (confkit.Backoff).
+type Backoff = confkit.Backoff
 
 // ApplyDefaults fills zero values with the defaults.
 func (c *Config) ApplyDefaults() {

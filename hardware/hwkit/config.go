@@ -143,34 +143,6 @@ func isHex4(s string) bool {
 	return true
 }
 
-// Backoff is an exponential backoff with full jitter between Min and Max.
-type Backoff struct {
-	// Min is the first delay after a failure.
-	Min time.Duration `yaml:"min"`
-	// Max caps the delay.
-	Max time.Duration `yaml:"max"`
-}
-
-// ApplyDefaults fills a zero Min with lo and a zero Max with hi, or with Min where that is
-// larger, so a configured min alone never makes the pair invalid.
-func (b *Backoff) ApplyDefaults(lo, hi time.Duration) {
-	confkit.Default(&b.Min, lo)
-	confkit.Default(&b.Max, max(hi, b.Min))
-}
-
-// Validate checks the backoff configured at key ("reopen"); the problems' keys are key.min and
-// key.max.
-func (b *Backoff) Validate(key string) error {
-	var probs Problems
-	if b.Min <= 0 {
-		probs.Add(key+".min", "%v is not valid (must be > 0)", b.Min)
-	}
-	if b.Max < b.Min {
-		probs.Add(key+".max", "%v is less than %s.min %v", b.Max, key, b.Min)
-	}
-	return probs.Err()
-}
-
 // Away is how a serial port or Modbus bus behaves while its device is away: how it retries the
 // device, and which commands it keeps for it meanwhile. Embedded inline beside the device's
 // other keys.
@@ -185,7 +157,7 @@ type Away struct {
 	CommandMaxAge time.Duration `yaml:"command_max_age"`
 	// Reopen is the backoff between attempts to (re)open a missing or failed device (serial
 	// line or TCP connection). Default 250ms..30s.
-	Reopen Backoff `yaml:"reopen"`
+	Reopen confkit.Backoff `yaml:"reopen"`
 }
 
 // ApplyDefaults fills zero values with the defaults.

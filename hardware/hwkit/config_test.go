@@ -146,7 +146,7 @@ func TestInlineKeysDecodeAndDefault(t *testing.T) {
 	if s.Line != (hwkit.Line{Port: "/dev/x", Baud: 115200, DataBits: 8, Parity: "none", StopBits: "1.5"}) {
 		t.Errorf("serial line %+v", s.Line)
 	}
-	if *s.CommandQueue != 16 || s.CommandMaxAge != 30*time.Second || s.Reopen != (hwkit.Backoff{Min: 40 * time.Second, Max: 40 * time.Second}) {
+	if *s.CommandQueue != 16 || s.CommandMaxAge != 30*time.Second || s.Reopen != (confkit.Backoff{Min: 40 * time.Second, Max: 40 * time.Second}) {
 		t.Errorf("serial away %+v %+v", *s.CommandQueue, s.Away)
 	}
 	b := cfg.Hardware.Modbus[0]
@@ -158,7 +158,7 @@ func TestInlineKeysDecodeAndDefault(t *testing.T) {
 	if r != (hwkit.Line{Baud: 19200, DataBits: 8, Parity: "none", StopBits: "2"}) {
 		t.Errorf("rtu line %+v", r)
 	}
-	if *b.CommandQueue != 0 || b.CommandMaxAge != 30*time.Second || b.Reopen != (hwkit.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}) {
+	if *b.CommandQueue != 0 || b.CommandMaxAge != 30*time.Second || b.Reopen != (confkit.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}) {
 		t.Errorf("bus away %+v %+v", *b.CommandQueue, b.Away)
 	}
 }

@@ -4,7 +4,7 @@
 //   - config: the serial line keys (port or USB match, baud, data bits, parity, stop bits),
 //     what happens while a device is away (reopen backoff, command queue), names and topics,
 //     each with its defaults and its validation, the same keys and texts in both sections
-//     (Line, Away, Backoff, Problems, ValidateList);
+//     (Line, Away, Problems, ValidateList);
 //   - the life of a device (Link): its state for status, drops and rate-limited warnings, the
 //     bounded queue of commands waiting for it (Queue) and the loop that opens, serves and
 //     reopens it with backoff;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edged-dev/edged/internal/confkit"
 	"log/slog"
 	"sync"
 	"time"
@@ -172,7 +173,7 @@ type Device struct {
 // Run opens, serves and reopens the device until ctx is done, waiting between attempts with
 // exponential backoff between bo.Min and bo.Max; the backoff starts over after a session that
 // worked or lasted at least bo.Max.
-func (l *Link[C]) Run(ctx context.Context, bo Backoff, d Device) {
+func (l *Link[C]) Run(ctx context.Context, bo confkit.Backoff, d Device) {
 	down := func() {
 		if d.Down != nil {
 			d.Down()

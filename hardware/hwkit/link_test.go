@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edged-dev/edged/internal/confkit"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -35,7 +36,7 @@ func TestLinkRun(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		l.Run(ctx, Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Device{
+		l.Run(ctx, confkit.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Device{
 			Subscribe: func() {},
 			Open: func() (string, error) {
 				mu.Lock()

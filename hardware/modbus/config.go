@@ -110,8 +110,8 @@ type RTUConfig struct {
 // USBMatch identifies a USB serial adapter, as in hardware.serial[].match.
 type USBMatch = hwkit.USBMatch
 
-// Backoff is an exponential backoff between Min and Max.
-type Backoff = hwkit.Backoff
+// Backoff is a delay range that doubles from Min to Max (confkit.Backoff).
+type Backoff = confkit.Backoff
 
 // UnitConfig is one slave on a bus.
 type UnitConfig struct {

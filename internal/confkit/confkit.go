@@ -1,5 +1,5 @@
 // Package confkit holds the small vocabulary every config section shares: byte sizes and
-// key-located validation errors. It is a leaf: it imports nothing of edged, so broker, storage,
+// key-located validation errors, defaults, retry delay ranges. It is a leaf: it imports nothing of edged, so broker, storage,
 // bridge and hardware can all describe their own config problems without knowing about the YAML
 // loader (internal/config), which turns a key path into FILE:LINE.
 package confkit
@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -141,4 +142,35 @@ func DefaultPtr[T any](p **T, d T) {
 	if *p == nil {
 		*p = &d
 	}
+}
+
+// Backoff is a retry delay range: the first delay after a failure is Min, doubling to Max
+// (with the equal jitter of internal/backoff where it is used). The same keys, min and max,
+// wherever edged retries: connectors' backoff, serial ports' and Modbus buses' reopen, Modbus
+// units' offline_backoff.
+type Backoff struct {
+	// Min is the first delay after a failure.
+	Min time.Duration `yaml:"min"`
+	// Max caps the delay.
+	Max time.Duration `yaml:"max"`
+}
+
+// ApplyDefaults fills a zero Min with lo and a zero Max with hi, or with Min where that is
+// larger, so a configured min alone never makes the pair invalid.
+func (b *Backoff) ApplyDefaults(lo, hi time.Duration) {
+	Default(&b.Min, lo)
+	Default(&b.Max, max(hi, b.Min))
+}
+
+// Validate checks the range configured at key ("reopen"); the problems' keys are key.min and
+// key.max.
+func (b *Backoff) Validate(key string) error {
+	var errs []error
+	if b.Min <= 0 {
+		errs = append(errs, Errorf(key+".min", "%v is not valid (must be > 0)", b.Min))
+	}
+	if b.Max < b.Min {
+		errs = append(errs, Errorf(key+".max", "%v is less than %s.min %v", b.Max, key, b.Min))
+	}
+	return errors.Join(errs...)
 }
