@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -237,8 +238,14 @@ func publishWindow(t testing.TB, c paho3.Client, window, n int, msg func(i int) 
 	go func() {
 		defer close(errc)
 		for tok := range toks {
-			if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-				errc <- fmt.Errorf("puback: %w", tok.Error())
+			var err error
+			if !tok.WaitTimeout(60 * time.Second) {
+				err = errors.New("no PUBACK within 60s")
+			} else {
+				err = tok.Error()
+			}
+			if err != nil {
+				errc <- fmt.Errorf("puback: %w", err)
 				for range toks {
 				}
 				return

@@ -12,9 +12,21 @@ import (
 func Subscribe(t testing.TB, c mqtt.Client, filter string) <-chan mqtt.Message {
 	t.Helper()
 	ch := make(chan mqtt.Message, 64)
-	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m })
-	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	// Registered after the client's own cleanup, so it runs first: a handler blocked on a full
+	// channel returns, and the client's Disconnect (which waits for its handlers) cannot hang.
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case ch <- m:
+		case <-done:
+		}
+	})
+	if !tok.WaitTimeout(20 * time.Second) {
+		t.Fatalf("subscribe %s: no SUBACK within 20s", filter)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("subscribe %s: %v", filter, err)
 	}
 	return ch
 }

@@ -9,13 +9,14 @@ import (
 // peer is a server program a test talks to (mosquitto, a nats-server node), run from a config
 // file and listening on a loopback address. Mosquitto and NATSNode embed it.
 type peer struct {
-	t    testing.TB
-	name string // in failure messages: "mosquitto", "nats-server n1"
-	addr string // host:port it listens on once up
-	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
-	Out  *LockedBuffer // its stdout and stderr
+	t             testing.TB
+	name          string // in failure messages: "mosquitto", "nats-server n1"
+	addr          string // host:port it listens on once up
+	conf          string
+	cmd           *exec.Cmd
+	done          chan struct{}
+	Out           *LockedBuffer // its stdout and stderr
+	killAtCleanup bool          // its kill is registered with t.Cleanup
 }
 
 // start runs bin -c conf and waits up to total until addr accepts connections, failing the
@@ -31,6 +32,12 @@ func (p *peer) start(bin string, total time.Duration) {
 	}
 	done, cmd := p.done, p.cmd
 	go func() { _ = cmd.Wait(); close(done) }()
+	// Also when the wait below fails the test before the caller registered its own Stop. Once,
+	// at the first start, so a Restart does not move the kill ahead of later cleanups.
+	if !p.killAtCleanup {
+		p.killAtCleanup = true
+		p.t.Cleanup(p.kill)
+	}
 	WaitFor(p.t, total, 20*time.Millisecond, func() error {
 		select {
 		case <-done:
