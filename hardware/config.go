@@ -11,18 +11,14 @@ import (
 
 // Defaults applied by ApplyDefaults to zero values.
 const (
-	DefaultBaud          = 115200
-	DefaultDataBits      = 8
-	DefaultParity        = "none"
-	DefaultStopBits      = "1"
-	DefaultFraming       = "line"
-	DefaultDelimiter     = "\n"
-	DefaultMaxFrame      = 4096
-	DefaultFormat        = "raw"
-	DefaultCommandQueue  = hwkit.DefaultCommandQueue
-	DefaultCommandMaxAge = hwkit.DefaultCommandMaxAge
-	DefaultReopenMin     = hwkit.DefaultReopenMin
-	DefaultReopenMax     = hwkit.DefaultReopenMax
+	DefaultBaud      = 115200
+	DefaultDataBits  = 8
+	DefaultParity    = "none"
+	DefaultStopBits  = "1"
+	DefaultFraming   = "line"
+	DefaultDelimiter = "\n"
+	DefaultMaxFrame  = 4096
+	DefaultFormat    = "raw"
 
 	maxMaxFrame = 1 << 20
 )

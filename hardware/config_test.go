@@ -125,7 +125,7 @@ serial:
 	}
 	s := cfg.Serial[0]
 	if s.StopBits != "1.5" || s.Baud != DefaultBaud || s.Delimiter != "\r" || s.MaxFrame != 1024 ||
-		*s.CommandQueue != 0 || s.Reopen.Max != DefaultReopenMax || s.Framing != "line" || s.Match.SerialNumber != "A1" {
+		*s.CommandQueue != 0 || s.Reopen.Max != hwkit.DefaultReopenMax || s.Framing != "line" || s.Match.SerialNumber != "A1" {
 		t.Errorf("decoded %+v", s)
 	}
 	if m := s.mode(); m.DataBits != 7 || m.BaudRate != 115200 {

@@ -148,9 +148,9 @@ func isHex4(s string) bool {
 // other keys.
 type Away struct {
 	// CommandQueue is how many commands (writes) are held while the device is away, and behind a
-	// slow write; the oldest is dropped and counted when it is full. 0 holds none: a command
-	// arriving while the device is away is dropped and counted (on a Modbus bus, answered with
-	// an error). Default 16, at most 10000.
+	// slow write; the oldest is dropped and counted when it is full. 0 holds none while the
+	// device is away: a command arriving then is dropped and counted (on a Modbus bus, answered
+	// with an error); while it is open, one command still waits behind a write in progress. Default 16, at most 10000.
 	CommandQueue *int `yaml:"command_queue"`
 	// CommandMaxAge drops (and counts) queued commands older than this when the device comes
 	// back, instead of replaying stale commands to it. Default 30s.

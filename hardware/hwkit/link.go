@@ -46,7 +46,6 @@ type Link[C any] struct {
 	LastError string
 	Reopens   uint64
 	Dropped   uint64
-	Open      bool     // State is StateOpen: Queue.Push keeps one command at least
 	Queue     Queue[C] // commands waiting for the device
 
 	wake    chan struct{} // cap 1: a command was pushed
@@ -84,7 +83,6 @@ func (l *Link[C]) SetState(state, path string, err error) {
 	if err != nil {
 		l.LastError = err.Error()
 	}
-	l.Open = state == StateOpen
 }
 
 // Drop counts n lost messages (metric, status, last error) and warns at a rate limit.
@@ -117,7 +115,7 @@ func (l *Link[C]) Warn(msg string, err error, args ...any) {
 // the drop (its reasons and texts are its own).
 func (l *Link[C]) Push(v C, limit int) (dropped C, why Drop, waiting int) {
 	l.Lock()
-	dropped, why = l.Queue.Push(v, limit, l.Open)
+	dropped, why = l.Queue.Push(v, limit, l.State == StateOpen)
 	waiting = l.Queue.Len()
 	l.Unlock()
 	select {
@@ -179,7 +177,8 @@ func (l *Link[C]) Run(ctx context.Context, bo confkit.Backoff, d Device) {
 			d.Down()
 		}
 	}
-	opens, attempt := 0, 0
+	opens := 0
+	bk := backoff.Backoff{Min: bo.Min, Max: bo.Max}
 	for ctx.Err() == nil {
 		d.Subscribe()
 		path, err := d.Open()
@@ -191,8 +190,7 @@ func (l *Link[C]) Run(ctx context.Context, bo confkit.Backoff, d Device) {
 			l.SetState(state, path, err)
 			l.Warn(l.kind+" unavailable; retrying", err, "path", path)
 			down()
-			attempt++
-			if !backoff.Sleep(ctx, backoff.Delay(bo.Min, bo.Max, attempt)) {
+			if !backoff.Sleep(ctx, bk.Next()) {
 				return
 			}
 			continue
@@ -219,10 +217,9 @@ func (l *Link[C]) Run(ctx context.Context, bo confkit.Backoff, d Device) {
 		l.Warn(l.kind+" lost; reopening", err, "path", path)
 		down()
 		if worked || time.Since(start) >= bo.Max {
-			attempt = 0 // it worked for a while: start the backoff over
+			bk.Reset() // it worked for a while: start the backoff over
 		}
-		attempt++
-		if !backoff.Sleep(ctx, backoff.Delay(bo.Min, bo.Max, attempt)) {
+		if !backoff.Sleep(ctx, bk.Next()) {
 			return
 		}
 	}

@@ -26,10 +26,6 @@ const (
 	DefaultPoll           = time.Second
 	DefaultFormat         = "json"
 	DefaultTopic          = "modbus/{bus}/{unit}/{point}"
-	DefaultCommandQueue   = hwkit.DefaultCommandQueue
-	DefaultCommandMaxAge  = hwkit.DefaultCommandMaxAge
-	DefaultReopenMin      = hwkit.DefaultReopenMin
-	DefaultReopenMax      = hwkit.DefaultReopenMax
 	replySuffix           = "/reply"
 	maxReadRegisters      = 125  // protocol limit of function codes 3 and 4
 	maxReadBits           = 2000 // protocol limit of function codes 1 and 2

@@ -62,8 +62,8 @@ func (s *Set[K]) Start(key K, run func(context.Context)) {
 	}()
 }
 
-// Running reports whether key's part was started and not stopped (it may have returned on
-// its own already).
+// Running reports whether key's part was started and not stopped by Stop(key): it may have
+// returned on its own already, and it stays true after Run's end stopped every part.
 func (s *Set[K]) Running(key K) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
