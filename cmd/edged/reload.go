@@ -48,8 +48,7 @@ type reloadState struct {
 	stopping bool
 
 	hw     atomic.Pointer[hardware.Manager]
-	hwStop context.CancelFunc
-	hwDone chan struct{}
+	hwStop func() // stops the running ports and waits until they are closed; nil: none
 
 	total *prometheus.CounterVec
 	last  atomic.Pointer[reloadReport]
@@ -251,11 +250,8 @@ func (d *daemon) startHardware(cfg hardware.Config) error {
 	for _, p := range hw.Status() {
 		log.Info("serial port", "name", p.Name, "path", p.Path)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	d.rl.hw.Store(hw)
-	d.rl.hwStop, d.rl.hwDone = cancel, done
-	go func() { defer close(done); hw.Run(ctx) }()
+	d.rl.hwStop = goOwned(hw.Run)
 	return nil
 }
 
@@ -274,7 +270,6 @@ func (d *daemon) stopHardware() {
 		return
 	}
 	d.rl.hwStop()
-	<-d.rl.hwDone
 	d.rl.hwStop = nil
 }
 
