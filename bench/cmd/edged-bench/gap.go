@@ -18,6 +18,8 @@ func (b *bench) gapSection() string {
 		name  string
 		start func() (*proc, error)
 	}
+	// The ratio columns name their targets by these positions in ts.
+	const mosq, direct, queue, edged = 0, 1, 2, 3
 	ts := []gapTarget{
 		{"mosquitto nodelay", func() (*proc, error) { return startMosquitto(b.mosq, "mosquitto", mosqNoDelay) }},
 		{"Go relay, direct write", func() (*proc, error) { return startRelay(relayDirect) }},
@@ -68,11 +70,11 @@ func (b *bench) gapSection() string {
 		cols = append(cols, t.name)
 	}
 	figureHeader(&w, append(cols, "writer goroutine / direct", "edged / mosquitto nodelay"))
-	ratio := func(vals [][]float64, a, b int) string {
-		if a >= len(vals) || len(vals[a]) == 0 || len(vals[b]) == 0 || median(vals[b]) == 0 {
+	ratio := func(vals [][]float64, num, den int) string {
+		if num >= len(vals) || len(vals[num]) == 0 || len(vals[den]) == 0 || median(vals[den]) == 0 {
 			return ""
 		}
-		return fmt.Sprintf("%.2f", median(vals[a])/median(vals[b]))
+		return fmt.Sprintf("%.2f", median(vals[num])/median(vals[den]))
 	}
 	for k, rate := range s.pacedRates {
 		for _, q := range []struct {
@@ -92,13 +94,14 @@ func (b *bench) gapSection() string {
 					fmt.Fprintf(&w, q.format, median(v))
 				}
 			}
-			fmt.Fprintf(&w, " %s | %s |\n", ratio(q.vals, 2, 1), ratio(q.vals, 3, 0))
+			fmt.Fprintf(&w, " %s | %s |\n", ratio(q.vals, queue, direct), ratio(q.vals, edged, mosq))
 		}
 	}
 	fmt.Fprintf(&w, "\nThe relays (`edged-bench -relay`) are the smallest MQTT server the load generator can use: CONNACK, SUBACK, and every QoS 0 PUBLISH forwarded to the subscriber, with no topic matching, sessions, hooks or store. "+
 		"Direct write: the publisher's connection goroutine writes to the subscriber's socket, as a single-threaded broker does. "+
 		"Writer goroutine: the packet goes through a channel to a goroutine per subscriber that writes it, the shape of mochi-mqtt, edged's embedded broker. "+
 		"Each process is fresh; a tenth of each run goes first as warm-up. "+
+		"The mosquitto and edged columns measure again what the fan-in table's paced QoS 0 rows measure, here next to the relays in the same sequence of processes; the two tables differ by the run-to-run spread. "+
 		"CPU and run-queue wait: the server process's threads summed (/proc/PID/task/*/schedstat: time on a CPU, time runnable but waiting for one) over the measured run, divided by the messages; "+
 		"a Go server's include its runtime's threads (sysmon, idle processors spinning for work), each a wake-up that competes with the load generator for the two cores.\n")
 	return w.String()

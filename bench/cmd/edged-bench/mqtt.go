@@ -96,33 +96,44 @@ func appendHeader(b []byte, first byte, remaining int) []byte {
 
 // read returns the next packet; body aliases an internal buffer.
 func (c *client) read() (typ, flags byte, body []byte, err error) {
-	h, err := c.r.ReadByte()
+	h, body, err := readPacket(c.r, c.in)
 	if err != nil {
 		return 0, 0, nil, err
 	}
+	c.in = body
+	return h >> 4, h & 0x0f, body, nil
+}
+
+// readPacket reads one MQTT packet: its first byte and its body, in buf when buf is large
+// enough (nil: a new slice the caller may keep).
+func readPacket(r *bufio.Reader, buf []byte) (first byte, body []byte, err error) {
+	first, err = r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
 	n, mul := 0, 1
 	for i := 0; ; i++ {
-		d, err := c.r.ReadByte()
+		d, err := r.ReadByte()
 		if err != nil {
-			return 0, 0, nil, err
+			return 0, nil, err
 		}
 		n += int(d&0x7f) * mul
 		if d&0x80 == 0 {
 			break
 		}
 		if i == 3 {
-			return 0, 0, nil, errors.New("malformed remaining length")
+			return 0, nil, errors.New("malformed remaining length")
 		}
 		mul *= 128
 	}
-	if cap(c.in) < n {
-		c.in = make([]byte, n, n*2)
+	if cap(buf) < n {
+		buf = make([]byte, n, n*2)
 	}
-	c.in = c.in[:n]
-	if _, err := io.ReadFull(c.r, c.in); err != nil {
-		return 0, 0, nil, err
+	body = buf[:n]
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
 	}
-	return h >> 4, h & 0x0f, c.in, nil
+	return first, body, nil
 }
 
 // subscribe sends SUBSCRIBE and waits for SUBACK (nothing else may arrive before it).

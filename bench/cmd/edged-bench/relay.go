@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -62,8 +61,9 @@ func runRelay(addr, mode string) error {
 func (r *relay) serve(c net.Conn) {
 	defer c.Close()
 	in := bufio.NewReaderSize(c, 2048)
+	var sub *relaySub
 	for {
-		first, body, err := readRelayPacket(in)
+		first, body, err := readPacket(in, nil) // forward keeps body: a new slice each
 		if err != nil {
 			return
 		}
@@ -74,7 +74,10 @@ func (r *relay) serve(c net.Conn) {
 			if len(body) < 3 {
 				return
 			}
-			defer r.unsubscribe(r.subscribe(c))
+			if sub == nil { // a second SUBSCRIBE must not deliver twice
+				sub = r.subscribe(c)
+				defer r.unsubscribe(sub)
+			}
 			_, err = c.Write([]byte{pktSuback << 4, 3, body[0], body[1], 0})
 		case pktPublish:
 			if (first>>1)&3 != 0 {
@@ -143,28 +146,6 @@ func (r *relay) forward(head, body []byte) {
 			s.write(pk)
 		}
 	}
-}
-
-func readRelayPacket(r *bufio.Reader) (byte, []byte, error) {
-	first, err := r.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	n, mul := 0, 1
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		n += int(b&127) * mul
-		mul *= 128
-		if b < 128 {
-			body := make([]byte, n)
-			_, err = io.ReadFull(r, body)
-			return first, body, err
-		}
-	}
-	return 0, nil, fmt.Errorf("malformed remaining length")
 }
 
 // startRelay runs this program as a relay child on a free loopback port.

@@ -343,7 +343,7 @@ func (b *bench) backlogSection() string {
 	fmt.Fprintf(&w, "\nedged: a forward rule `bench/#` into an mqtt connector (QoS 1, format raw) whose URL refuses connections; PUBACK only after the message is fsynced in the outbox. "+
 		"mosquitto: a bridge (`topic bench/# out 1`, `cleansession false`, `restart_timeout 1`) to the same dead address, `persistence true`, `max_queued_messages 0`, `max_inflight_messages 0`: "+
 		"it holds the queue in memory and writes it to disk only at autosave or exit (no fsync per message), so the two do not promise the same durability. "+
-		"The drain starts when a loopback mosquitto \"cloud\" (nodelay) appears behind the uplink address (a relay in the harness starts accepting); time includes each side's reconnect delay. "+
+		"The drain starts when a loopback mosquitto \"cloud\" (nodelay) appears behind the uplink address (the harness's uplink gate starts accepting); time includes each side's reconnect delay. "+
 		"Memory from /proc/PID/status of the broker process after the ingest.\n")
 	return w.String()
 }
