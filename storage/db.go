@@ -42,16 +42,6 @@ var (
 	ErrCorrupt = errors.New("store is corrupt or unreadable")
 )
 
-// MemoryLimit is the soft Go memory limit the storage benchmarks run under (GOMEMLIMIT=48MiB),
-// a tighter budget than the daemon's default (memory_limit: 56MiB, internal/config, which buys
-// back ingest rate under a long backlog). The storage profile below keeps its own
-// working set (two 4 MB memtables, one or two table builders) well inside it; the limit is what
-// makes the Go runtime return freed builder and memtable buffers instead of letting the heap
-// double between collections while writes go on. Once writes stop, trimLoop returns the burst's
-// buffers. Measured (BenchmarkBacklogMemory, RssAnon): fresh store 2.5 MB; 1M queued messages
-// 34 MB 3 s after the last append (badger still pools its builders), 5.3 MB after 35 s idle.
-const MemoryLimit = 48 << 20
-
 // DefaultMinFreeBytes is the free space the data dir's file system must keep. badger writes its
 // WAL, tables and value log through mmap'ed, sparsely allocated files: on a really full file
 // system a write to such a page is a SIGBUS, not an error. Refusing growth below this reserve

@@ -8,7 +8,7 @@ import (
 )
 
 // form is one encoded form (envelope or batch) through its package functions, so that the
-// envelope and the batch tests, fuzz targets and benchmarks share one body.
+// envelope and the batch tests and fuzz targets share one body.
 type form[T any] struct {
 	name                     string
 	marshal, marshalJSON     func(T) ([]byte, error)

@@ -545,7 +545,7 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	next("WATCHDOG=1")
 	next("WATCHDOG=1")
-	// Stop sends SIGTERM and waits for the exit; STOPPING=1 is already queued in msgs by then.
+	// Stop sends SIGTERM and waits for the exit; STOPPING=1 has been sent by then.
 	if err := d.Stop(30 * time.Second); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}

@@ -89,7 +89,7 @@ func Start(o Options) (*Server, error) {
 	denied := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "edged", Subsystem: "admin", Name: "refused_total",
 		Help: "Admin API requests refused, by reason (unauthorized, csrf)."}, []string{"reason"})
 	actions := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "edged", Subsystem: "admin", Name: "actions_total",
-		Help: "Dashboard/API actions performed (requeue, purge, disconnect)."}, []string{"action"})
+		Help: "Dashboard/API actions performed (requeue, purge, purge_outbox, disconnect, reload)."}, []string{"action"})
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{denied, actions} {
 			if err := o.Registerer.Register(c); err != nil {
