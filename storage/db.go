@@ -315,11 +315,7 @@ func (db *DB) load(bdb *badger.DB) error {
 	var legacy []string // outboxes whose meta is still under kindMetaV1
 	format := byte(1)   // no marker: format 1
 	err := bdb.View(func(txn *badger.Txn) error {
-		if it, err := txn.Get([]byte{kindFormat}); err == nil {
-			v, err := it.ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("read format marker: %w", err)
-			}
+		if v, err := getValue(txn, []byte{kindFormat}); err == nil {
 			if len(v) != 1 || (v[0] != formatVersion && v[0] != 1) {
 				return fmt.Errorf("store format %v is not %d", v, formatVersion)
 			}

@@ -528,9 +528,7 @@ func (db *DB) rebuildMeta(ob *Outbox, t witnessed) {
 // and a witnessed head above the persisted one (acks lost from the log) skips what the remote
 // had already confirmed instead of sending it again.
 func (db *DB) applyWitness(ob *Outbox, t witnessed) {
-	ob.mu.Lock()
-	m := ob.cm
-	ob.mu.Unlock()
+	m := locked(&ob.mu, &ob.cm)
 	if t.tail <= m.tail && t.head <= m.head {
 		return
 	}

@@ -439,9 +439,7 @@ func (l *Latest) DeadLetter(rec Record, reason string) error {
 // not tracked and stays 0, as every queued message is the newest of its topic). Drops carries
 // superseded and ttl.
 func (l *Latest) Stats() OutboxStats {
-	l.mu.Lock()
-	m := l.cm
-	l.mu.Unlock()
+	m := locked(&l.mu, &l.cm)
 	return OutboxStats{Name: l.name, Depth: m.count, Bytes: m.bytes, DLQDepth: m.dlqCount, Configured: true,
 		Drops: map[string]uint64{ReasonSuperseded: m.superseded, ReasonTTL: m.ttl}}
 }

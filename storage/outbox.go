@@ -319,9 +319,7 @@ func (s OutboxStats) MarshalJSON() ([]byte, error) {
 
 // Stats returns the outbox's durable state.
 func (o *Outbox) Stats() OutboxStats {
-	o.mu.Lock()
-	m := o.cm
-	o.mu.Unlock()
+	m := locked(&o.mu, &o.cm)
 	s := OutboxStats{Name: o.name, Depth: m.count, Bytes: m.bytes, Head: m.head, Tail: m.tail,
 		DLQDepth: m.dlqCount, DLQBytes: m.dlqBytes, Drops: map[string]uint64{},
 		Rejected: o.rejected.Load(), Configured: o.configured.Load(), Limits: *o.limits()}
