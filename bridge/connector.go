@@ -120,6 +120,10 @@ func (l *link) Done() <-chan struct{} {
 	return l.done
 }
 
+// errLinkLost is what a send returns when its link closed under it: an acknowledgement may
+// have been lost with it, so the forwarder retries what was not confirmed.
+var errLinkLost = errors.New("connection lost")
+
 // linkEnd is what a send returns once its batch left the publishing loop: the cause of ctx
 // if it ended, "connection lost" if the link closed (an acknowledgement may have been lost
 // with it), else nil.
@@ -128,7 +132,7 @@ func linkEnd(ctx context.Context, done <-chan struct{}) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-done:
-		return errors.New("connection lost")
+		return errLinkLost
 	default:
 		return nil
 	}

@@ -149,7 +149,7 @@ func (c *MQTTConfig) validateURL(key, raw string) []error {
 func (c *MQTTConfig) Secrets() []string {
 	var out []string
 	for _, u := range endpointList(c.URL, c.URLs) {
-		out = append(out, urlAndHeaderSecrets(u, nil)...)
+		out = append(out, redact.URLSecrets(u)...)
 	}
 	return append(out, c.Password)
 }
@@ -567,7 +567,7 @@ func (m *mqttConn) send3(ctx context.Context, msgs []*Message, result func(int, 
 		case <-ctx.Done():
 			err = context.Cause(ctx)
 		case <-done:
-			err = errors.New("connection lost")
+			err = errLinkLost
 		}
 		if err != nil {
 			break

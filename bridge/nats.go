@@ -495,7 +495,7 @@ publish:
 			err = context.Cause(ctx)
 			break publish
 		case <-done:
-			err = errors.New("connection lost")
+			err = errLinkLost
 			break publish
 		}
 		// No retries inside the client: the forwarder resends from the first unconfirmed

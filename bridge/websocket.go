@@ -330,7 +330,7 @@ func (w *wsConn) Send(ctx context.Context, msgs []*Message, result func(int, err
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-done:
-			return errors.New("link closed")
+			return errLinkLost
 		case cm := <-ctrl:
 			if i, ok := idx[cm.Reject]; ok && !resolved[i] {
 				resolved[i] = true

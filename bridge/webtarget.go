@@ -49,7 +49,10 @@ func (w *WebTarget) validate(schemes [2]string, want string) []error {
 
 // Secrets implements SecretHolder: URL credentials (also of auth.token_url) and header values.
 func (w *WebTarget) Secrets() []string {
-	out := urlAndHeaderSecrets(w.URL, w.Headers)
+	out := redact.URLSecrets(w.URL)
+	for _, v := range w.Headers {
+		out = append(out, v) // headers carry API keys
+	}
 	for _, u := range w.URLs {
 		out = append(out, redact.URLSecrets(u)...)
 	}
@@ -58,13 +61,3 @@ func (w *WebTarget) Secrets() []string {
 
 // Endpoint implements Endpointer: the primary.
 func (w *WebTarget) Endpoint() string { return redact.URL(endpointList(w.URL, w.URLs)[0]) }
-
-// urlAndHeaderSecrets lists the credentials of a URL (userinfo password, secret query values)
-// and every configured header value (headers carry API keys).
-func urlAndHeaderSecrets(raw string, headers map[string]string) []string {
-	out := redact.URLSecrets(raw)
-	for _, v := range headers {
-		out = append(out, v)
-	}
-	return out
-}
