@@ -8,11 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"github.com/edged-dev/edged/broker"
 	"github.com/edged-dev/edged/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,24 +62,9 @@ type device struct {
 // before the port under test opens it.
 func newDevice(t *testing.T) *device {
 	t.Helper()
-	pm, s, err := pty.Open()
-	if err != nil {
-		if testutil.InCI() {
-			t.Fatalf("no pty: %v", err)
-		}
-		t.Skipf("no pty: %v", err)
-	}
-	// A non-blocking copy of the master goes into the runtime poller, so Close interrupts the
-	// reader goroutine below (a blocking *os.File read would not return).
-	fd, err := syscall.Dup(int(pm.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pm.Close()
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	m := os.NewFile(uintptr(fd), "ptmx")
+	// The master is non-blocking, in the runtime poller, so Close interrupts the reader
+	// goroutine below (a blocking *os.File read would not return).
+	m, s := testutil.OpenPTY(t)
 	d := &device{master: m, slave: s, done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
