@@ -60,7 +60,8 @@ type Common struct {
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// ConnectTimeout bounds one connection attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// Backoff between failed attempts: exponential from min to max with jitter.
+	// Backoff between failed attempts: exponential from min to max with jitter. Default 200ms
+	// to 5s; a min written alone raises the max to at least itself, a max alone lowers the min.
 	Backoff confkit.Backoff `yaml:"backoff"`
 	// Breaker opens the circuit after consecutive failures: no attempt while open, then one
 	// probe (half-open); a success closes it.
@@ -140,9 +141,10 @@ func (c *Common) defaults(format string, batchMsgs, window int) {
 		c.ConnectTimeout = 10 * time.Second
 	}
 	// A 5 s cap (mosquitto's bridge retries every 5 s) bounds how long a returning uplink waits
-	// for us; a dead uplink costs one TCP SYN per ~5 s. (Set before decoding, like every
-	// default here: a `backoff: {min: 10s}` alone is reported, max 5s being below it.)
-	c.Backoff.ApplyDefaults(200*time.Millisecond, 5*time.Second)
+	// for us; a dead uplink costs one TCP SYN per ~5 s. Set before decoding like every default
+	// here, so a written 0 is refused; confkit.Backoff's decoding moves the default of a key left
+	// out to follow the one written (`{min: 10s}` alone gives max 10s, `{max: 50ms}` min 50ms).
+	c.Backoff = confkit.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	if c.Breaker.Failures == 0 {
 		c.Breaker.Failures = 5
 	}

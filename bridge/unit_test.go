@@ -235,3 +235,44 @@ func TestRuleFromGatewayID(t *testing.T) {
 		t.Fatal("unknown placeholder accepted")
 	}
 }
+
+// A backoff key written alone carries the other key's default along, so raising only min
+// raises the cap with it (and lowering only max lowers the first delay); what the user wrote,
+// an explicit 0 or a min above max, is still checked.
+func TestConfigBackoffDefaultsFollowWrittenKey(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		backoff  string // the connector's backoff line, "" for none
+		min, max time.Duration
+		want     []string // keys Validate reports
+	}{
+		{"", 200 * ms, 5 * time.Second, nil},
+		{"backoff: {min: 10s}", 10 * time.Second, 10 * time.Second, nil},
+		{"backoff: {min: 1s}", time.Second, 5 * time.Second, nil},
+		{"backoff: {max: 100ms}", 100 * ms, 100 * ms, nil},
+		{"backoff: {max: 30s}", 200 * ms, 30 * time.Second, nil},
+		{"backoff: {min: 1s, max: 2s}", time.Second, 2 * time.Second, nil},
+		{"backoff: {min: 1d}", 24 * time.Hour, 24 * time.Hour, nil},
+		{"backoff: {min: ~}", 200 * ms, 5 * time.Second, nil},
+		{"backoff: {}", 200 * ms, 5 * time.Second, nil},
+		{"backoff:", 200 * ms, 5 * time.Second, nil},
+		{"backoff: {min: 0s}", 0, 5 * time.Second, []string{"backoff.min"}},
+		{"backoff: {max: 0s}", 200 * ms, 0, []string{"backoff.max"}},
+		{"backoff: {max: -1s}", 200 * ms, -time.Second, []string{"backoff.max"}},
+		{"backoff: {min: 0s, max: 0s}", 0, 0, []string{"backoff.min"}},
+		{"backoff: {min: 10s, max: 5s}", 10 * time.Second, 5 * time.Second, []string{"backoff.max"}},
+		{"backoff: {min: 200ms, max: 100ms}", 200 * ms, 100 * ms, []string{"backoff.max"}},
+	}
+	for _, typ := range []string{"mqtt", "http", "websocket", "nats"} {
+		url := map[string]string{"mqtt": "url: tcp://h", "http": "url: http://h/x", "websocket": "url: ws://h", "nats": "urls: [nats://h:4222]"}[typ]
+		for _, tt := range tests {
+			c := decode(t, typ, "name: c\ntype: "+typ+"\n"+url+"\nforward: [{from: a, to: b}]\n"+tt.backoff+"\n")
+			if got := c.Common().Backoff; got != (confkit.Backoff{Min: tt.min, Max: tt.max}) {
+				t.Errorf("%s %q: backoff %+v, want min %v max %v", typ, tt.backoff, got, tt.min, tt.max)
+			}
+			if got := keys(c.Validate()); strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("%s %q: problems %v, want keys %v", typ, tt.backoff, c.Validate(), tt.want)
+			}
+		}
+	}
+}

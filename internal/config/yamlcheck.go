@@ -46,6 +46,7 @@ func (ps Problems) Error() string {
 
 var (
 	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	plainFieldsType = reflect.TypeOf((*confkit.PlainFields)(nil)).Elem()
 	durationType    = reflect.TypeOf(time.Duration(0))
 )
 
@@ -118,7 +119,7 @@ func strictCheck(n *yaml.Node, t reflect.Type, path string, add func(line int, k
 		fixDuration(n, path, add)
 		return
 	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Kind() == reflect.Interface {
+	if pt := reflect.PointerTo(t); (pt.Implements(unmarshalerType) && !pt.Implements(plainFieldsType)) || t.Kind() == reflect.Interface {
 		return
 	}
 	switch t.Kind() {

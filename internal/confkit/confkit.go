@@ -155,12 +155,116 @@ type Backoff struct {
 	Max time.Duration `yaml:"max"`
 }
 
-// ApplyDefaults fills a zero Min with lo and a zero Max with hi, or with Min where that is
-// larger, so a configured min alone never makes the pair invalid.
+// ApplyDefaults completes a range decoded without defaults, for sections that set them after
+// decoding: a zero Min becomes lo, a zero Max hi, each moved so that a key written alone never
+// makes the pair invalid (see complete). Such a section cannot tell a written 0 from a key left
+// out; one that must (bridge connectors) sets the defaults before decoding and gets the same
+// rule from UnmarshalYAML.
 func (b *Backoff) ApplyDefaults(lo, hi time.Duration) {
-	Default(&b.Min, lo)
-	Default(&b.Max, max(hi, b.Min))
+	b.complete(b.Min != 0, b.Max != 0, lo, hi)
 }
+
+// complete sets the keys not written from the defaults lo and hi, moved where the other key was
+// written so that the pair stays ordered: max defaults to max(hi, min) and min to min(lo, max).
+// Raising only min raises the cap with it; lowering only max lowers the first delay. A written
+// max <= 0 leaves min at lo, so that Validate refuses the max the user wrote rather than a min
+// derived from it.
+func (b *Backoff) complete(minSet, maxSet bool, lo, hi time.Duration) {
+	if !minSet {
+		b.Min = lo
+		if maxSet && b.Max > 0 {
+			b.Min = min(lo, b.Max)
+		}
+	}
+	if !maxSet {
+		b.Max = max(hi, b.Min)
+	}
+}
+
+// UnmarshalYAML decodes min and max over the values already in b. Where those are defaults set
+// before decoding, a key written alone moves the other's default by ApplyDefaults' rule (here it
+// is still known which keys were written, so a written 0 stays 0 for Validate to refuse, and
+// `{min: 10s, max: 5s}` is left as written, to be refused). A b still zero holds no defaults:
+// its section applies ApplyDefaults after decoding. Durations take days and weeks ("1d") as every
+// config duration does. Unknown keys are the loader's to report, at their own key path (see
+// PlainFields); like any nested decode, this one ignores them.
+func (b *Backoff) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		got := strconv.Quote(n.Value)
+		if n.Kind == yaml.SequenceNode {
+			got = "a list"
+		}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a mapping with min and max, got %s", n.Line, got)}}
+	}
+	minSet, maxSet := writtenKeys(n)
+	lo, hi := b.Min, b.Max
+	w := struct {
+		Min Duration `yaml:"min"`
+		Max Duration `yaml:"max"`
+	}{Duration(b.Min), Duration(b.Max)}
+	// A bad value is a *yaml.TypeError: the decoder goes on and the loader reports it located.
+	err := n.Decode(&w)
+	b.Min, b.Max = time.Duration(w.Min), time.Duration(w.Max)
+	if lo != 0 || hi != 0 {
+		b.complete(minSet, maxSet, lo, hi)
+	}
+	return err
+}
+
+// writtenKeys reports which of min and max the mapping n gives a value, as the decoder sees it:
+// through aliases and merged mappings (`<<: *base`). A key with no value (`min:`) is not
+// written: the decoder leaves the field as it was, so it keeps its default. Each node is looked
+// at once, so a merge that contains itself or an alias bomb costs no more than the document.
+func writtenKeys(n *yaml.Node) (minSet, maxSet bool) {
+	seen := map[*yaml.Node]bool{}
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		n = unalias(n)
+		if n == nil || seen[n] {
+			return
+		}
+		seen[n] = true
+		switch n.Kind {
+		case yaml.SequenceNode: // `<<: [*a, *b]`
+			for _, c := range n.Content {
+				walk(c)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], unalias(n.Content[i+1])
+				if k.ShortTag() == "!!merge" {
+					walk(v)
+					continue
+				}
+				written := v != nil && v.ShortTag() != "!!null"
+				switch k.Value {
+				case "min":
+					minSet = minSet || written
+				case "max":
+					maxSet = maxSet || written
+				}
+			}
+		}
+	}
+	walk(n)
+	return minSet, maxSet
+}
+
+// unalias follows an alias to the node it names.
+func unalias(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 8; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// PlainFields is implemented by a config struct whose UnmarshalYAML decodes its fields as a
+// plain struct's would and only watches which keys are written (Backoff). The config loader
+// checks such a struct's keys and durations like a plain struct's, each problem at its own key
+// path, where it leaves any other type with a decoder of its own alone.
+type PlainFields interface{ plainFields() }
+
+func (*Backoff) plainFields() {}
 
 // Validate checks the range configured at key ("reopen"); the problems' keys are key.min and
 // key.max.
