@@ -138,6 +138,11 @@ func Parse(file string, b []byte) (*Config, error) {
 		return nil, Problems{{File: file, Line: doc.Line, Msg: "the config must be a mapping of sections (data_dir:, broker:, ...)"}}
 	}
 
+	complexKeys(doc, add)
+	if len(probs) > 0 {
+		return nil, probs
+	}
+
 	// The bridge section is decoded per connector type; take it out of the generic pass.
 	var bridgeNode *yaml.Node
 	for i := 0; i+1 < len(doc.Content); i += 2 {
@@ -151,7 +156,7 @@ func Parse(file string, b []byte) (*Config, error) {
 		}
 		add(line, key, msg)
 	})
-	if err := doc.Decode(cfg); err != nil {
+	if err := decodeSafely(doc, cfg); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			probs = append(probs, typeProblems(file, &root, te)...)
@@ -246,7 +251,7 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 			// The other keys belong to a type we do not know, but the keys every type shares
 			// (the rules above all) are still checked, so one run shows every problem.
 			var common bridge.Common
-			if err := c.Decode(&common); err == nil {
+			if err := decodeSafely(c, &common); err == nil {
 				for _, e := range confkit.Flatten(confkit.Prefix(key, common.ValidateRules())) {
 					var ke *confkit.KeyError
 					if errors.As(e, &ke) {
@@ -258,7 +263,7 @@ func decodeBridge(file string, root, n *yaml.Node, cfg *Config, add func(int, st
 		}
 		cc := t.NewConfig()
 		strictCheck(c, reflect.TypeOf(cc), key, add)
-		if err := c.Decode(cc); err != nil {
+		if err := decodeSafely(c, cc); err != nil {
 			var te *yaml.TypeError
 			if errors.As(err, &te) {
 				*probs = append(*probs, typeProblems(file, root, te)...)

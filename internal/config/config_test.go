@@ -97,6 +97,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("broker:\n  listeners:\n    - {type: tcp, address: 127.0.0.1:1883}\n"))
 	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: mqtt, url: tcp://127.0.0.1:1, forward: [{from: a/#, to: '{topic}'}]}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("storage: &m {<<, [00],000000}\n")) // panicked in yaml.v3 before complexKeys
 	f.Add([]byte("storage: {max_bytes: 1GiB, ttl: 1h}\n"))
 	// Day/week durations, placeholders in filters, a connector after an unknown type.
 	f.Add([]byte("storage: {ttl: 7d}\nbroker: {session_expiry: 1w2d3h, backpressure_wait: -1.5d}\n"))
@@ -125,5 +126,26 @@ func TestREADMEReference(t *testing.T) {
 	}
 	if len(cfg.Bridge.Connectors) != 3 || len(cfg.Hardware.Serial) != 1 {
 		t.Fatalf("reference lost sections: %d connectors, %d serial", len(cfg.Bridge.Connectors), len(cfg.Hardware.Serial))
+	}
+}
+
+// A list or a mapping as a key beside a merge key made yaml.v3 panic ("hash of unhashable
+// type"): `edged check` crashed, and a reload with such a file would have taken the running
+// daemon down. Such keys are refused at their line, before decoding.
+func TestParseRefusesComplexKeys(t *testing.T) {
+	for _, doc := range []string{
+		"storage: &m {<<, [00],000000}\n",
+		"storage:\n  <<: {ttl: 1h}\n  ? [a, b]\n  : 1\n",
+		"broker:\n  ? {a: 1}\n  : x\n",
+		"k: &k [1]\nstorage: {*k : 1}\n",
+	} {
+		cfg, err := Parse("c.yaml", []byte(doc))
+		var ps Problems
+		if !errors.As(err, &ps) || cfg != nil {
+			t.Fatalf("%q: got %v, %v; want Problems", doc, cfg, err)
+		}
+		if !strings.Contains(err.Error(), "c.yaml:") || !strings.Contains(err.Error(), "a key must be a plain name") {
+			t.Errorf("%q: %v", doc, err)
+		}
 	}
 }

@@ -304,3 +304,48 @@ func typeProblems(file string, root *yaml.Node, te *yaml.TypeError) Problems {
 	}
 	return out
 }
+
+// complexKeys reports every mapping key that is not a scalar (`? [a, b]: c`, `{[0]: x}`). No
+// key of the config is a list or a mapping, and yaml.v3 panics when it merges (`<<`) a mapping
+// beside such a key ("hash of unhashable type"), which would take the daemon down on a reload:
+// they are refused here, before anything is decoded. Each node is looked at once, so aliases
+// cost no more than the document.
+func complexKeys(n *yaml.Node, add func(line int, key, msg string)) {
+	seen := map[*yaml.Node]bool{}
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n == nil || seen[n] {
+			return
+		}
+		seen[n] = true
+		if n.Kind == yaml.AliasNode {
+			walk(n.Alias)
+			return
+		}
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if k := n.Content[i]; k.Kind != yaml.ScalarNode && k.Kind != yaml.AliasNode {
+					add(k.Line, "", "a key must be a plain name, not a list or a mapping")
+				} else if k.Kind == yaml.AliasNode && k.Alias != nil && k.Alias.Kind != yaml.ScalarNode {
+					add(k.Line, "", "a key must be a plain name, not an alias of a list or a mapping")
+				}
+			}
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(n)
+}
+
+// decodeSafely is n.Decode(v) with a panic of the YAML decoder turned into an error: config
+// files are outside bytes, and a decoder bug met on one must be a refused config, never a crash
+// of the daemon that is reloading it. complexKeys refuses the one input known to panic first.
+func decodeSafely(n *yaml.Node, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML decoder failed on this document: %v", r)
+		}
+	}()
+	return n.Decode(v)
+}
