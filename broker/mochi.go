@@ -31,17 +31,17 @@ import (
 //     it, in per-client order. Capture does that by hand today: it rejects the packet, writes
 //     the ack itself, books QoS 2 state in mochi's inflight map and re-injects the message
 //     through a per-client inline "shadow" client (assumption 3).
-//   - A leaner delivery path, for CPU and garbage rather than latency: in a profile, 3.1 KB
-//     allocated per delivered message, 41 % of it gatherSubscriptions making fresh maps per
-//     publish (pooled Subscribers would do), 21 % publishToClient's packet copy, 17 % a
-//     bytes.Buffer per write; hooks could take *packets.Packet instead of copies. Not the
-//     paced-latency lever, measured with a build of mochi instrumented by hand (not kept): mochi's
-//     handling of a PUBLISH (hooks, topic match, queueing) took 2.9 us at the median, reading
-//     a PUBLISH to having written it to the subscriber ~20 us, as in a Go relay with the same
-//     writer goroutine, and writing through on the publishing goroutine (publishToClient writing
-//     directly when the subscriber's queue is empty) moved the paced median at 10k msgs/s only
-//     from 0.135 to 0.128 ms. What edged loses to the relay comes after the write; see
-//     README "Performance".
+//   - A leaner delivery path. Each delivered QoS 0 message costs 3,464 B in 19 allocations
+//     (BenchmarkDeliverQoS0; edged's hooks add none: bare mochi allocates the same). In a
+//     profile 41 % of it is gatherSubscriptions making fresh maps per publish (pooled
+//     Subscribers would do), 21 % publishToClient's packet copy and 17 % a bytes.Buffer per
+//     write; hooks could take *packets.Packet instead of copies. This is part of edged's
+//     paced-latency gap to mosquitto at 10k msgs/s: the same garbage added to a Go relay moved its
+//     median by 7-17 us. The rest is the Go runtime's wake-ups; see README "Performance". Not the
+//     lever: mochi's handling of a PUBLISH took 2.9 us at the median in a hand-instrumented
+//     build (not kept), and writing through on the publishing goroutine (publishToClient
+//     writing directly when the subscriber's queue is empty) moved the paced median only from
+//     0.135 to 0.128 ms.
 //   - DisconnectClient that sends no DISCONNECT to MQTT 3.1.1 clients (assumption 5), a way
 //     for OnWill to cancel a will (assumption 6), and SUBSCRIBE/UNSUBSCRIBE ids checked only
 //     against the client's own packet ids (assumption 9; a bug fix rather than an API).

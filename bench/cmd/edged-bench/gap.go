@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// gapSection measures the paced QoS 0 latency of mosquitto, edged and the two relays side by
-// side: the relays are the floor a Go server reaches on this machine with and without a
-// goroutine handoff per delivery, which says how much of edged's gap to mosquitto is the
-// embedded broker's design (a writer goroutine per client) rather than edged's own work. Each
+// gapSection measures the paced QoS 0 latency of mosquitto, edged, the two relays and bare
+// mochi-mqtt side by side: the relays are the floor a Go server reaches on this machine with
+// and without a goroutine handoff per delivery, and bare mochi-mqtt is edged's broker library
+// without edged, which together say how much of edged's gap to mosquitto is the embedded
+// broker (its design and its work per message) rather than edged's own work. Each
 // server's CPU time and run-queue wait per message (schedstat) go beside the latencies: on two
 // cores shared with the load generator, a server's wake-ups are part of the delivery's cost.
 func (b *bench) gapSection() string {
@@ -19,11 +20,12 @@ func (b *bench) gapSection() string {
 		start func() (*proc, error)
 	}
 	// The ratio columns name their targets by these positions in ts.
-	const mosq, direct, queue, edged = 0, 1, 2, 3
+	const mosq, direct, queue, bare, edged = 0, 1, 2, 3, 4
 	ts := []gapTarget{
 		{"mosquitto nodelay", func() (*proc, error) { return startMosquitto(b.mosq, "mosquitto", mosqNoDelay) }},
 		{"Go relay, direct write", func() (*proc, error) { return startRelay(relayDirect) }},
 		{"Go relay, writer goroutine", func() (*proc, error) { return startRelay(relayQueue) }},
+		{"bare mochi-mqtt", startBareMochi},
 	}
 	if b.edged != "" {
 		ts = append(ts, gapTarget{"edged", func() (*proc, error) { return startEdged(b.edged, "edged", edgedBrokerOnly) }})
@@ -69,7 +71,7 @@ func (b *bench) gapSection() string {
 	for _, t := range ts {
 		cols = append(cols, t.name)
 	}
-	figureHeader(&w, append(cols, "writer goroutine / direct", "edged / mosquitto nodelay"))
+	figureHeader(&w, append(cols, "writer goroutine / direct", "edged / bare mochi-mqtt", "edged / mosquitto nodelay"))
 	ratio := func(vals [][]float64, num, den int) string {
 		if num >= len(vals) || len(vals[num]) == 0 || len(vals[den]) == 0 || median(vals[den]) == 0 {
 			return ""
@@ -94,12 +96,13 @@ func (b *bench) gapSection() string {
 					fmt.Fprintf(&w, q.format, median(v))
 				}
 			}
-			fmt.Fprintf(&w, " %s | %s |\n", ratio(q.vals, queue, direct), ratio(q.vals, edged, mosq))
+			fmt.Fprintf(&w, " %s | %s | %s |\n", ratio(q.vals, queue, direct), ratio(q.vals, edged, bare), ratio(q.vals, edged, mosq))
 		}
 	}
 	fmt.Fprintf(&w, "\nThe relays (`edged-bench -relay`) are the smallest MQTT server the load generator can use: CONNACK, SUBACK, and every QoS 0 PUBLISH forwarded to the subscriber, with no topic matching, sessions, hooks or store. "+
 		"Direct write: the publisher's connection goroutine writes to the subscriber's socket, as a single-threaded broker does. "+
 		"Writer goroutine: the packet goes through a channel to a goroutine per subscriber that writes it, the shape of mochi-mqtt, edged's embedded broker. "+
+		"Bare mochi-mqtt (`edged-bench -mochi`): the library edged embeds, with an allow-all hook and a TCP listener, none of edged's hooks, store or background work; edged / bare mochi-mqtt is what edged adds to its broker library. "+
 		"Each process is fresh; a tenth of each run goes first as warm-up. "+
 		"The mosquitto and edged columns measure again what the fan-in table's paced QoS 0 rows measure, here next to the relays in the same sequence of processes; the two tables differ by the run-to-run spread. "+
 		"CPU and run-queue wait: the server process's threads summed (/proc/PID/task/*/schedstat: time on a CPU, time runnable but waiting for one) over the measured run, divided by the messages; "+

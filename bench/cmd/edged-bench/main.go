@@ -49,7 +49,16 @@ func main() {
 	only := flag.String("only", "", "comma-separated subset: fanin (includes gap),gap,backlog,pi,wire")
 	relayAddr := flag.String("relay", "", "internal: serve as the latency-floor relay on this address")
 	relayMode := flag.String("relay-mode", relayDirect, "internal: relay mode, direct or queue")
+	mochiAddr := flag.String("mochi", "", "internal: serve as the bare mochi-mqtt latency floor on this address")
 	flag.Parse()
+	if *mochiAddr != "" {
+		err := runBareMochi(*mochiAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "edged-bench mochi:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *relayAddr != "" {
 		fmt.Fprintln(os.Stderr, "edged-bench relay:", runRelay(*relayAddr, *relayMode))
 		os.Exit(1)

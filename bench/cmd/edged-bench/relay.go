@@ -150,12 +150,18 @@ func (r *relay) forward(head, body []byte) {
 
 // startRelay runs this program as a relay child on a free loopback port.
 func startRelay(mode string) (*proc, error) {
+	return startSelf("relay "+mode, "-relay", "-relay-mode", mode)
+}
+
+// startSelf runs this program as a server child (`edged-bench FLAG ADDR ARGS...`) on a free
+// loopback port and waits until it accepts connections.
+func startSelf(name, flag string, args ...string) (*proc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	p, err := start("relay "+mode, "", []string{self, "-relay", addr, "-relay-mode", mode}, nil)
+	p, err := start(name, "", append([]string{self, flag, addr}, args...), nil)
 	if err != nil {
 		return nil, err
 	}
