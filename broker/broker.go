@@ -93,6 +93,7 @@ type Broker struct {
 	log     *slog.Logger
 	srv     *mqtt.Server
 	access  *access
+	guard   *packetGuard
 	specs   []listenerSpec
 	capture *captureHook
 	state   *stateHook
@@ -180,6 +181,7 @@ func New(o Options) (*Broker, error) {
 	}
 	// limitsHook before the capture hook: a PUBLISH beyond the limits is never captured.
 	b.limits = &limitsHook{maxPacket: uint32(cfg.MaxPacketSize), lim: b.access.lim, a: b.access, ref: b.access.ref, log: log.Warn}
+	b.guard = &packetGuard{maxPacket: uint32(cfg.MaxPacketSize), ref: b.access.ref, log: log}
 	// packetIDHook after limitsHook: see mochi.go, assumption 9.
 	hooks = append(hooks, newAuthHook(b.access), &aclHook{a: b.access}, b.limits, b.capture, &packetIDHook{})
 	if o.State != nil {
@@ -233,7 +235,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fail(err)
 		}
-		l, err := bindListener(s, b.log)
+		l, err := bindListener(s, b.log, b.guard)
 		if err != nil {
 			return fail(fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, s.cfg.Type, s.cfg.Address, err))
 		}

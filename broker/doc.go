@@ -25,7 +25,9 @@
 //
 // Limits: topic length and levels, filters per SUBSCRIBE and subscriptions per client bound
 // the work and memory one packet or session can cost; refusals use MQTT reason codes and are
-// counted by reason (limits.go). MQTT 3.1.1 clients never get a DISCONNECT packet (3.1.1 has
+// counted by reason (limits.go). Every packet from a client is decoded once under recover
+// before mochi decodes it, so that bytes on which mochi's decoder panics close that client
+// instead of the process (guard.go). MQTT 3.1.1 clients never get a DISCONNECT packet (3.1.1 has
 // none from a server); they see the connection close.
 //
 // Backpressure: a publisher whose message goes to a subscriber with a 3/4 full write queue

@@ -52,7 +52,7 @@ const (
 var refusalReasons = []string{
 	refuseTopicTooLong, refuseTopicTooDeep, refuseFilterTooLong, refuseFilterTooDeep,
 	refuseFiltersPerSub, refuseSubsPerClient, refuseWillNotAllowed, refuseWillTopicInvalid,
-	refuseWillDropped,
+	refuseWillDropped, refuseMalformed,
 }
 
 // refusals counts refused packets by reason; the map is fixed at construction.

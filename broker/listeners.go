@@ -50,6 +50,9 @@ type netListener struct {
 	ln   net.Listener
 	log  *slog.Logger
 
+	// guard checks each packet before mochi decodes it (guard.go).
+	guard *packetGuard
+
 	// closeClients disconnects this listener's clients on Close (Broker.closeListenerClients;
 	// see there why mochi's own is not used).
 	closeClients func(listenerID string)
@@ -63,12 +66,12 @@ type netListener struct {
 
 var _ listeners.Listener = (*netListener)(nil)
 
-func bindListener(s listenerSpec, log *slog.Logger) (*netListener, error) {
+func bindListener(s listenerSpec, log *slog.Logger, guard *packetGuard) (*netListener, error) {
 	ln, err := net.Listen("tcp", s.cfg.Address)
 	if err != nil {
 		return nil, err
 	}
-	return &netListener{id: s.id, spec: s, ln: ln, log: log.With("listener", s.id), conns: map[net.Conn]struct{}{}}, nil
+	return &netListener{id: s.id, spec: s, ln: ln, log: log.With("listener", s.id), guard: guard, conns: map[net.Conn]struct{}{}}, nil
 }
 
 func (l *netListener) ID() string      { return l.id }
@@ -140,7 +143,7 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 				}
 				c = tc
 			}
-			if err := establish(l.id, c); err != nil && !isQuietError(err) {
+			if err := establish(l.id, l.guard.wrap(c, l.id)); err != nil && !isQuietError(err) {
 				l.log.Debug("client connection ended", "remote", c.RemoteAddr().String(), "error", err)
 			}
 		}()
@@ -175,7 +178,7 @@ func (l *netListener) serveWebsocket(establish listeners.EstablishFn) {
 			defer l.untrack(c)
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(connectTimeout))
-			if err := establish(l.id, c); err != nil && !isQuietError(err) {
+			if err := establish(l.id, l.guard.wrap(c, l.id)); err != nil && !isQuietError(err) {
 				l.log.Debug("client connection ended", "remote", r.RemoteAddr, "error", err)
 			}
 		}),

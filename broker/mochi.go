@@ -209,6 +209,15 @@ const refusedFilter = "#/"
 // the substitute id). A real collision with the client's own unfinished QoS 2 PUBLISH (a
 // PUBREC/PUBCOMP entry) still gets 0x91. Checked by TestSubscribeIDOfQueuedMessage.
 
+// --- Assumption 10 (the packet guard, see guard.go): mochi's Client.ReadPacket decodes a
+// client's packet on its connection goroutine, with the public packets decoder for its type
+// (the switch guard.check repeats) and the protocol version of the client's CONNECT, and
+// nothing recovers a panic there: a decoder that panics on malformed bytes ends the process
+// (v2.7.9: SubscribeDecode, MQTT 5, a filter without its options byte; upstream #501). mochi
+// reads the connection through a bufio.Reader, so it cannot tell that the guard hands it one
+// packet at a time. Checked by TestMalformedSubscribeRefused (which crashes the test binary
+// without the guard) and FuzzClientBytes.
+
 type packetIDHook struct {
 	mqtt.HookBase
 	sub sync.Map // *mqtt.Client -> [2]uint16{substitute, client's id}; one packet at a time per client

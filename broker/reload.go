@@ -152,7 +152,7 @@ func (b *Broker) Reload(cfg Config) (ReloadResult, error) {
 			continue
 		}
 		spec.tls = ts
-		nl, err := bindListener(spec, b.log)
+		nl, err := bindListener(spec, b.log, b.guard)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err))
 			continue
