@@ -16,7 +16,8 @@ import (
 )
 
 const outboxUsage = `usage: edged outbox <command>   (works on a stopped edged's data dir)
-  stats                               depth, bytes, oldest age, drops and dead letters per outbox
+  stats                               per outbox: depth, bytes, oldest age, drops, dead letters;
+                                      per keep-latest store: topics, bytes, superseded
   dlq list [outbox]                   dead letters (all outboxes, or one)
   dlq requeue <outbox> --all | SEQ... move dead letters back to the end of the outbox
   dlq purge <outbox>                  delete the outbox's dead letters

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +76,49 @@ func TestOutboxCLI(t *testing.T) {
 	var o2, e2 bytes.Buffer
 	if code := outboxCLI([]string{"dlq", "list"}, filepath.Join(dir, "missing"), &o2, &e2); code != 1 {
 		t.Fatalf("missing dir: exit %d", code)
+	}
+}
+
+// outbox stats lists keep-latest stores (keep_latest rules) too: they are stores of their own
+// and were missing from the offline view.
+func TestOutboxStatsKeepLatest(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.Open(storage.Options{Dir: dir, Registerer: prometheus.NewRegistry(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt, err := db.Latest("cloud#latest", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"state/a", "state/a", "state/b"} {
+		e := &wire.Envelope{ID: wire.NewID(), Topic: topic, Payload: []byte("on"), QoS: 1, Time: time.Now().UnixMilli()}
+		if err := lt.Put(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := outboxStats(dir, false, &env{stdout: &out, stderr: &errb}); err != nil {
+		t.Fatalf("%v: %s", err, errb.String())
+	}
+	if !regexp.MustCompile(`(?m)^  KEEP-LATEST STORE +TOPICS.*\n  cloud#latest +2 +\d+ B +0 +1 +0$`).MatchString(out.String()) {
+		t.Fatalf("outbox stats:\n%s", out.String())
+	}
+	out.Reset()
+	if err := outboxStats(dir, true, &env{stdout: &out, stderr: &errb}); err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		KeepLatest []struct {
+			Name  string            `json:"name"`
+			Depth int64             `json:"depth"`
+			Drops map[string]uint64 `json:"drops"`
+		} `json:"keep_latest"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil || len(s.KeepLatest) != 1 || s.KeepLatest[0].Depth != 2 || s.KeepLatest[0].Drops[storage.ReasonSuperseded] != 1 {
+		t.Fatalf("outbox stats -json: %v:\n%s", err, out.String())
 	}
 }

@@ -255,6 +255,21 @@ func printOutboxes(w io.Writer, obs []outboxDoc, live bool) {
 	tw.Flush()
 }
 
+// printKeepLatest lists keep-latest stores: one message per topic waits, so DEPTH counts
+// topics, and a newer message of a topic drops the waiting one (superseded).
+func printKeepLatest(w io.Writer, ls []storage.OutboxStats) {
+	if len(ls) == 0 {
+		return
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "  KEEP-LATEST STORE\tTOPICS\tSIZE\tDEAD LETTERS\tSUPERSEDED\tEXPIRED (ttl)")
+	for _, l := range ls {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", l.Name, humanize.Comma(l.Depth), humanize.IBytes(uint64(max(l.Bytes, 0))),
+			humanize.Comma(l.DLQDepth), humanize.Comma(int64(l.Drops[storage.ReasonSuperseded])), humanize.Comma(int64(l.Drops[storage.ReasonTTL])))
+	}
+	tw.Flush()
+}
+
 // printStore: onDisk is the data dir's size when known (nil: badger's estimate alone); live
 // says the figures are the daemon's (bytes written since it started).
 func printStore(w io.Writer, s *storage.Stats, onDisk *int64, live bool) {
@@ -390,10 +405,27 @@ func outboxStats(dir string, raw bool, e *env) error {
 	}
 	defer db.Close()
 	s := db.Stats()
+	// Keep-latest lanes (rules with keep_latest) are stores of their own, one message per
+	// topic: the daemon shows them among a connector's lanes; offline they are listed here.
+	var latest []storage.OutboxStats
+	names, err := db.LatestNames()
+	if err != nil {
+		return fmt.Errorf("list keep-latest stores: %w", err)
+	}
+	for _, name := range names {
+		lt, err := db.Latest(name, 0) // ttl only matters to a daemon expiring messages
+		if err != nil {
+			return err
+		}
+		latest = append(latest, lt.Stats())
+	}
 	if raw {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return enc.Encode(struct {
+			storage.Stats
+			KeepLatest []storage.OutboxStats `json:"keep_latest"`
+		}{s, latest})
 	}
 	// Through JSON, as the status report gets it, so both print the same figures.
 	b, err := json.Marshal(s)
@@ -412,6 +444,7 @@ func outboxStats(dir string, raw bool, e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "store %s\n", dir)
 	printOutboxes(e.stdout, doc.Outboxes, false)
+	printKeepLatest(e.stdout, latest)
 	size := dirSize(dir)
 	printStore(e.stdout, &doc.Stats, &size, false)
 	return nil
