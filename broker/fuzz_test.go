@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -81,34 +84,51 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 // guard refuses it: the client is disconnected, the refusal counted and visible in status, and
 // the broker goes on serving.
 func TestMalformedSubscribeRefused(t *testing.T) {
-	b := startBroker(t, Options{Config: localConfig()}, nil)
-	a := addr(b, 0)
-	obs := mustV5(t, a, "observer")
-	_, err := obs.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "t/#", QoS: 1}}})
-	must(t, err)
+	for _, typ := range []string{ListenerTCP, ListenerWebsocket} {
+		t.Run(typ, func(t *testing.T) {
+			cfg := localConfig()
+			cfg.Listeners = []Listener{{Type: ListenerTCP, Address: "127.0.0.1:0"}, {Type: typ, Address: "127.0.0.1:0"}}
+			b := startBroker(t, Options{Config: cfg}, nil)
+			obs := mustV5(t, addr(b, 0), "observer")
+			_, err := obs.Subscribe(ctx10(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "t/#", QoS: 1}}})
+			must(t, err)
 
-	rc := dialRaw(t, a, 5, "attacker", noProps)
-	// SUBSCRIBE, packet id 7, no properties, filter "a/b" and then nothing: the options byte
-	// of the filter is missing.
-	_, err = rc.conn.Write([]byte{0x82, 8, 0, 7, 0, 0, 3, 'a', '/', 'b'})
-	must(t, err)
-	if _, err := rc.read(10 * time.Second); err == nil {
-		t.Fatal("the broker answered the malformed SUBSCRIBE instead of closing the connection")
-	} else if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatal("the connection stayed open after the malformed SUBSCRIBE")
-	}
-	if n := b.Status().Refusals[refuseMalformed]; n != 1 {
-		t.Fatalf("refusals[%s] = %d, want 1", refuseMalformed, n)
-	}
-	// Still serving: the observer's subscription delivers.
-	_, err = obs.Publish(ctx10(t), &paho.Publish{Topic: "t/1", QoS: 1, Payload: []byte("alive")})
-	must(t, err)
-	select {
-	case m := <-obs.msgs:
-		if string(m.Payload) != "alive" {
-			t.Fatalf("got %q", m.Payload)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("broker stopped delivering after the malformed packet")
+			var rc *rawClient
+			if typ == ListenerWebsocket {
+				ws, _, err := websocket.Dial(ctx10(t), "ws://"+addr(b, 1), &websocket.DialOptions{Subprotocols: []string{"mqtt"}})
+				must(t, err)
+				conn := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+				t.Cleanup(func() { _ = conn.Close() })
+				rc = &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: 5}
+				rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+					Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "attacker", Keepalive: 30, Clean: true}})
+				rc.expect(packets.Connack)
+			} else {
+				rc = dialRaw(t, addr(b, 1), 5, "attacker", noProps)
+			}
+			// SUBSCRIBE, packet id 7, no properties, filter "a/b" and then nothing: the options
+			// byte of the filter is missing.
+			_, err = rc.conn.Write([]byte{0x82, 8, 0, 7, 0, 0, 3, 'a', '/', 'b'})
+			must(t, err)
+			if _, err := rc.read(10 * time.Second); err == nil {
+				t.Fatal("the broker answered the malformed SUBSCRIBE instead of closing the connection")
+			} else if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the connection stayed open after the malformed SUBSCRIBE")
+			}
+			if n := b.Status().Refusals[refuseMalformed]; n != 1 {
+				t.Fatalf("refusals[%s] = %d, want 1", refuseMalformed, n)
+			}
+			// Still serving: the observer's subscription delivers.
+			_, err = obs.Publish(ctx10(t), &paho.Publish{Topic: "t/1", QoS: 1, Payload: []byte("alive")})
+			must(t, err)
+			select {
+			case m := <-obs.msgs:
+				if string(m.Payload) != "alive" {
+					t.Fatalf("got %q", m.Payload)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("broker stopped delivering after the malformed packet")
+			}
+		})
 	}
 }
