@@ -227,9 +227,13 @@ func backToPrimary(t testing.TB, s *stack, name string, px *testutil.Relay, back
 		return nil
 	})
 	took := time.Since(healthy)
-	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max = %v)", took.Round(time.Millisecond), 2*backoffMax)
-	if took > 2*backoffMax {
-		t.Fatalf("return to the primary took %v, want <= %v", took, 2*backoffMax)
+	// The bound is two backoff periods (the probe after the next, in the worst phase) plus the
+	// connection's own setup and this poll: measured 4.021s against 2 x 2s under the
+	// race-enabled suite with a fuzzer on the 2 cores, hence the second of slack.
+	limit := 2*backoffMax + time.Second
+	t.Logf("back on the primary %v after it was healthy (limit 2 x backoff.max + 1s = %v)", took.Round(time.Millisecond), limit)
+	if took > limit {
+		t.Fatalf("return to the primary took %v, want <= %v", took, limit)
 	}
 }
 
@@ -265,10 +269,12 @@ func testWebFailover(t *testing.T, tc webFailover) {
 		next += tc.burst
 	}
 	burst()
-	waitFor(t, 20*time.Second, func() error { return tc.onPrimary(s, &rec, tc.burst) })
+	// Polled: 60s only bounds a stuck run (a first burst took over 20s to reach the primary
+	// under the race-enabled suite with a fuzzer on the 2 cores).
+	waitFor(t, 60*time.Second, func() error { return tc.onPrimary(s, &rec, tc.burst) })
 	px.SetMode(testutil.RelayDead)
 	burst()
-	waitFor(t, 20*time.Second, func() error {
+	waitFor(t, 60*time.Second, func() error {
 		if st := s.status(tc.name); st.EndpointIndex != 1 {
 			return fmt.Errorf("endpoint %d", st.EndpointIndex)
 		}
@@ -277,7 +283,7 @@ func testWebFailover(t *testing.T, tc webFailover) {
 	holdHalfOpen(t, s, tc.name, px, backoffMax)
 	backToPrimary(t, s, tc.name, px, backoffMax)
 	burst()
-	waitFor(t, 20*time.Second, func() error { return drained(s, tc.name) })
+	waitFor(t, 60*time.Second, func() error { return drained(s, tc.name) })
 	rec.checkFailedBack(t, next)
 }
 

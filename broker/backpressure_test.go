@@ -233,7 +233,14 @@ func TestBackpressureStalledSubscriber(t *testing.T) {
 
 	start := time.Now()
 	publishAll(t, addr(b, 0), "st/x", pubs, per, size, 0)
-	eventually(t, 30*time.Second, "fast subscriber got everything", func() bool { return fast.n.Load() >= pubs*per })
+	for deadline := time.Now().Add(30 * time.Second); fast.n.Load() < pubs*per && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := fast.n.Load(); n < pubs*per {
+		st := b.Status()
+		t.Fatalf("fast subscriber got %d of %d in 30s; waits %d, timeouts %d, dropped %d", n, pubs*per,
+			st.BackpressureWaits, st.BackpressureTimeouts, st.MessagesDropped)
+	}
 	took := time.Since(start)
 	st := b.Status()
 	t.Logf("%d messages in %s; waits %d, timeouts %d, dropped %d", fast.n.Load(), took.Round(time.Millisecond),

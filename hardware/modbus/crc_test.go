@@ -140,7 +140,10 @@ func TestRTULateAnswerIsNotMisattributed(t *testing.T) {
 			}
 		}
 	}
-	if st := m.Status()[0]; st.Resyncs != 1 || st.Units[0].Timeouts != 1 {
-		t.Errorf("status %+v: want one timeout and one resync", st)
+	// One late answer is planted; on a loaded machine an ordinary answer can miss the 200ms
+	// too (seen: 2 timeouts and 2 resyncs with the race-enabled suite and a fuzzer on 2 cores).
+	// Every timeout followed by late bytes must resync, and the values above must be right.
+	if st := m.Status()[0]; st.Units[0].Timeouts < 1 || st.Resyncs < 1 || st.Resyncs > st.Units[0].Timeouts {
+		t.Errorf("status %+v: want at least one timeout, each late answer resynced", st)
 	}
 }
