@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edged-dev/edged/internal/confkit"
 	"github.com/edged-dev/edged/internal/redact"
@@ -176,22 +177,46 @@ func (a *authorizer) bearer(ctx context.Context) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("token request: %s: %s", resp.Status, snippet(body))
 	}
+	tok, exp, err := parseTokenResponse(body)
+	if err != nil {
+		return "", err
+	}
+	// The token is a credential like the client secret: mask it wherever the remote's
+	// answers (echoed in error snippets) reach logs and status.
+	a.scrub.Add(tok)
+	margin := min(30*time.Second, exp/10)
+	a.token, a.expires = tok, time.Now().Add(exp-margin)
+	return a.token, nil
+}
+
+// maxTokenLifetime caps expires_in. A token cached too long costs one 401 and a refetch;
+// an unbounded expires_in (1e300, "Infinity") overflowed time.Duration into a negative
+// lifetime, and a negative lifetime made every request fetch a new token.
+const maxTokenLifetime = 30 * 24 * time.Hour
+
+// parseTokenResponse reads an OAuth2 token endpoint's 200 answer (outside bytes, fuzzed by
+// FuzzTokenResponse): the access token and its lifetime, expires_in seconds as a number or a
+// string, one hour when absent or not a positive number, at most maxTokenLifetime.
+func parseTokenResponse(body []byte) (token string, lifetime time.Duration, err error) {
 	var tr struct {
 		AccessToken string          `json:"access_token"`
 		ExpiresIn   json.RawMessage `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
-		return "", fmt.Errorf("token response without access_token: %s", snippet(body))
+		return "", 0, fmt.Errorf("token response without access_token: %s", snippet(body))
 	}
-	exp := time.Hour
+	lifetime = time.Hour
 	if s := strings.Trim(string(tr.ExpiresIn), `"`); s != "" {
+		// n > 0 also refuses NaN; the comparison in float64 keeps the conversion in range.
 		if n, err := strconv.ParseFloat(s, 64); err == nil && n > 0 {
-			exp = time.Duration(n * float64(time.Second))
+			if n >= maxTokenLifetime.Seconds() {
+				lifetime = maxTokenLifetime
+			} else {
+				lifetime = time.Duration(n * float64(time.Second))
+			}
 		}
 	}
-	margin := min(30*time.Second, exp/10)
-	a.token, a.expires = tr.AccessToken, time.Now().Add(exp-margin)
-	return a.token, nil
+	return tr.AccessToken, lifetime, nil
 }
 
 // apply sets the auth headers on req whose body is body.
@@ -256,10 +281,17 @@ func VerifyHMAC(secret []byte, r *http.Request, body []byte, maxSkew time.Durati
 	return nil
 }
 
+// snippet is the start of a remote's answer for an error message: at most 200 bytes, cut at a
+// character boundary and with invalid UTF-8 replaced, since it goes to logs and the status
+// JSON (a cut through "é" left half a character there).
 func snippet(b []byte) string {
-	s := strings.TrimSpace(string(b))
+	s := strings.ToValidUTF8(strings.TrimSpace(string(b)), "\uFFFD")
 	if len(s) > 200 {
-		s = s[:200] + "..."
+		n := 200
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "..."
 	}
 	return s
 }

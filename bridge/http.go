@@ -221,13 +221,23 @@ func (h *httpConn) post(ctx context.Context, msgs []*Message, body []byte, batch
 	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), rb, redirectError(resp), nil
 }
 
-// parseRetryAfter reads delta-seconds or an HTTP date; capped at one hour.
+// maxRetryAfter caps how long a Retry-After header can hold a connector back.
+const maxRetryAfter = time.Hour
+
+// parseRetryAfter reads delta-seconds or an HTTP date (outside bytes, fuzzed by
+// FuzzRetryAfter); capped at maxRetryAfter. The seconds are capped before they become a
+// Duration: "Retry-After: 9223372037" overflowed to a negative wait (retry at once) and
+// 18446744074 wrapped to 0.29 s, the opposite of what the server asked for.
 func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
 	var d time.Duration
-	if n, err := strconv.Atoi(v); err == nil {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// ParseInt saturates on range errors: a huge delay is a long delay.
+		if n >= int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
 		d = time.Duration(n) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = time.Until(t)
@@ -235,7 +245,7 @@ func parseRetryAfter(v string) time.Duration {
 	if d < 0 {
 		d = 0
 	}
-	return min(d, time.Hour)
+	return min(d, maxRetryAfter)
 }
 
 var _ Connector = (*httpConn)(nil)
