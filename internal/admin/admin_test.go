@@ -29,7 +29,7 @@ import (
 
 const testToken = "s3cret-token-0123456789abcdef"
 
-func writeToken(t *testing.T, tok string) string {
+func writeToken(t testing.TB, tok string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "admin.token")
 	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
@@ -39,7 +39,7 @@ func writeToken(t *testing.T, tok string) string {
 }
 
 // openOutbox opens a store in a temporary directory with one configured outbox, name.
-func openOutbox(t *testing.T, name string) (*storage.DB, *storage.Outbox) {
+func openOutbox(t testing.TB, name string) (*storage.DB, *storage.Outbox) {
 	t.Helper()
 	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -60,7 +60,7 @@ type fixture struct {
 	reg  *prometheus.Registry
 }
 
-func start(t *testing.T, o Options) *fixture {
+func start(t testing.TB, o Options) *fixture {
 	t.Helper()
 	f := &fixture{log: &testutil.LockedBuffer{}, reg: prometheus.NewRegistry()}
 	if o.Address == "" {
