@@ -334,6 +334,18 @@ func (f *forwarder) deliver(_ context.Context, in *Inbound) error {
 			continue
 		}
 		to := r.expand(in.Topic, caps, "", f.b.opts.GatewayID)
+		if !validTopicName(to) {
+			// An empty wildcard capture can leave no topic ("cmd/#" -> "{1}" on the remote
+			// topic "cmd"). The local broker would refuse it; failing the delivery would keep
+			// it unacknowledged, and an MQTT 3.1.1 remote would redeliver it on every
+			// reconnect, forever. It can never succeed: drop it, counted and logged.
+			f.m.downlinkFailed.WithLabelValues(f.cfg.Name).Inc()
+			if ok, n := f.unmappable.Allow(10*time.Second, 1); ok {
+				f.log.Warn("downlink dropped: the subscribe rule maps it to no valid local topic", "topic", in.Topic,
+					"rule", r.filter, "local_topic", to, "suppressed", n)
+			}
+			continue
+		}
 		qos := in.QoS
 		if r.qos < qos {
 			qos = r.qos

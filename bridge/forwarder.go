@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edged-dev/edged/internal/backoff"
+	"github.com/edged-dev/edged/internal/ratelog"
 	"github.com/edged-dev/edged/internal/redact"
 	"github.com/edged-dev/edged/storage"
 )
@@ -89,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		captured:       cv("captured_total", "Envelopes appended to the connector's outbox.", "connector"),
 		captureFailed:  cv("capture_failed_total", "Envelopes that could not be appended (full under reject, storage errors).", "connector"),
 		downlink:       cv("downlink_total", "Downlink messages published locally.", "connector"),
-		downlinkFailed: cv("downlink_failed_total", "Downlink messages the local broker refused.", "connector"),
+		downlinkFailed: cv("downlink_failed_total", "Downlink messages the local broker refused or that a subscribe rule mapped to no valid local topic.", "connector"),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edged", Subsystem: "bridge", Name: "inflight",
 			Help: "Messages sent and not yet confirmed."}, []string{"connector"}),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edged", Subsystem: "bridge", Name: "state",
@@ -117,6 +118,8 @@ type forwarder struct {
 	endpoint  string
 	forward   []*rule
 	subscribe []*rule
+	// unmappable limits the log of downlink messages a subscribe rule maps to no valid topic.
+	unmappable ratelog.Limit
 
 	// Traffic control (lanes.go, ratelimit.go): the lanes in drain order, the lane of each
 	// forward rule (and its backlog lane under live_first), whether the link is up (capture

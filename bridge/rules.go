@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // rule is a compiled forward or subscribe entry.
@@ -215,4 +216,10 @@ func cleanTopic(s string) string {
 		s = strings.TrimSuffix(s, "/")
 	}
 	return s
+}
+
+// validTopicName is MQTT's rule for a PUBLISH topic name (4.7.3): not empty, UTF-8, no NUL, no
+// wildcard, at most 65535 bytes.
+func validTopicName(s string) bool {
+	return s != "" && len(s) <= 65535 && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00")
 }
