@@ -1,11 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/edged-dev/edged/internal/testutil"
 )
@@ -104,17 +107,49 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("storage: {ttl: 7 days}\n"))
 	f.Add([]byte("bridge:\n  connectors:\n    - {name: a, type: pigeon, forward: [{from: '{x}/#', to: b}]}\n    - {name: b, type: mqtt, url: 'tcp://u:p@h:1', subscribe: [{from: '{gateway_id}/cmd/#', to: 'cmd/{1}'}]}\n"))
 	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: http, url: 'https://h/x?access_token=t', timeout: 2w, forward: [{from: '{gateway_id', to: b}]}\n"))
+	// A password in a URL beside mistakes: the problems must not show it.
+	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: mqtt, url: 'tcp://gw:hunter2secret@h:1883/x y', username: u, forward: [{from: '#', to: '{9}'}]}\n"))
+	f.Add([]byte("bridge:\n  connectors:\n    - {name: c, type: websocket, url: 'ftp://gw:s3cretpass99@h', forward: [{from: a, to: b}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := Parse("fuzz", b)
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}
 		if err != nil {
-			if ps := Problems(nil); !errors.As(err, &ps) {
+			ps := Problems(nil)
+			if !errors.As(err, &ps) {
 				t.Fatalf("error is %T, want Problems", err)
 			}
+			checkProblems(t, b, ps)
 		}
 	})
+}
+
+// urlPassword finds the password of a URL with credentials (scheme://user:password@).
+var urlPassword = regexp.MustCompile(`://[^:@/\s'"]*:([^@/\s'"]+)@`)
+
+// checkProblems: every problem names the file, a line inside it (or none) and says what is
+// wrong; a password written once, in a URL, never appears in them (problems are printed by
+// `edged check` and logged on reload).
+func checkProblems(t *testing.T, src []byte, ps Problems) {
+	t.Helper()
+	if len(ps) == 0 {
+		t.Fatal("an error without problems")
+	}
+	lines := bytes.Count(src, []byte("\n")) + 1
+	for _, p := range ps {
+		if p.File != "fuzz" || p.Line < 0 || p.Line > lines || p.Msg == "" {
+			t.Fatalf("problem %+v (input of %d lines)", p, lines)
+		}
+	}
+	msg := ps.Error()
+	for _, m := range urlPassword.FindAllSubmatch(src, -1) {
+		pw := m[1]
+		if len(pw) >= 8 && bytes.Count(src, pw) == 1 && bytes.ContainsAny(pw, "0123456789") &&
+			bytes.IndexFunc(pw, unicode.IsLetter) >= 0 && strings.Contains(msg, string(pw)) {
+			t.Fatalf("problems show the password %q:\n%s", pw, msg)
+		}
+	}
 }
 
 // The README's configuration reference must stay a valid config showing real keys.
