@@ -82,7 +82,15 @@ func FuzzCommand(f *testing.F) {
 				}
 			}
 		}
-		parseUnitCommand(b)
+		// A unit command names a point and carries a writable scalar, or is refused.
+		if name, v, err := parseUnitCommand(b); err == nil {
+			if name == "" {
+				t.Fatalf("unit command %q without a point", b)
+			}
+			if _, err := checkScalar(v); err != nil {
+				t.Fatalf("unit command %q: %v", b, err)
+			}
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -299,6 +300,35 @@ func FuzzPreview(f *testing.F) {
 		}
 		if _, err := json.Marshal(p); err != nil {
 			t.Fatal(err)
+		}
+		// What the dashboard is told must be true of the payload: its size, its kind, and
+		// whether the text shows all of it.
+		if p.Size != len(b) {
+			t.Fatalf("size %d of %d bytes", p.Size, len(b))
+		}
+		switch p.Kind {
+		case "empty":
+			if len(b) != 0 || p.Text != "" {
+				t.Fatalf("empty preview of %d bytes", len(b))
+			}
+		case "text":
+			if !p.Truncated && p.Text != string(b) {
+				t.Fatalf("untruncated text %q of %q", p.Text, b)
+			}
+			if !strings.HasPrefix(string(b), p.Text) {
+				t.Fatalf("text %q is not the start of %q", p.Text, b)
+			}
+		case "hex":
+			raw, err := hex.DecodeString(p.Text)
+			if err != nil || !bytes.HasPrefix(b, raw) || (!p.Truncated && len(raw) != len(b)) {
+				t.Fatalf("hex %q of %x (truncated %v): %v", p.Text, b, p.Truncated, err)
+			}
+		case "cbor":
+			if d, err := wire.Diagnose(b); err != nil || (!p.Truncated && d != p.Text) {
+				t.Fatalf("cbor preview %q, Diagnose %q, %v", p.Text, d, err)
+			}
+		default:
+			t.Fatalf("kind %q", p.Kind)
 		}
 	})
 }
