@@ -256,3 +256,24 @@ func complexKey(n *yaml.Node, depth int) bool {
 	}
 	return false
 }
+
+// FuzzParseByteSize: sizes come from config files. Whatever parses is a non-negative size
+// that reads back from the form MarshalYAML writes, so a loaded-and-saved config keeps it.
+func FuzzParseByteSize(f *testing.F) {
+	for _, s := range []string{"1GiB", "200 MB", "4096", "64MiB", "0", "1.5KiB", "0.1B", "-1", "1e30TiB", "NaN", "Inf", "4611686018427387904", " 7 kB ", "KiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := ParseByteSize(s)
+		if err != nil {
+			return
+		}
+		if b < 0 {
+			t.Fatalf("ParseByteSize(%q) = %d", s, b)
+		}
+		back, err := ParseByteSize(b.String())
+		if err != nil || back != b {
+			t.Fatalf("%q -> %d -> %q -> %d, %v", s, b, b.String(), back, err)
+		}
+	})
+}
