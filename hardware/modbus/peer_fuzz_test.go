@@ -80,18 +80,18 @@ const fuzzPeerBus = `
     - name: u
       id: 1
       points:
-        - {name: h16, type: holding, address: 0, data_type: int16}
-        - {name: hf, type: holding, address: 1, data_type: float32, word_order: low_first}
+        - {name: h16, type: holding, address: 0, data_type: int16, writable: true}
+        - {name: hf, type: holding, address: 1, data_type: float32, word_order: low_first, writable: true}
         - {name: hs, type: holding, address: 3, data_type: string, count: 3}
         - {name: i64, type: input, address: 10, data_type: uint64, scale: 0.5}
-        - {name: c, type: coil, address: 0}
+        - {name: c, type: coil, address: 0, writable: true}
         - {name: c9, type: coil, address: 9}
         - {name: d, type: discrete_input, address: 3}
 `
 
-// FuzzPeerResponse: what a Modbus peer answers is outside bytes. A poll on any answer returns
-// (an error or nil) without panicking, in the library or in edged, and every sample it
-// publishes is a well-formed JSON sample of quality good (with a value) or bad.
+// FuzzPeerResponse: what a Modbus peer answers is outside bytes. A poll or a write on any
+// answer returns (an error or nil) without panicking, in the library or in edged, and every
+// sample it publishes is a well-formed JSON sample of quality good (with a value) or bad.
 func FuzzPeerResponse(f *testing.F) {
 	peer := startFuzzPeer(f)
 	for _, s := range []struct {
@@ -133,6 +133,12 @@ func FuzzPeerResponse(f *testing.F) {
 		defer c.Close()
 		for _, r := range b.reqs {
 			_ = b.poll(context.Background(), c, r)
+		}
+		// The answers to writes too: a single register, several, a coil.
+		for _, p := range b.units[0].points {
+			if p.cfg.Writable {
+				_ = b.write(context.Background(), c, writeCmd{p: p, value: float64(1), at: time.Now()})
+			}
 		}
 		all := local.Where(func(*broker.Message) bool { return true })
 		for _, m := range all {
