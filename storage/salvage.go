@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -112,7 +114,13 @@ type salvageOutbox struct {
 	got     int64 // records found (copied, or kept as corrupt)
 	missing []span
 	nmiss   int64
+	// deadSeqs are the sequences of dead, sorted, as known before the records are copied.
+	deadSeqs []uint64
 }
+
+// maxLostMarkers bounds the dead-letter markers salvage writes for the missing records of one
+// outbox.
+const maxLostMarkers = 100_000
 
 // copySalvaged writes kvs (sorted by key, newest versions only) into the fresh store.
 func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salvageResult, err error) {
@@ -174,6 +182,10 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		if so.hasMeta {
 			so.want = so.m.count
 		}
+		for seq := range so.dead {
+			so.deadSeqs = append(so.deadSeqs, seq)
+		}
+		slices.Sort(so.deadSeqs)
 	}
 	for n, t := range wit {
 		so := get(n)
@@ -204,17 +216,39 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		so.m.dlqBytes += int64(len(k) + len(v))
 		return nil
 	}
+	// gap records [lo, hi] as missing, except the sequences dead letters explain. It walks the
+	// dead letters in the range, never the range itself: one damaged key byte or witness tail
+	// makes a gap of 2^60 sequences, which a walk by sequence would never finish.
 	gap := func(so *salvageOutbox, lo, hi uint64) {
-		for s := lo; s <= hi; s++ {
-			if so.dead[s] {
-				continue
-			}
-			if n := len(so.missing); n > 0 && so.missing[n-1].hi+1 == s {
-				so.missing[n-1].hi = s
+		if lo > hi {
+			return
+		}
+		add := func(a, b uint64) {
+			if n := len(so.missing); n > 0 && so.missing[n-1].hi < b && so.missing[n-1].hi+1 == a {
+				so.missing[n-1].hi = b
 			} else {
-				so.missing = append(so.missing, span{s, s})
+				so.missing = append(so.missing, span{a, b})
 			}
-			so.nmiss++
+			n := uint64(math.MaxUint64)
+			if b-a < math.MaxUint64 {
+				n = b - a + 1
+			}
+			so.nmiss = int64(min(uint64(so.nmiss)+min(n, math.MaxInt64), math.MaxInt64))
+		}
+		next := lo
+		i, _ := slices.BinarySearch(so.deadSeqs, lo)
+		for ; i < len(so.deadSeqs) && so.deadSeqs[i] <= hi; i++ {
+			d := so.deadSeqs[i]
+			if d > next {
+				add(next, d-1)
+			}
+			if d == math.MaxUint64 {
+				return
+			}
+			next = d + 1
+		}
+		if next <= hi {
+			add(next, hi)
 		}
 	}
 	// markLost writes a dead-letter marker for each missing sequence of so when they are
@@ -230,11 +264,14 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		res.lost += short
 		db.integ.corrupt.WithLabelValues(so.name, causeSalvage).Add(float64(short))
 		db.metrics.dropped.WithLabelValues(so.name, ReasonCorrupt).Add(float64(short))
-		if so.nmiss != short {
+		// Markers only for a shortfall a person could go through: a larger one comes from a
+		// damaged sequence or tail, not from that many lost messages, and writing one marker
+		// per sequence would fill the disk.
+		if so.nmiss != short || short > maxLostMarkers {
 			return nil
 		}
 		for _, sp := range so.missing {
-			for s := sp.lo; s <= sp.hi; s++ {
+			for s := sp.lo; s >= sp.lo && s <= sp.hi; s++ {
 				dk := seqKey(namePrefix(kindDead, so.name), s)
 				dv := encodeDead(now, ReasonCorrupt+": unreadable in the store moved aside at start-up", nil)
 				if err := putDead(so, dk, dv); err != nil {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edged-dev/edged/wire"
 )
@@ -210,4 +212,47 @@ func TestSalvageKeepsLatestStores(t *testing.T) {
 	if sv := salvageOf(c.db); sv == nil || sv.Lost != 0 || sv.Copied != 10 {
 		t.Fatalf("salvage %+v, want 10 copied, 0 lost", sv)
 	}
+}
+
+// TestSalvageDamagedSequenceEnds: salvage walked every missing sequence one by one, so a
+// record key whose sequence a damaged byte made ~2^62 (or a witness tail as large) kept the
+// daemon in its start-up salvage forever, writing a dead-letter marker per sequence. The
+// copy now ends at once, counts the records it found and writes no markers for the gap.
+func TestSalvageDamagedSequenceEnds(t *testing.T) {
+	db := openT(t, t.TempDir())
+	defer db.Close()
+	rec := encodeRecord(1700000000000, mustEnvelope(t))
+	prefix := namePrefix(kindRecord, "cloud")
+	kvs := []salvageKV{
+		{key: seqKey(prefix, 1), val: rec},
+		{key: seqKey(prefix, 1<<62), val: rec},
+	}
+	done := make(chan salvageResult, 1)
+	go func() {
+		res, err := db.copySalvaged(kvs, map[string]witnessed{"other": {head: 1, tail: math.MaxUint64 - 1, count: 1}})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		if res.copied != 2 {
+			t.Fatalf("copied %d records, want 2", res.copied)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("salvage copy of a damaged sequence still running after 30s")
+	}
+	if d, err := outboxT(t, db, "cloud", Config{}).DeadLetters(0, 10); err != nil || len(d) != 0 {
+		t.Fatalf("%d dead-letter markers for the gap (%v), want none", len(d), err)
+	}
+}
+
+func mustEnvelope(t *testing.T) []byte {
+	t.Helper()
+	b, err := wire.MarshalEnvelope(&wire.Envelope{ID: wire.NewID(), Topic: "sensors/t", Payload: []byte("21.5"), QoS: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -184,3 +184,20 @@ func TestParseRefusesComplexKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestProblemsMaskURLKey: a URL with its password written where a key goes (a colon too many)
+// came back verbatim in "unknown key"; edged check and reload logs printed the password.
+func TestProblemsMaskURLKey(t *testing.T) {
+	_, err := Parse("f", []byte("tcp://gw:hunter2secret@h: 1\nbridge:\n  connectors:\n    - {name: c, type: mqtt, url: x, forward: [{from: a, to: b}], 'wss://u:pw4567890@h/?token=abcdef123': 1}\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, secret := range []string{"hunter2secret", "pw4567890", "abcdef123"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("problems show %q:\n%v", secret, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "tcp://gw:xxxxx@h: unknown key") {
+		t.Errorf("the key is not named (masked):\n%v", err)
+	}
+}

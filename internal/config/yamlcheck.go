@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edged-dev/edged/internal/confkit"
+	"github.com/edged-dev/edged/internal/redact"
 )
 
 // Problem is one located config error: "FILE:LINE: key: problem".
@@ -22,15 +23,18 @@ type Problem struct {
 	Msg  string
 }
 
+// Error is the problem as `edged check` prints it and a reload logs it. Key and message quote
+// what the file says, and a credential can sit anywhere there (a URL with its password
+// written as a key by a misplaced colon): it is masked like in every other error.
 func (p Problem) Error() string {
 	loc := p.File
 	if p.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
 	}
 	if p.Key == "" {
-		return loc + ": " + p.Msg
+		return loc + ": " + redact.Text(p.Msg)
 	}
-	return loc + ": " + p.Key + ": " + p.Msg
+	return loc + ": " + redact.Text(p.Key) + ": " + redact.Text(p.Msg)
 }
 
 // Problems is every error found in one file, in line order.

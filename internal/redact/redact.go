@@ -101,6 +101,11 @@ func redactQuery(q string) string {
 	return strings.Join(parts, "&")
 }
 
+// Text masks what looks like a credential in free text: the password of anything written
+// like a URL with userinfo (scheme://user:pass@) and the values of secret query parameters.
+// For messages that quote what a user wrote without knowing it is a URL (a config key).
+func Text(s string) string { return redactText(s) }
+
 func redactText(s string) string {
 	s = userinfoRE.ReplaceAllString(s, "$1:"+PasswordMask+"@")
 	return queryRE.ReplaceAllStringFunc(s, func(m string) string {
