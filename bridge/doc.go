@@ -63,7 +63,11 @@
 // if the remote must deduplicate). Sessions are persistent by default (clean_start false,
 // session_expiry 24h) and the subscribe filters are subscribed again on every connect.
 // Incoming QoS 2 is exactly once per session (packet ids held from PUBLISH to PUBREL); 3.1.1
-// acknowledges a downlink message only after it was published locally (paho manual ack).
+// acknowledges a downlink message only after it was published locally (paho manual ack). A
+// downlink message that a subscribe rule maps to no valid local topic (an empty wildcard
+// capture: "cmd/#" -> "{1}" on the remote topic "cmd") can never be published: it is dropped,
+// counted in edged_bridge_downlink_failed_total and logged, and acknowledged, so the remote
+// does not redeliver it forever.
 //
 // # http connector
 //
@@ -76,7 +80,7 @@
 //	X-Edged-Gateway: <gateway_id>
 //
 // 2xx confirms every message of the request. 429 (honouring Retry-After in seconds or as an
-// HTTP date), 5xx, 401 (after one token refresh), 408 and network errors are retried. Any
+// HTTP date, at most one hour), 5xx, 401 (after one token refresh), 408 and network errors are retried. Any
 // other status (400, 403, 404, 413, 422, ...) moves every message of the request to the dead
 // letters; use batch.max_messages 1 if one bad message must not take its batch with it.
 // A 3xx is never followed (RedirectError): retried, counted as failure reason "redirect".
