@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -22,6 +23,9 @@ type DeadRecord struct {
 
 // DeadLetters lists up to max dead letters after afterSeq (0: from the first), oldest first.
 func (o *Outbox) DeadLetters(afterSeq uint64, max int) ([]DeadRecord, error) {
+	if afterSeq == math.MaxUint64 {
+		return nil, nil // nothing comes after; afterSeq+1 would wrap to the first page
+	}
 	var out []DeadRecord
 	err := o.db.bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: o.dprefix, PrefetchValues: false})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -287,4 +288,20 @@ func FuzzSalvageCopy(f *testing.F) {
 			t.Fatal("salvage copy still running after 30s")
 		}
 	})
+}
+
+// TestDeadLettersAfterLast: the admin API passes ?after= through; after=2^64-1 wrapped to 0
+// and listed the first page again, so a client paging to the end never saw it end.
+func TestDeadLettersAfterLast(t *testing.T) {
+	db := openT(t, t.TempDir())
+	defer db.Close()
+	ob := outboxT(t, db, "cloud", Config{})
+	must(t, ob.Append(context.Background(), &wire.Envelope{ID: wire.NewID(), Topic: "t", QoS: 1}))
+	must(t, ob.DeadLetter(1, "http 400: bad request"))
+	if d, err := ob.DeadLetters(0, 10); err != nil || len(d) != 1 {
+		t.Fatalf("from the start: %d, %v", len(d), err)
+	}
+	if d, err := ob.DeadLetters(math.MaxUint64, 10); err != nil || len(d) != 0 {
+		t.Fatalf("after the last possible sequence: %d dead letters, %v", len(d), err)
+	}
 }
