@@ -283,6 +283,9 @@ func (m *mqttConn) connect(ctx context.Context) error {
 		SessionExpiry: uint32(m.cfg.SessionExpiry / time.Second), KeepAlive: m.cfg.KeepAlive,
 		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5, QoS2: m.qos2,
 		Will: m.will5(),
+		// Downlink payloads as large as the envelopes this gateway handles, with room for
+		// topic and properties; the server is told, and a larger packet ends the link unread.
+		MaxPacketSize: max(mqtt5.DefaultMaxPacketSize, m.env.Wire.MaxPayload+64<<10),
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", ep.display, err)

@@ -47,6 +47,42 @@ type Options struct {
 	// Will is published by the server when the connection ends without a normal DISCONNECT
 	// (keepalive timeout, a dropped link): the last will of MQTT 5 section 3.1.2.5. nil = none.
 	Will *Will
+	// MaxPacketSize is the largest packet accepted from the server (the whole packet, fixed
+	// header included), sent as the CONNECT Maximum Packet Size; a larger one ends the
+	// connection before its body is read. 0 = DefaultMaxPacketSize.
+	MaxPacketSize int
+}
+
+// DefaultMaxPacketSize is Options.MaxPacketSize when not set: room for a 1 MiB payload with
+// its topic and properties.
+const DefaultMaxPacketSize = 1<<20 + 64<<10
+
+// ErrPacketTooLarge: the server announced a packet above Options.MaxPacketSize.
+var ErrPacketTooLarge = errors.New("mqtt5: packet from the server exceeds the maximum packet size")
+
+// readPacket reads one packet, refusing it from its fixed header when it is larger than max.
+// paho's ReadPacket allocates the announced remaining length (up to 256 MiB) before reading
+// the body: five bytes from the server were enough to make a gateway allocate 256 MiB, on
+// every reconnect.
+func readPacket(br *bufio.Reader, max int) (*packets.ControlPacket, error) {
+	// The fixed header is one type byte and a variable byte integer of at most four bytes;
+	// peek byte by byte so nothing beyond this packet's header is waited for.
+	remaining, mult := 0, 1
+	for i := 1; i <= 4; i++ {
+		b, err := br.Peek(i + 1)
+		if err != nil {
+			return nil, err
+		}
+		remaining += int(b[i]&0x7f) * mult
+		if b[i]&0x80 == 0 {
+			if total := 1 + i + remaining; total > max {
+				return nil, fmt.Errorf("%w: %d bytes > %d", ErrPacketTooLarge, total, max)
+			}
+			return packets.ReadPacket(br)
+		}
+		mult *= 128
+	}
+	return nil, errors.New("mqtt5: malformed remaining length")
 }
 
 // Will is the last-will message of a connection.
@@ -164,6 +200,9 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	if o.QoS2 == nil {
 		o.QoS2 = NewQoS2Set()
 	}
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
 	c := &Client{conn: conn, opts: o, bw: bufio.NewWriterSize(conn, 64<<10), pending: map[uint16]func(error){},
 		subs: map[uint16]chan *packets.Suback{}, done: make(chan struct{}), lastRead: make(chan struct{}, 1)}
 	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: o.ClientID, CleanStart: o.CleanStart,
@@ -178,6 +217,8 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	}
 	rm := o.ReceiveMaximum
 	cp.Properties.ReceiveMaximum = &rm
+	mp := uint32(o.MaxPacketSize)
+	cp.Properties.MaximumPacketSize = &mp
 	if o.Username != "" {
 		cp.UsernameFlag, cp.Username = true, o.Username
 	}
@@ -194,7 +235,7 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("mqtt5: send connect: %w", err)
 	}
-	pk, err := packets.ReadPacket(br)
+	pk, err := readPacket(br, o.MaxPacketSize)
 	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
@@ -428,7 +469,7 @@ func (c *Client) Subscribe(ctx context.Context, subs []packets.SubOptions) ([]by
 func (c *Client) reader(br *bufio.Reader) {
 	defer c.wg.Done()
 	for {
-		pk, err := packets.ReadPacket(br)
+		pk, err := readPacket(br, c.opts.MaxPacketSize)
 		if err != nil {
 			c.fail(err)
 			return
