@@ -131,7 +131,6 @@ func FuzzAPI(f *testing.F) {
 		h.ServeHTTP(rec, req)
 		res := rec.Result()
 		out := rec.Body.Bytes()
-		t.Logf("%s %q flags %d: %d", req.Method, target, flags, res.StatusCode)
 		if res.StatusCode >= 500 {
 			t.Fatalf("%s %q (flags %d, body %q): %d %s", req.Method, target, flags, body, res.StatusCode, out)
 		}
@@ -146,4 +145,18 @@ func FuzzAPI(f *testing.F) {
 			t.Fatalf("%s %q: invalid JSON %q", req.Method, target, out)
 		}
 	})
+}
+
+// TestDashboardBadFileName: GET /%D3 (a name that is not UTF-8) made the dashboard's file
+// server answer 500, a server error for a request that names no file.
+func TestDashboardBadFileName(t *testing.T) {
+	f := start(t, Options{})
+	for _, p := range []string{"/%D3", "/ui/%FF%FE.js"} {
+		if code, body := f.do(t, "GET", p, "", nil); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d %s, want 404", p, code, body)
+		}
+	}
+	if code, _ := f.do(t, "GET", "/", "", nil); code != http.StatusOK {
+		t.Errorf("GET /: %d", code)
+	}
 }
