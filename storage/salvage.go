@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
@@ -133,8 +134,10 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		}
 		return so
 	}
+	// A name that is not UTF-8 comes from a damaged key, never from a connector: it would
+	// also panic as a metric label value (found by FuzzSalvageCopy).
 	name := func(k []byte) (string, bool) {
-		if len(k) < 2 || len(k) < 2+int(k[1]) || k[1] == 0 {
+		if len(k) < 2 || len(k) < 2+int(k[1]) || k[1] == 0 || !utf8.Valid(k[2:2+int(k[1])]) {
 			return "", false
 		}
 		return string(k[2 : 2+int(k[1])]), true
@@ -188,6 +191,9 @@ func (db *DB) copySalvaged(kvs []salvageKV, wit map[string]witnessed) (res salva
 		slices.Sort(so.deadSeqs)
 	}
 	for n, t := range wit {
+		if !utf8.ValidString(n) {
+			continue // see name
+		}
 		so := get(n)
 		if !so.hasMeta {
 			so.m, so.want = meta{head: t.head, tail: t.tail}, t.count
