@@ -131,3 +131,45 @@ func TestHugePacketRefusedFromHeader(t *testing.T) {
 		t.Fatalf("err %v, want ErrPacketTooLarge", c.Err())
 	}
 }
+
+// failingWrites is a connection whose writes fail once fail is set; reads go on.
+type failingWrites struct {
+	net.Conn
+	fail atomic.Bool
+}
+
+func (c *failingWrites) Write(b []byte) (int, error) {
+	if c.fail.Load() {
+		return 0, errors.New("write: broken pipe")
+	}
+	return c.Conn.Write(b)
+}
+
+// TestPublishWriteErrorReportedOnce: when writing a QoS 1 PUBLISH failed, PublishAsync both
+// returned the error and called done with ErrClosed (the client had already registered it);
+// the caller saw the same failure twice. Now done is the one report.
+func TestPublishWriteErrorReportedOnce(t *testing.T) {
+	srv, cli := net.Pipe()
+	defer srv.Close()
+	go func() {
+		br := bufio.NewReader(srv)
+		if _, err := packets.ReadPacket(br); err != nil {
+			return
+		}
+		_, _ = srv.Write(connackBytes(t, 0, &packets.Properties{}))
+		_, _ = io.Copy(io.Discard, br)
+	}()
+	conn := &failingWrites{Conn: cli}
+	c, err := Connect(context.Background(), conn, Options{ClientID: "gw1", KeepAlive: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn.fail.Store(true)
+	var calls atomic.Int32
+	// Larger than the write buffer: written through at once, so the write fails here.
+	err = c.PublishAsync(context.Background(), &packets.Publish{QoS: 1, Topic: "up", Payload: make([]byte, 128<<10)}, func(error) { calls.Add(1) })
+	if n := calls.Load(); (err == nil) != (n == 1) {
+		t.Fatalf("PublishAsync returned %v and done was called %d times: want exactly one report", err, n)
+	}
+}
