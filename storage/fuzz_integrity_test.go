@@ -267,13 +267,14 @@ func FuzzSalvageCopy(f *testing.F) {
 		}
 	}
 	f.Add(encodeKVs(hugeSeq), []byte{})
-	dst := openT(f, f.TempDir())
-	f.Cleanup(func() { _ = dst.Close() })
 	f.Fuzz(func(t *testing.T, in, witBytes []byte) {
 		wit, err := decodeWitness(witBytes)
 		if err != nil {
 			wit = nil
 		}
+		// A fresh store each time, as salvage has: what one input left must not decide the next.
+		dst := openT(t, t.TempDir())
+		defer dst.Close()
 		done := make(chan error, 1)
 		go func() {
 			_, err := dst.copySalvaged(decodeKVs(in), wit)
