@@ -134,6 +134,11 @@ func Parse(file string, b []byte) (*Config, error) {
 		return cfg, nil // an empty file means "all defaults"
 	}
 	doc := root.Content[0]
+	if doc.Kind == yaml.ScalarNode && doc.Tag == "!!null" {
+		// "---" or "~" alone: a document without content is an empty file. (yaml.v3 places
+		// it on the line after the marker, which a one-line file does not have.)
+		return cfg, nil
+	}
 	if doc.Kind != yaml.MappingNode {
 		return nil, Problems{{File: file, Line: doc.Line, Msg: "the config must be a mapping of sections (data_dir:, broker:, ...)"}}
 	}

@@ -205,3 +205,17 @@ func TestProblemsMaskURLKey(t *testing.T) {
 		t.Errorf("the key is not named (masked):\n%v", err)
 	}
 }
+
+// TestEmptyDocumentIsDefaults: a file holding only "---" (or only a null) is an empty config,
+// like an empty file; it was refused with a problem on line 2 of a one-line file.
+func TestEmptyDocumentIsDefaults(t *testing.T) {
+	for _, src := range []string{"---", "---\n", "~\n", "--- # nothing yet\n", "null"} {
+		cfg, err := Parse("f", []byte(src))
+		if err != nil || cfg == nil {
+			t.Errorf("%q: %v", src, err)
+		}
+	}
+	if _, err := Parse("f", []byte("--- 7\n")); err == nil {
+		t.Error("a scalar document accepted")
+	}
+}
