@@ -358,6 +358,17 @@ func (f *forwarder) run(ctx context.Context) {
 	}
 }
 
+// linkClosed is the error of a session whose idle link closed, with the cause when the
+// connector knows it (a Linked connector may implement LinkErr), so status says why.
+func linkClosed(c Connector) error {
+	if le, ok := c.(interface{ LinkErr() error }); ok {
+		if err := le.LinkErr(); err != nil {
+			return fmt.Errorf("link closed: %w", err)
+		}
+	}
+	return errors.New("link closed")
+}
+
 // session drains the outbox over one established link. It returns on ctx done, link loss,
 // a retriable send failure or a stall.
 func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breaker) error {
@@ -390,7 +401,7 @@ func (f *forwarder) session(ctx context.Context, bo *backoff.Backoff, br *breake
 			case waitDone:
 				return ctx.Err()
 			case waitLinkClosed:
-				return errors.New("link closed")
+				return linkClosed(f.conn)
 			case waitExtra: // the prober found the primary healthy
 				if f.fo.current() != 0 { // not a signal that raced a failover onto the primary
 					return errSwitchBack

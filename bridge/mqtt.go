@@ -177,6 +177,7 @@ type mqttConn struct {
 	c5   *mqtt5.Client
 	c3   paho3.Client
 	done chan struct{} // link closed (3.1.1)
+	lost error         // why it closed, when paho said (3.1.1)
 	win  int
 	cur  int           // endpoint in use (failover)
 	pres *presenceLoop // health reports of the current link
@@ -265,6 +266,12 @@ func (m *mqttConn) endpoint() mqttEndpoint {
 	return m.eps[m.cur]
 }
 
+// maxServerPacket is the largest packet taken from the server: downlink payloads as large as
+// the envelopes this gateway handles, with room for topic and properties.
+func (m *mqttConn) maxServerPacket() int {
+	return max(mqtt5.DefaultMaxPacketSize, m.env.Wire.MaxPayload+64<<10)
+}
+
 func (m *mqttConn) connect(ctx context.Context) error {
 	ep := m.endpoint()
 	if m.cfg.Protocol == "3.1.1" {
@@ -283,9 +290,8 @@ func (m *mqttConn) connect(ctx context.Context) error {
 		SessionExpiry: uint32(m.cfg.SessionExpiry / time.Second), KeepAlive: m.cfg.KeepAlive,
 		ReceiveMaximum: 100, MaxInflight: m.cfg.Window, OnPublish: m.onPublish5, QoS2: m.qos2,
 		Will: m.will5(),
-		// Downlink payloads as large as the envelopes this gateway handles, with room for
-		// topic and properties; the server is told, and a larger packet ends the link unread.
-		MaxPacketSize: max(mqtt5.DefaultMaxPacketSize, m.env.Wire.MaxPayload+64<<10),
+		// The server is told, and a larger packet ends the link unread.
+		MaxPacketSize: m.maxServerPacket(),
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", ep.display, err)
@@ -339,6 +345,18 @@ func (m *mqttConn) Done() <-chan struct{} {
 		return m.c5.Done()
 	}
 	return m.done
+}
+
+// LinkErr says why the link closed (nil while it is up or when nobody said): the forwarder
+// puts it in status.
+func (m *mqttConn) LinkErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.lost
+	if m.c5 != nil {
+		err = m.c5.Err()
+	}
+	return m.scrub.Error(err)
 }
 
 // Close implements Connector.
@@ -439,6 +457,9 @@ func (m *mqttConn) Send(ctx context.Context, msgs []*Message, result func(int, e
 }
 
 func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
+	m.mu.Lock()
+	m.lost = nil // before the dial: paho may report this link lost before Connect returns
+	m.mu.Unlock()
 	done := make(chan struct{})
 	var once sync.Once
 	drop := func() { once.Do(func() { close(done) }) }
@@ -447,8 +468,22 @@ func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 	o := paho3.NewClientOptions().AddBroker(strings.Replace(ep.url, "mqtts://", "ssl://", 1)).SetClientID(m.clientID).
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetKeepAlive(m.keepalive3()).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
-		SetTLSConfig(m.tls).SetProtocolVersion(4).SetAutoAckDisabled(true).
-		SetConnectionLostHandler(func(paho3.Client, error) { drop() }).
+		SetProtocolVersion(4).SetAutoAckDisabled(true).
+		// The connector dials (bandwidth cap, TLS, websocket) and bounds the server's packet
+		// sizes; see mqtt3conn.go.
+		SetCustomOpenConnectionFn(func(*url.URL, paho3.ClientOptions) (net.Conn, error) {
+			conn, err := m.dial(ctx, ep.url)
+			if err != nil {
+				return nil, err
+			}
+			return &limitConn{Conn: conn, max: m.maxServerPacket()}, nil
+		}).
+		SetConnectionLostHandler(func(_ paho3.Client, err error) {
+			m.mu.Lock()
+			m.lost = err
+			m.mu.Unlock()
+			drop()
+		}).
 		// A resumed session's messages (the redelivery of an unacknowledged one above all)
 		// arrive right after CONNACK, before the SUBSCRIBE below is answered: paho drops
 		// messages that match no route without acknowledging them, so every message goes to

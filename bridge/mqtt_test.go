@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/edged-dev/edged/bridge"
 	"github.com/edged-dev/edged/internal/testutil"
@@ -165,8 +167,9 @@ forward:
 	checkSeqs(t, sub.snapshot(), 2000, rawSeq)
 }
 
-// fakeMQTT accepts CONNECT, answers CONNACK and then reads forever without acking.
-func fakeMQTT(t testing.TB, conns *atomic.Int32) string {
+// fakeServer listens on loopback and runs serve on each connection it accepts (counted in
+// conns), closing it after.
+func fakeServer(t testing.TB, conns *atomic.Int32, serve func(c net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -181,27 +184,34 @@ func fakeMQTT(t testing.TB, conns *atomic.Int32) string {
 			conns.Add(1)
 			go func() {
 				defer c.Close()
-				r := bufio.NewReader(c)
-				if _, err := packets.ReadPacket(r); err != nil {
-					return
-				}
-				ca := &packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.CONNACK}, Content: &packets.Connack{Properties: &packets.Properties{}}}
-				if _, err := ca.WriteTo(c); err != nil {
-					return
-				}
-				for {
-					pk, err := packets.ReadPacket(r)
-					if err != nil {
-						return
-					}
-					if pk.Type == packets.PINGREQ {
-						_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// fakeMQTT accepts CONNECT, answers CONNACK and then reads forever without acking.
+func fakeMQTT(t testing.TB, conns *atomic.Int32) string {
+	return fakeServer(t, conns, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if _, err := packets.ReadPacket(r); err != nil {
+			return
+		}
+		ca := &packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.CONNACK}, Content: &packets.Connack{Properties: &packets.Properties{}}}
+		if _, err := ca.WriteTo(c); err != nil {
+			return
+		}
+		for {
+			pk, err := packets.ReadPacket(r)
+			if err != nil {
+				return
+			}
+			if pk.Type == packets.PINGREQ {
+				_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
+			}
+		}
+	})
 }
 
 // TestMQTTStall: a remote that accepts but never acks -> stalled, counted, reconnected.
@@ -366,4 +376,37 @@ func TestMQTTTransports(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A 3.1.1 cloud that announces a 256 MiB packet (five bytes: a PUBLISH fixed header) used to
+// make paho.mqtt.golang allocate the announced length before any body arrived, on every
+// reconnect. The connector now ends the link at that header: the status names the refusal and
+// the process allocates nowhere near the announced size.
+func TestMQTT311HugePacketRefusedFromHeader(t *testing.T) {
+	var accepted atomic.Int32
+	addr := fakeServer(t, &accepted, func(c net.Conn) {
+		if _, err := packets3.ReadPacket(c); err != nil { // the CONNECT
+			return
+		}
+		_, _ = c.Write([]byte{0x20, 2, 0, 0})                // CONNACK, accepted
+		_, _ = c.Write([]byte{0x30, 0xff, 0xff, 0xff, 0x7f}) // PUBLISH of 268,435,455 bytes
+		_, _ = io.Copy(io.Discard, c)
+	})
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+addr, `
+protocol: "3.1.1"
+forward: [{from: "a/#", to: "{topic}"}]
+`))
+	waitFor(t, 30*time.Second, func() error {
+		if st := s.status("cloud"); accepted.Load() < 3 || !strings.Contains(st.LastError, "maximum packet size") {
+			return fmt.Errorf("%d connections, last error %q", accepted.Load(), st.LastError)
+		}
+		return nil
+	})
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if d := after.TotalAlloc - before.TotalAlloc; d > 128<<20 {
+		t.Fatalf("%d MiB allocated over %d connections: the announced size was allocated", d>>20, accepted.Load())
+	}
 }

@@ -284,12 +284,19 @@ func bandwidthDrain(t *testing.T) time.Duration {
 // overhead included), and the drain uses the cap (on average >= 75 % of it), so the limiter
 // neither leaks nor starves. The backlog is sized to outlast the measured drain.
 func TestTrafficBandwidthCap(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+protocol, func(t *testing.T) { testBandwidthCap(t, protocol) })
+	}
+}
+
+func testBandwidthCap(t *testing.T, protocol string) {
 	const capRate = 32 << 10
 	const win = 5 * time.Second
 	drain := bandwidthDrain(t)
 	cloud := testutil.StartMosquitto(t, 0, "")
 	px := startMeterProxy(t, cloud.Addr)
 	s := startStack(t, "", mqttConnector(t, "cloud", "tcp://"+px.Addr(), `
+protocol: "`+protocol+`"
 rate: 32KiB/s
 forward:
   - {from: "telemetry/#", to: "gw/telemetry/{1}", qos: 1}
