@@ -351,7 +351,8 @@ func TestRunStopsEverything(t *testing.T) {
 	})
 }
 
-// TestMQTTTransports: mqtts:// with a private CA and ws:// to mosquitto's other listeners.
+// TestMQTTTransports: mqtts:// with a private CA and ws:// to mosquitto's other listeners,
+// with MQTT 5 and 3.1.1 (whose socket the connector dials too, for the bandwidth cap).
 func TestMQTTTransports(t *testing.T) {
 	ca := testutil.NewTestCA(t)
 	dir := t.TempDir()
@@ -363,7 +364,9 @@ func TestMQTTTransports(t *testing.T) {
 	sub := subscribeCloud(t, cloud.Addr, "up/#")
 	s := startStack(t, "",
 		mqttConnector(t, "tls", fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort), fmt.Sprintf("tls: {ca: %s}\nforward: [{from: 'a/#', to: 'up/tls/{1}'}]", caFile)),
-		mqttConnector(t, "ws", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", wsPort), "forward: [{from: 'a/#', to: 'up/ws/{1}'}]"))
+		mqttConnector(t, "ws", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", wsPort), "forward: [{from: 'a/#', to: 'up/ws/{1}'}]"),
+		mqttConnector(t, "tls311", fmt.Sprintf("mqtts://127.0.0.1:%d", tlsPort), fmt.Sprintf("protocol: '3.1.1'\ntls: {ca: %s}\nforward: [{from: 'a/#', to: 'up/tls311/{1}'}]", caFile)),
+		mqttConnector(t, "ws311", fmt.Sprintf("ws://127.0.0.1:%d/mqtt", wsPort), "protocol: '3.1.1'\nforward: [{from: 'a/#', to: 'up/ws311/{1}'}]"))
 	local := localClient(t, s.addr, "dev1")
 	publishN(t, local, "a/b", 0, 50)
 	waitFor(t, 10*time.Second, func() error {
@@ -371,8 +374,10 @@ func TestMQTTTransports(t *testing.T) {
 		for _, m := range sub.snapshot() {
 			n[m.Topic]++
 		}
-		if n["up/tls/b"] < 50 || n["up/ws/b"] < 50 {
-			return fmt.Errorf("cloud got %v (tls: %s / ws: %s)", n, s.status("tls").LastError, s.status("ws").LastError)
+		for _, c := range []string{"tls", "ws", "tls311", "ws311"} {
+			if n["up/"+c+"/b"] < 50 {
+				return fmt.Errorf("cloud got %v (%s: %s)", n, c, s.status(c).LastError)
+			}
 		}
 		return nil
 	})
