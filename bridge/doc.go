@@ -61,7 +61,7 @@
 // carries the envelope id as user property "id"; a PUBACK reason >= 0x80 dead-letters the
 // message. MQTT 3.1.1 uses paho.mqtt.golang (no user properties: choose format cbor or json
 // if the remote must deduplicate) over a socket the connector dials itself, like MQTT 5, so
-// the bandwidth cap holds and a server's packet sizes are bounded (mqtt3conn.go). Sessions are persistent by default (clean_start false,
+// the bandwidth cap holds and a server's packet sizes are bounded (mqtt5.LimitReads). Sessions are persistent by default (clean_start false,
 // session_expiry 24h) and the subscribe filters are subscribed again on every connect.
 // Incoming QoS 2 is exactly once per session (packet ids held from PUBLISH to PUBREL); 3.1.1
 // acknowledges a downlink message only after it was published locally (paho manual ack). A

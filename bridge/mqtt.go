@@ -469,14 +469,14 @@ func (m *mqttConn) connect3(ctx context.Context, ep mqttEndpoint) error {
 		SetCleanSession(m.cfg.CleanStart).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetKeepAlive(m.keepalive3()).SetConnectTimeout(m.cfg.ConnectTimeout).SetWriteTimeout(m.cfg.StallTimeout).
 		SetProtocolVersion(4).SetAutoAckDisabled(true).
-		// The connector dials (bandwidth cap, TLS, websocket) and bounds the server's packet
-		// sizes; see mqtt3conn.go.
+		// The connector dials, as for MQTT 5: paho's own dialer bypassed the bandwidth cap
+		// (ratelimit.go), and the server's packet sizes are bounded (mqtt5.LimitReads).
 		SetCustomOpenConnectionFn(func(*url.URL, paho3.ClientOptions) (net.Conn, error) {
 			conn, err := m.dial(ctx, ep.url)
 			if err != nil {
 				return nil, err
 			}
-			return &limitConn{Conn: conn, max: m.maxServerPacket()}, nil
+			return mqtt5.LimitReads(conn, m.maxServerPacket()), nil
 		}).
 		SetConnectionLostHandler(func(_ paho3.Client, err error) {
 			m.mu.Lock()

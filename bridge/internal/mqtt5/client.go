@@ -60,31 +60,6 @@ const DefaultMaxPacketSize = 1<<20 + 64<<10
 // ErrPacketTooLarge: the server announced a packet above Options.MaxPacketSize.
 var ErrPacketTooLarge = errors.New("mqtt5: packet from the server exceeds the maximum packet size")
 
-// readPacket reads one packet, refusing it from its fixed header when it is larger than max.
-// paho's ReadPacket allocates the announced remaining length (up to 256 MiB) before reading
-// the body: five bytes from the server were enough to make a gateway allocate 256 MiB, on
-// every reconnect.
-func readPacket(br *bufio.Reader, max int) (*packets.ControlPacket, error) {
-	// The fixed header is one type byte and a variable byte integer of at most four bytes;
-	// peek byte by byte so nothing beyond this packet's header is waited for.
-	remaining, mult := 0, 1
-	for i := 1; i <= 4; i++ {
-		b, err := br.Peek(i + 1)
-		if err != nil {
-			return nil, err
-		}
-		remaining += int(b[i]&0x7f) * mult
-		if b[i]&0x80 == 0 {
-			if total := 1 + i + remaining; total > max {
-				return nil, fmt.Errorf("%w: %d bytes > %d", ErrPacketTooLarge, total, max)
-			}
-			return packets.ReadPacket(br)
-		}
-		mult *= 128
-	}
-	return nil, errors.New("mqtt5: malformed remaining length")
-}
-
 // Will is the last-will message of a connection.
 type Will struct {
 	Topic       string
@@ -230,12 +205,13 @@ func Connect(ctx context.Context, conn net.Conn, o Options) (*Client, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	br := bufio.NewReaderSize(conn, 64<<10)
+	// A packet above MaxPacketSize ends the link at its header (LimitReads).
+	br := bufio.NewReaderSize(LimitReads(conn, o.MaxPacketSize), 64<<10)
 	if _, err := cp.WriteTo(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("mqtt5: send connect: %w", err)
 	}
-	pk, err := readPacket(br, o.MaxPacketSize)
+	pk, err := packets.ReadPacket(br)
 	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
@@ -473,7 +449,7 @@ func (c *Client) Subscribe(ctx context.Context, subs []packets.SubOptions) ([]by
 func (c *Client) reader(br *bufio.Reader) {
 	defer c.wg.Done()
 	for {
-		pk, err := readPacket(br, c.opts.MaxPacketSize)
+		pk, err := packets.ReadPacket(br)
 		if err != nil {
 			c.fail(err)
 			return

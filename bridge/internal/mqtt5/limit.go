@@ -1,21 +1,17 @@
-package bridge
+package mqtt5
 
 import (
 	"fmt"
 	"net"
-
-	"github.com/edged-dev/edged/bridge/internal/mqtt5"
 )
 
-// A 3.1.1 connector's socket is dialed by the connector, not by paho.mqtt.golang (whose
-// CustomOpenConnectionFn hands it over), for two reasons:
-//   - the bandwidth cap: the connector's dialer throttles every socket toward its remote
-//     (ratelimit.go); paho's own dialer bypassed it, so `rate:` did nothing for 3.1.1;
-//   - the server's packet sizes: paho reads a packet by allocating the remaining length its
-//     fixed header announces, up to 256 MiB, before the body arrives, so five bytes from a
-//     broken or hostile server made the gateway allocate 256 MiB, on every reconnect.
-//     limitConn ends the connection at such a header instead (3.1.1 has no Maximum Packet
-//     Size to announce; the MQTT 5 client refuses the same from its reader, mqtt5.readPacket).
+// LimitReads returns conn with its reads bounded to MQTT packets of at most max bytes: a
+// client library reads a packet by allocating the remaining length its fixed header announces
+// (up to 256 MiB) before the body arrives, so five bytes from a broken or hostile server made
+// the gateway allocate 256 MiB, on every reconnect. The MQTT 5 client reads through it, and so
+// does the bridge's MQTT 3.1.1 connector (paho.mqtt.golang, whose protocol cannot announce a
+// maximum). Writes, deadlines and Close are conn's.
+func LimitReads(conn net.Conn, max int) net.Conn { return &limitConn{Conn: conn, max: max} }
 
 // limitConn passes a server's bytes through unchanged while following the MQTT packet framing,
 // and fails the read that would complete a fixed header announcing more than max bytes: paho
@@ -30,9 +26,6 @@ type limitConn struct {
 	mult      int
 	lenBytes  int
 }
-
-// errServerPacketTooLarge is limitConn's error: the same as the MQTT 5 client's.
-var errServerPacketTooLarge = mqtt5.ErrPacketTooLarge
 
 func (c *limitConn) Read(p []byte) (int, error) {
 	if c.err != nil {
@@ -53,7 +46,7 @@ func (c *limitConn) Read(p []byte) (int, error) {
 			}
 			if total := 1 + c.lenBytes + c.remaining; b&0x80 != 0 || total > c.max {
 				// Hand over what came before this byte; the header is never completed.
-				c.err = fmt.Errorf("%w: the server announced %d bytes, the limit is %d", errServerPacketTooLarge, 1+c.lenBytes+c.remaining, c.max)
+				c.err = fmt.Errorf("%w: the server announced %d bytes, the limit is %d", ErrPacketTooLarge, 1+c.lenBytes+c.remaining, c.max)
 				if i == 0 {
 					return 0, c.err
 				}
